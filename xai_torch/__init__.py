@@ -1,0 +1,37 @@
+"""xai_torch: explain PyTorch image classifiers, batched, on the model's device, without a trace.
+
+Example:
+    >>> import xai_torch as xt
+    >>> with xt.GuidedBackprop(model) as gbp:
+    ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
+    >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
+"""
+from . import zoo
+from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
+from .errors import XaiError, XaiWarning
+from .explainer import Explainer, Explanation
+from .gradient import Gradient, InputXGradient
+from .hooks import HookSession
+from .layers import find_layer, find_layers
+from .targets import ClassTarget, Target, as_target
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackpropExplanation",
+    "ClassTarget",
+    "Deconvnet",
+    "Explainer",
+    "Explanation",
+    "Gradient",
+    "GuidedBackprop",
+    "HookSession",
+    "InputXGradient",
+    "Target",
+    "XaiError",
+    "XaiWarning",
+    "as_target",
+    "find_layer",
+    "find_layers",
+    "zoo",
+]

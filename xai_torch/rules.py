@@ -1,0 +1,217 @@
+"""Rectifier gradient rules (guided backpropagation, DeconvNet) and their scoped interception.
+
+The rule applies to every rectifier *call* in the forward pass, whatever its form:
+``nn.ReLU`` / ``nn.ReLU6`` modules (in-place or not, reused instances called many times), the
+functional forms ``F.relu``, ``F.relu_``, ``torch.relu(_)``, ``Tensor.relu(_)``, ``F.relu6``,
+``F.hardtanh(x, 0, max)`` (how ``nn.ReLU6`` and torchvision's MobileNet call it) and
+``F.threshold(x, 0, 0)``. A :class:`torch.overrides.TorchFunctionMode`, entered only around
+the explainer's own forward pass, sees these calls without touching a single module: the
+model's objects, hooks and state never change.
+
+Each intercepted call computes the original function (same values, same in-place
+behaviour) inside a custom autograd Function whose backward is the rule:
+
+* guided backpropagation (Springenberg et al. 2015): ``R_in = 1[lo < z < hi] * max(R_out, 0)``
+* DeconvNet (Zeiler & Fergus 2014): ``R_in = max(R_out, 0)``
+
+``clamp``/``clamp_min`` are not treated as rectifiers (they clamp inputs, boxes and
+probabilities far more often than they act as activations). Leaky, smooth and gated
+activations (GELU, SiLU, ELU, LeakyReLU, ...) have no rule: their calls are counted so the
+explainer can warn naming them.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.overrides import TorchFunctionMode
+
+from .errors import XaiError
+
+
+@dataclass(frozen=True)
+class RectifierRule:
+    """A backward rule for rectifiers: ``backward(grad_out, mask) -> grad_in``.
+
+    ``mask`` is the forward pass's ``lo < z < hi`` (what the rectifier let through); rules
+    that ignore it set ``uses_mask=False`` so no mask is stored.
+    """
+
+    name: str
+    backward: Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+    uses_mask: bool = True
+
+
+GUIDED = RectifierRule("guided", lambda g, mask: g.clamp_min(0).mul_(mask))
+DECONV = RectifierRule("deconvnet", lambda g, mask: g.clamp_min(0), uses_mask=False)
+
+
+class _Rectify(torch.autograd.Function):
+    """Runs the original rectifier call; backward applies ``rule`` instead of its derivative."""
+
+    @staticmethod
+    def forward(ctx, x, call, lo, hi, inplace, rule):
+        y = call()
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.rule = rule
+        if rule.uses_mask:
+            mask = y > lo
+            if hi is not None:
+                mask &= y < hi
+            ctx.save_for_backward(mask)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        mask = ctx.saved_tensors[0] if ctx.rule.uses_mask else None
+        return ctx.rule.backward(grad, mask), None, None, None, None, None
+
+
+def _arg(args, kwargs, i, name, default):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+# Each parser returns (input, lo, hi, inplace) for a rectifier call, or None when the call is
+# not a rectifier (e.g. hardtanh(-1, 1)).
+def _relu_parser(inplace_default: bool):
+    return lambda args, kw: (_arg(args, kw, 0, "input", None), 0.0, None,
+                             bool(_arg(args, kw, 1, "inplace", inplace_default)))
+
+
+def _relu6_parser(inplace_default: bool):
+    return lambda args, kw: (_arg(args, kw, 0, "input", None), 0.0, 6.0,
+                             bool(_arg(args, kw, 1, "inplace", inplace_default)))
+
+
+def _hardtanh_parser(inplace_default: bool):
+    def parse(args, kw):
+        lo = float(_arg(args, kw, 1, "min_val", -1.0))
+        hi = float(_arg(args, kw, 2, "max_val", 1.0))
+        if lo != 0.0:
+            return None
+        return _arg(args, kw, 0, "input", None), lo, hi, bool(_arg(args, kw, 3, "inplace", inplace_default))
+    return parse
+
+
+def _threshold_parser(inplace_default: bool):
+    def parse(args, kw):
+        thr = float(_arg(args, kw, 1, "threshold", 1.0))
+        val = float(_arg(args, kw, 2, "value", 1.0))
+        if thr != 0.0 or val != 0.0:
+            return None
+        return _arg(args, kw, 0, "input", None), 0.0, None, bool(_arg(args, kw, 3, "inplace", inplace_default))
+    return parse
+
+
+def _table(pairs):
+    table = {}
+    for name, parser in pairs:
+        obj = _resolve(name)
+        if obj is not None:
+            table[obj] = parser
+    return table
+
+
+def _resolve(dotted: str):
+    root, *parts = dotted.split(".")
+    obj = {"F": F, "torch": torch}[root]
+    for p in parts:
+        obj = getattr(obj, p, None)
+        if obj is None:
+            return None
+    return obj
+
+
+_RECTIFIERS = _table([
+    ("F.relu", _relu_parser(False)),
+    ("torch.relu", _relu_parser(False)),
+    ("torch.relu_", _relu_parser(True)),          # also F.relu_
+    ("torch.Tensor.relu", _relu_parser(False)),
+    ("torch.Tensor.relu_", _relu_parser(True)),
+    ("F.relu6", _relu6_parser(False)),
+    ("torch._C._nn.relu6", _relu6_parser(False)),
+    ("torch._C._nn.relu6_", _relu6_parser(True)),
+    ("F.hardtanh", _hardtanh_parser(False)),
+    ("torch._C._nn.hardtanh", _hardtanh_parser(False)),
+    ("torch._C._nn.hardtanh_", _hardtanh_parser(True)),   # also F.hardtanh_
+    ("F.threshold", _threshold_parser(False)),
+    ("torch.threshold", _threshold_parser(False)),
+    ("torch.threshold_", _threshold_parser(True)),  # also F.threshold_
+])
+
+# Activations with no rectifier rule: their calls are counted to warn the user.
+_UNRULED = {}
+for _name in ("gelu", "silu", "elu", "elu_", "selu", "selu_", "celu", "celu_", "leaky_relu",
+              "leaky_relu_", "rrelu", "rrelu_", "prelu", "mish", "hardswish", "softplus", "glu"):
+    _fn = getattr(F, _name, None)
+    if _fn is not None:
+        _UNRULED[_fn] = _name.rstrip("_")
+
+
+class RectifierMode(TorchFunctionMode):
+    """Intercepts rectifier calls while active and applies ``rule`` to their gradients.
+
+    Attributes:
+        calls: number of rectifier calls intercepted.
+        unruled: ``Counter`` of activation calls that have no rule (``{"gelu": 12}``).
+    """
+
+    def __init__(self, rule: RectifierRule) -> None:
+        super().__init__()
+        self.rule = rule
+        self.calls = 0
+        self.unruled: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        try:
+            parser = _RECTIFIERS.get(func)
+            unruled = None if parser is not None else _UNRULED.get(func)
+        except TypeError:  # unhashable callables
+            parser = unruled = None
+        if parser is not None:
+            spec = parser(args, kwargs)
+            if spec is not None and isinstance(spec[0], torch.Tensor):
+                x, lo, hi, inplace = spec
+                self.calls += 1
+                return _Rectify.apply(x, lambda: func(*args, **kwargs), lo, hi, inplace, self.rule)
+        elif unruled is not None:
+            self.unruled[unruled] += 1
+        return func(*args, **kwargs)
+
+
+def check_interceptable(model) -> None:
+    """Raise if the rectifier calls of ``model`` cannot be seen from Python.
+
+    TorchScript and ``torch.compile`` run their graphs outside the Python dispatcher, so a
+    rule would silently not apply; ``nn.DataParallel`` runs replicas in other threads.
+    """
+    if not isinstance(model, nn.Module):
+        return
+    for name, module in model.named_modules():
+        where = f"submodule {name!r}" if name else "the model"
+        if isinstance(module, torch.jit.ScriptModule):
+            raise XaiError(
+                f"{where} is a TorchScript module: its rectifier calls cannot be intercepted, so "
+                "guided backpropagation / DeconvNet would silently return the plain gradient. "
+                "Explain the eager (unscripted) model instead."
+            )
+        if hasattr(module, "_orig_mod") and type(module).__name__ == "OptimizedModule":
+            raise XaiError(
+                f"{where} is compiled with torch.compile: its rectifier calls cannot be "
+                "intercepted. Explain the eager module instead (compiled._orig_mod)."
+            )
+        if isinstance(module, nn.DataParallel):
+            raise XaiError(
+                f"{where} is nn.DataParallel, which runs replicas in other threads where the "
+                "rule cannot reach. Explain model.module instead."
+            )
