@@ -68,6 +68,19 @@ def result_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def keep_buffers(model: nn.Module, session: HookSession) -> None:
+    """Restore every buffer of ``model`` (BatchNorm running statistics...) when ``session``
+    closes: a forward in training mode updates them, and the user's model keeps no trace."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+    session.callback(restore)
+
+
 class Explainer:
     """Base of all explainers. Subclasses implement :meth:`_explain` and list their
     configuration in :meth:`_config`.
@@ -76,6 +89,9 @@ class Explainer:
     keeps across calls lives inside the ``with`` block and is released at its end, even on
     an exception). Nested and repeated ``with`` blocks are fine.
     """
+
+    #: per-call keyword arguments this explainer accepts besides ``target`` (``baseline``...).
+    call_keywords: tuple = ()
 
     def __init__(self, model, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         if not callable(model):
@@ -122,10 +138,19 @@ class Explainer:
 
     def explain(self, x: torch.Tensor, target=None, **kwargs) -> Explanation:
         """Explain ``x`` for ``target``; see the subclass for extra fields of the result."""
+        unknown = sorted(set(kwargs) - set(self.call_keywords))
+        if unknown:
+            accepted = ", ".join(("target",) + self.call_keywords)
+            raise XaiError(
+                f"{type(self).__name__} got unexpected call argument(s) {unknown}; it accepts "
+                f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
+            )
         x4, _ = check_input(x)
         tgt = as_target(target, x4.shape[0])
-        self._warn_if_training()
+        training = self._warn_if_training()
         with HookSession() as session:
+            if training:
+                keep_buffers(self.model, session)
             return self._explain(x4, tgt, session, **kwargs)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, **kwargs) -> Explanation:
@@ -137,9 +162,12 @@ class Explainer:
             return self.batch_size
         return auto_batch_size(x[0].numel(), device)
 
-    def _warn_if_training(self) -> None:
+    def _warn_if_training(self) -> bool:
+        """Warn when the model is in training mode; return whether any module is."""
         model = self.model
-        if isinstance(model, nn.Module) and model.training:
+        if not isinstance(model, nn.Module):
+            return False
+        if model.training:
             kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _STOCHASTIC_LAYERS)})
             if kinds:
                 warnings.warn(
@@ -149,3 +177,4 @@ class Explainer:
                     XaiWarning,
                     stacklevel=4,
                 )
+        return any(m.training for m in model.modules())

@@ -36,19 +36,27 @@ from .errors import XaiError
 
 @dataclass(frozen=True)
 class RectifierRule:
-    """A backward rule for rectifiers: ``backward(grad_out, mask) -> grad_in``.
+    """A backward rule for rectifiers: ``backward(grad_out, y, lo, hi) -> grad_in``.
 
-    ``mask`` is the forward pass's ``lo < z < hi`` (what the rectifier let through); rules
-    that ignore it set ``uses_mask=False`` so no mask is stored.
+    ``y`` is the rectifier's output (``lo < y < hi`` exactly where ``lo < z < hi``, so the
+    forward mask needs no extra storage, as in PyTorch's own ReLU backward); rules that
+    ignore the forward pass set ``uses_output=False`` and nothing is saved.
     """
 
     name: str
-    backward: Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
-    uses_mask: bool = True
+    backward: Callable[[torch.Tensor, Optional[torch.Tensor], float, Optional[float]], torch.Tensor]
+    uses_output: bool = True
 
 
-GUIDED = RectifierRule("guided", lambda g, mask: g.clamp_min(0).mul_(mask))
-DECONV = RectifierRule("deconvnet", lambda g, mask: g.clamp_min(0), uses_mask=False)
+def _masked(grad: torch.Tensor, y: torch.Tensor, lo: float, hi: Optional[float]) -> torch.Tensor:
+    """``grad * 1[lo < y < hi]`` with PyTorch's fused rectifier backward kernels."""
+    if hi is None:
+        return torch.ops.aten.threshold_backward(grad, y, lo)
+    return torch.ops.aten.hardtanh_backward(grad, y, lo, hi)
+
+
+GUIDED = RectifierRule("guided", lambda g, y, lo, hi: _masked(g.clamp_min(0), y, lo, hi))
+DECONV = RectifierRule("deconvnet", lambda g, y, lo, hi: g.clamp_min(0), uses_output=False)
 
 
 class _Rectify(torch.autograd.Function):
@@ -59,19 +67,16 @@ class _Rectify(torch.autograd.Function):
         y = call()
         if inplace:
             ctx.mark_dirty(x)
-        ctx.rule = rule
-        if rule.uses_mask:
-            mask = y > lo
-            if hi is not None:
-                mask &= y < hi
-            ctx.save_for_backward(mask)
+        ctx.rule, ctx.lo, ctx.hi = rule, lo, hi
+        if rule.uses_output:
+            ctx.save_for_backward(y)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        mask = ctx.saved_tensors[0] if ctx.rule.uses_mask else None
-        return ctx.rule.backward(grad, mask), None, None, None, None, None
+        y = ctx.saved_tensors[0] if ctx.rule.uses_output else None
+        return ctx.rule.backward(grad, y, ctx.lo, ctx.hi), None, None, None, None, None
 
 
 def _arg(args, kwargs, i, name, default):

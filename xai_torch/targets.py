@@ -163,6 +163,8 @@ def _class_tensor(classes) -> torch.Tensor:
     if isinstance(classes, bool):
         raise XaiError(f"target must be a class index, not a bool ({classes!r}).")
     if isinstance(classes, numbers.Integral):
+        if classes < 0:
+            raise XaiError(f"target class indices must be >= 0; got {int(classes)}.")
         return torch.tensor(int(classes), dtype=torch.long)
     if isinstance(classes, torch.Tensor):
         t = classes.detach()
