@@ -8,16 +8,32 @@ Example:
 """
 from . import zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
+from .cam import (CAM, CAMExplanation, GradCAM, GradCAMPlusPlus, GuidedGradCAM, HiResCAM, LayerCAM,
+                  ScoreCAM, XGradCAM, swin_reshape, tokens_to_grid, vit_reshape)
 from .errors import XaiError, XaiWarning
 from .explainer import Explainer, Explanation
 from .gradient import Gradient, InputXGradient
 from .hooks import HookSession
 from .layers import find_layer, find_layers
-from .targets import ClassTarget, Target, as_target
+from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAM",
+    "CAMExplanation",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "swin_reshape",
+    "tokens_to_grid",
+    "vit_reshape",
+    "BoxTarget",
+    "SegmentationTarget",
     "BackpropExplanation",
     "ClassTarget",
     "Deconvnet",

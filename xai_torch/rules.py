@@ -38,14 +38,12 @@ from .errors import XaiError
 class RectifierRule:
     """A backward rule for rectifiers: ``backward(grad_out, y, lo, hi) -> grad_in``.
 
-    ``y`` is the rectifier's output (``lo < y < hi`` exactly where ``lo < z < hi``, so the
-    forward mask needs no extra storage, as in PyTorch's own ReLU backward); rules that
-    ignore the forward pass set ``uses_output=False`` and nothing is saved.
+    ``y`` is the rectifier's output: ``lo < y < hi`` exactly where ``lo < z < hi``, so the
+    forward mask needs no extra storage (PyTorch's own ReLU backward saves the same tensor).
     """
 
     name: str
-    backward: Callable[[torch.Tensor, Optional[torch.Tensor], float, Optional[float]], torch.Tensor]
-    uses_output: bool = True
+    backward: Callable[[torch.Tensor, torch.Tensor, float, Optional[float]], torch.Tensor]
 
 
 def _masked(grad: torch.Tensor, y: torch.Tensor, lo: float, hi: Optional[float]) -> torch.Tensor:
@@ -55,28 +53,29 @@ def _masked(grad: torch.Tensor, y: torch.Tensor, lo: float, hi: Optional[float])
     return torch.ops.aten.hardtanh_backward(grad, y, lo, hi)
 
 
+PLAIN = RectifierRule("plain", _masked)  # the true derivative
 GUIDED = RectifierRule("guided", lambda g, y, lo, hi: _masked(g.clamp_min(0), y, lo, hi))
-DECONV = RectifierRule("deconvnet", lambda g, y, lo, hi: g.clamp_min(0), uses_output=False)
+DECONV = RectifierRule("deconvnet", lambda g, y, lo, hi: g.clamp_min(0))
 
 
 class _Rectify(torch.autograd.Function):
-    """Runs the original rectifier call; backward applies ``rule`` instead of its derivative."""
+    """Runs the original rectifier call; its backward applies the rule that ``mode.rule``
+    names *when the backward runs*, so one forward can serve a plain and a guided pass."""
 
     @staticmethod
-    def forward(ctx, x, call, lo, hi, inplace, rule):
+    def forward(ctx, x, call, lo, hi, inplace, mode):
         y = call()
         if inplace:
             ctx.mark_dirty(x)
-        ctx.rule, ctx.lo, ctx.hi = rule, lo, hi
-        if rule.uses_output:
-            ctx.save_for_backward(y)
+        ctx.mode, ctx.lo, ctx.hi = mode, lo, hi
+        ctx.save_for_backward(y)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        y = ctx.saved_tensors[0] if ctx.rule.uses_output else None
-        return ctx.rule.backward(grad, y, ctx.lo, ctx.hi), None, None, None, None, None
+        (y,) = ctx.saved_tensors
+        return ctx.mode.rule.backward(grad, y, ctx.lo, ctx.hi), None, None, None, None, None
 
 
 def _arg(args, kwargs, i, name, default):
@@ -166,6 +165,8 @@ class RectifierMode(TorchFunctionMode):
     """Intercepts rectifier calls while active and applies ``rule`` to their gradients.
 
     Attributes:
+        rule: the rule backward passes through the recorded calls apply (may be changed
+            between two backward passes over the same graph).
         calls: number of rectifier calls intercepted.
         unruled: ``Counter`` of activation calls that have no rule (``{"gelu": 12}``).
     """
@@ -188,7 +189,7 @@ class RectifierMode(TorchFunctionMode):
             if spec is not None and isinstance(spec[0], torch.Tensor):
                 x, lo, hi, inplace = spec
                 self.calls += 1
-                return _Rectify.apply(x, lambda: func(*args, **kwargs), lo, hi, inplace, self.rule)
+                return _Rectify.apply(x, lambda: func(*args, **kwargs), lo, hi, inplace, self)
         elif unruled is not None:
             self.unruled[unruled] += 1
         return func(*args, **kwargs)
