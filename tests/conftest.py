@@ -5,9 +5,9 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
-import torch.nn.functional as F
 
 import xai_torch as xt
 
@@ -42,7 +42,7 @@ ARCHS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arch(name: str) -> nn.Module:
     kwargs, size, _ = ARCHS[name]
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def torchvision_model(name: str) -> nn.Module:
     return _arch(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lite0():
     return xt.zoo.efficientnet_lite0()
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import assert_no_trace, snapshot, torchvision_model
 from torch import nn
 
 import xai_torch as xt
-from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
 
 GRADIENT_CAMS = [xt.GradCAM, xt.GradCAMPlusPlus, xt.HiResCAM, xt.XGradCAM, xt.LayerCAM]
 ALL_CAMS = GRADIENT_CAMS + [xt.CAM, xt.ScoreCAM, xt.GuidedGradCAM]
@@ -182,7 +182,7 @@ def test_real_model_looks_at_the_object(lite0):
 
 
 # --- transformers -------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vit():
     torch.manual_seed(0)
     vit = torchvision.models.vit_b_16(weights=None, image_size=32).eval()
@@ -370,3 +370,15 @@ def test_parity_with_pytorch_grad_cam(name):
         # pytorch-grad-cam adds 1e-6 to Grad-CAM++'s alpha denominator (ours: the paper's form),
         # which shows where gradients are ~1e-3; every other variant matches to round-off
         assert float((a - b).abs().max()) < (1e-2 if name == "GradCAMPlusPlus" else 1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cls", ALL_CAMS, ids=[c.__name__ for c in ALL_CAMS])
+def test_cams_run_on_the_model_device(cls, small, small_x):
+    cpu = cls(small, layer="conv2")(small_x, target=[0, 1, 2])
+    model = SmallNet().cuda().eval()
+    model.load_state_dict(small.state_dict())
+    got = cls(model, layer="conv2")(small_x, target=[0, 1, 2])
+    assert got.device == small_x.device
+    torch.testing.assert_close(got, cpu, rtol=1e-4, atol=1e-5 * float(cpu.abs().max()))

@@ -8,19 +8,19 @@ from xai_torch import cli
 def test_demo_writes_overlays_and_summary(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--images", "chelsea,coffee",
-                     "--methods", "gradient,guided_backprop", "--device", "cpu"]) == 0
+                     "--methods", "gradient,guided_backprop,gradcam", "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"]["chelsea"][0]["label"] == "tiger cat"
     assert summary["images"]["coffee"][0]["label"] == "espresso"
-    assert set(summary["seconds"]) == {"gradient", "guided_backprop"}
-    for name in ("chelsea_gradient", "coffee_guided_backprop", "chelsea_grid"):
+    assert set(summary["seconds"]) == {"gradient", "guided_backprop", "gradcam"}
+    for name in ("chelsea_gradient", "coffee_guided_backprop", "chelsea_gradcam", "chelsea_grid"):
         img = cv2.imread(str(out / f"{name}.png"))
         assert img is not None and img.shape[0] >= 224
     assert "tiger cat" in capsys.readouterr().out
 
 
 def test_demo_rejects_unknown_names(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path), "--methods", "gradcam"]) == 2
-    assert "unknown method(s) ['gradcam']; choose from gradient" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path), "--methods", "lime"]) == 2
+    assert "unknown method(s) ['lime']; choose from gradient" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path), "--images", "lena"]) == 2
     assert not list(tmp_path.iterdir())

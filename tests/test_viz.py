@@ -50,3 +50,10 @@ def test_overlays_grid_and_png(tmp_path):
         viz.heatmap_overlay(img.astype(float), heat)
     with pytest.raises(xt.XaiError, match="\\(B, C, H, W\\)"):
         viz.grayscale(torch.zeros(1, 1, 1, 2, 2))
+
+
+def test_scaled_maps():
+    m = torch.tensor([[[[1.0, 3.0], [2.0, 5.0]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    s = viz.scaled(m)
+    np.testing.assert_allclose(s[0], [[0.0, 0.5], [0.25, 1.0]])
+    assert np.all(s[1] == 0)

@@ -8,8 +8,20 @@ Example:
 """
 from . import zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
-from .cam import (CAM, CAMExplanation, GradCAM, GradCAMPlusPlus, GuidedGradCAM, HiResCAM, LayerCAM,
-                  ScoreCAM, XGradCAM, swin_reshape, tokens_to_grid, vit_reshape)
+from .cam import (
+                  CAM,
+                  CAMExplanation,
+                  GradCAM,
+                  GradCAMPlusPlus,
+                  GuidedGradCAM,
+                  HiResCAM,
+                  LayerCAM,
+                  ScoreCAM,
+                  XGradCAM,
+                  swin_reshape,
+                  tokens_to_grid,
+                  vit_reshape,
+)
 from .errors import XaiError, XaiWarning
 from .explainer import Explainer, Explanation
 from .gradient import Gradient, InputXGradient

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 import torch
 

@@ -14,18 +14,29 @@ from pathlib import Path
 
 import torch
 
-from . import viz, zoo
+from . import cam, viz, zoo
 from .backprop import Deconvnet, GuidedBackprop
 from .errors import XaiError
 from .gradient import Gradient, InputXGradient
 
-#: method name -> (explainer class, how to picture it)
+#: the packaged model's last feature map (1280 x 7 x 7), where its CAMs are taken
+CAM_LAYER = "_conv_head"
+
+#: method name -> (explainer factory, how to picture it)
 METHODS = {
     "gradient": (Gradient, "grayscale"),
     "input_x_gradient": (InputXGradient, "diverging"),
     "guided_backprop": (GuidedBackprop, "grayscale"),
     "deconvnet": (Deconvnet, "grayscale"),
+    "gradcam": (lambda m: cam.GradCAM(m, layer=CAM_LAYER), "map"),
+    "gradcam_pp": (lambda m: cam.GradCAMPlusPlus(m, layer=CAM_LAYER), "map"),
+    "hirescam": (lambda m: cam.HiResCAM(m, layer=CAM_LAYER), "map"),
+    "layercam": (lambda m: cam.LayerCAM(m, layer=CAM_LAYER), "map"),
+    "guided_gradcam": (lambda m: cam.GuidedGradCAM(m, layer=CAM_LAYER), "grayscale"),
+    "scorecam": (lambda m: cam.ScoreCAM(m, layer=CAM_LAYER), "map"),  # 1280 forwards per image
 }
+#: what `demo` runs unless --methods says otherwise (Score-CAM is slow on a CPU)
+DEMO_METHODS = [m for m in METHODS if m != "scorecam"]
 DEMO_IMAGES = ("chelsea", "coffee", "motorcycle", "rocket", "camera")
 
 
@@ -41,6 +52,8 @@ def picture(image, attributions, kind: str):
     """uint8 RGB overlays, one per image, for ``(B, C, H, W)`` attributions."""
     if kind == "diverging":
         return [viz.diverging_overlay(img, m) for img, m in zip(image, viz.diverging(attributions))]
+    if kind == "map":  # CAM maps: min-max per image, as pytorch-grad-cam shows them
+        return [viz.heatmap_overlay(img, m) for img, m in zip(image, viz.scaled(attributions))]
     return [viz.heatmap_overlay(img, m) for img, m in zip(image, viz.grayscale(attributions))]
 
 
@@ -78,7 +91,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="explain the packaged photos with the packaged model")
     d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--images", default=",".join(DEMO_IMAGES), help=f"comma list from {', '.join(zoo.IMAGES)}")
-    d.add_argument("--methods", default=",".join(METHODS), help=f"comma list from {', '.join(METHODS)}")
+    d.add_argument("--methods", default=",".join(DEMO_METHODS), help=f"comma list from {', '.join(METHODS)}")
     d.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:

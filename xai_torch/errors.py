@@ -6,7 +6,7 @@ changes nothing. Each message names the argument, what was expected and what was
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -8,7 +8,8 @@ on ``__del__``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -86,7 +87,7 @@ class HookSession:
         self._closed = True
         self._stack.close()
 
-    def __enter__(self) -> "HookSession":
+    def __enter__(self) -> HookSession:
         self._check_open()
         return self
 

@@ -1,7 +1,8 @@
 """Find layers of a model by dotted name or by module object."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from torch import nn
 

@@ -14,7 +14,8 @@ A length or range mismatch raises :class:`XaiError`; nothing is truncated.
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -36,7 +37,7 @@ class Target:
 
     k: Optional[int] = None
 
-    def bind(self, batch: int) -> "Target":
+    def bind(self, batch: int) -> Target:
         """Check the target against the batch size; return the target to use."""
         return self
 
@@ -87,7 +88,7 @@ class ClassTarget(Target):
         c = "argmax" if self.classes is None else self.classes.tolist()
         return f"ClassTarget(classes={c}, score={self.score!r})"
 
-    def bind(self, batch: int) -> "ClassTarget":
+    def bind(self, batch: int) -> ClassTarget:
         bound = ClassTarget(None, self.score)
         if self.classes is None:
             return bound
@@ -229,7 +230,7 @@ class SegmentationTarget(Target):
             raise XaiError(f"mask must be (H, W) or (B, H, W); got {describe(self.mask)}.")
         self.key = key
 
-    def bind(self, batch: int) -> "SegmentationTarget":
+    def bind(self, batch: int) -> SegmentationTarget:
         if self.mask.ndim == 3 and self.mask.shape[0] != batch:
             raise XaiError(f"mask has {self.mask.shape[0]} images but x has {batch}.")
         return self
@@ -278,7 +279,7 @@ class BoxTarget(Target):
             raise XaiError(f"{len(self.boxes)} box lists but {len(self.labels)} label lists.")
         self.iou_threshold = float(iou_threshold)
 
-    def bind(self, batch: int) -> "BoxTarget":
+    def bind(self, batch: int) -> BoxTarget:
         if len(self.boxes) != batch:
             raise XaiError(f"BoxTarget has reference boxes for {len(self.boxes)} images but x has {batch}.")
         return self

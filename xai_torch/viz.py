@@ -3,6 +3,7 @@
 * :func:`grayscale`: PAIR saliency's ``Σ_c |a|`` scaled by its 99th percentile, in [0, 1].
 * :func:`diverging`: ``Σ_c a / p99(|Σ_c a|)`` clipped to [-1, 1] (PAIR's diverging form is
   centred wrongly; ALGORITHMS.md §0).
+* :func:`scaled`: non-negative maps (CAMs) min-max scaled per image.
 * :func:`heatmap_overlay` / :func:`diverging_overlay`: colour maps blended onto the photo.
 * :func:`save_png`, :func:`labelled_grid`.
 
@@ -11,8 +12,9 @@ Inputs are tensors or arrays ``(B, C, H, W)``, ``(C, H, W)`` or ``(H, W)``, any 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -62,6 +64,18 @@ def diverging(attr: ArrayLike, percentile: float = 99.0) -> np.ndarray:
     scale = _percentile(v.abs(), percentile)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return (v / scale).clamp(-1, 1).float().numpy()
+
+
+def scaled(maps: ArrayLike) -> np.ndarray:
+    """Non-negative maps (CAMs) min-max scaled per image to [0, 1]: ``(B, H, W)`` float32.
+
+    A constant map becomes 0 everywhere (pytorch-grad-cam's ``+1e-7`` would do the same).
+    """
+    v = _maps(maps).sum(1)
+    flat = v.flatten(1)
+    v = v - flat.min(1).values[:, None, None]
+    top = v.flatten(1).max(1).values[:, None, None]
+    return (v / torch.where(top > 0, top, torch.ones_like(top))).float().numpy()
 
 
 def _check_image(image: np.ndarray, shape) -> np.ndarray:
