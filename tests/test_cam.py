@@ -382,3 +382,30 @@ def test_cams_run_on_the_model_device(cls, small, small_x):
     got = cls(model, layer="conv2")(small_x, target=[0, 1, 2])
     assert got.device == small_x.device
     torch.testing.assert_close(got, cpu, rtol=1e-4, atol=1e-5 * float(cpu.abs().max()))
+
+
+class _CountBackward(torch.autograd.Function):
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        _CountBackward.calls += 1
+        return g
+
+
+def test_gradient_cams_do_not_backpropagate_below_the_layer(gapnet, gap_x):
+    class Probe(nn.Module):
+        def forward(self, x):
+            return _CountBackward.apply(x)
+
+    model = nn.Sequential(Probe(), gapnet)
+    for cls in GRADIENT_CAMS:
+        _CountBackward.calls = 0
+        cls(model, layer="1.features.2")(gap_x)
+        assert _CountBackward.calls == 0, cls.__name__
+    xt.Gradient(model)(gap_x)
+    assert _CountBackward.calls == 1  # the probe does count full backward passes
