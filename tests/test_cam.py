@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import assert_no_trace, snapshot, torchvision_model
+from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
 from torch import nn
 
 import xai_torch as xt
