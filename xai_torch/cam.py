@@ -37,7 +37,7 @@ from torch import nn
 
 from .batching import map_chunks
 from .errors import XaiError, XaiWarning, check_choice, describe
-from .explainer import Explainer, Explanation, model_device, result_dtype
+from .explainer import Explainer, Explanation, result_dtype
 from .hooks import HookSession
 from .layers import find_layers
 from .rules import GUIDED, PLAIN, RectifierMode, check_interceptable
@@ -256,44 +256,26 @@ class LayerCAMBase(Explainer):
                 "empty. Choose an earlier block.", XaiWarning, stacklevel=6)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession) -> CAMExplanation:
-        device = model_device(self.model, x.device)
-        k = target.k or 1
-        n = x.shape[0] * k
-        x_dev = x.to(device)
         capture = _Capture(session, self.layers)
         state: dict = {}
+        parts = self._map_samples(x, target, lambda xc, rows: self._chunk(xc, rows, target, capture, state))
+        dtype = result_dtype(x)
 
-        def chunk(start, stop):
-            rows = torch.arange(start, stop, device=device)
-            xc = x_dev[rows // k] if k > 1 else x_dev[start:stop]
-            return self._chunk(xc, rows, target, capture, state)
+        def cat(i, j=None, dt=dtype):
+            items = [p[i] if j is None else p[i][j] for p in parts]
+            return None if items[0] is None else self._per_image(items, x, target, dt)
 
-        parts = map_chunks(chunk, n, self._chunk_size(x, device), device=device, progress=self.progress,
-                           desc=type(self).__name__)
-        return self._assemble(x, target, parts)
-
-    def _assemble(self, x, target, parts) -> CAMExplanation:
-        dtype, b, k = result_dtype(x), x.shape[0], target.k
-
-        def cat(items):
-            t = torch.cat(items).to(device=x.device)
-            return t.reshape(b, k, *t.shape[1:]) if k is not None else t
-
-        layer_maps = [cat([p[0][i] for p in parts]).to(dtype) for i in range(len(self.layers))]
-        weights = [None if parts[0][1][i] is None else cat([p[1][i] for p in parts]).to(dtype)
-                   for i in range(len(self.layers))]
-        scores = cat([p[2] for p in parts]).to(dtype)
-        classes = None if parts[0][3] is None else cat([p[3] for p in parts])
+        layer_maps = [cat(0, j) for j in range(len(self.layers))]
+        weights = [cat(1, j) for j in range(len(self.layers))]
         size = x.shape[-2:]
         if len(layer_maps) == 1:
             m = layer_maps[0]
             maps = upsample_to(m.flatten(0, -4), size).reshape(*m.shape[:-2], *size) if self.upsample else m
         else:
             ups = [minmax(upsample_to(m.flatten(0, -4), size)) for m in layer_maps]
-            fused = minmax(torch.stack(ups).mean(0))
-            maps = fused.reshape(*layer_maps[0].shape[:-2], *size)
-        extra = None if parts[0][4] is None else cat([p[4] for p in parts]).to(dtype)
-        return self._result(extra if extra is not None else maps, classes, scores, layer_maps, weights)
+            maps = minmax(torch.stack(ups).mean(0)).reshape(*layer_maps[0].shape[:-2], *size)
+        extra = cat(4)
+        return self._result(maps if extra is None else extra, cat(3, dt=None), cat(2), layer_maps, weights)
 
     def _result(self, attributions, classes, scores, layer_maps, weights) -> CAMExplanation:
         return CAMExplanation(attributions, classes, scores, layer_maps, weights, [n for n, _ in self.layers])

@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .batching import auto_batch_size, check_batch_size
+from .batching import auto_batch_size, check_batch_size, map_chunks
 from .errors import XaiError, XaiWarning, check_input
 from .hooks import HookSession
 from .targets import Target, as_target
@@ -157,6 +157,26 @@ class Explainer:
         raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------
+    def _map_samples(self, x: torch.Tensor, target: Target, fn) -> list:
+        """Run ``fn(x_chunk, rows)`` over the ``B * K`` samples (image ``r // K`` with target
+        column ``r % K``) on the model's device, at most ``batch_size`` samples per call."""
+        device = model_device(self.model, x.device)
+        k = target.k or 1
+        x_dev = x.to(device)
+
+        def chunk(start: int, stop: int):
+            rows = torch.arange(start, stop, device=device)
+            return fn(x_dev[rows // k] if k > 1 else x_dev[start:stop], rows)
+
+        return map_chunks(chunk, x.shape[0] * k, self._chunk_size(x, device), device=device,
+                          progress=self.progress, desc=type(self).__name__)
+
+    @staticmethod
+    def _per_image(items: list, x: torch.Tensor, target: Target, dtype=None) -> torch.Tensor:
+        """Concatenate per-sample chunk results, back on ``x.device``, as ``(B, [K,] ...)``."""
+        t = torch.cat(items).to(device=x.device, dtype=dtype)
+        return t.reshape(x.shape[0], target.k, *t.shape[1:]) if target.k is not None else t
+
     def _chunk_size(self, x: torch.Tensor, device: torch.device) -> int:
         if self.batch_size is not None:
             return self.batch_size

@@ -11,9 +11,8 @@ from typing import Optional
 
 import torch
 
-from .batching import map_chunks
 from .errors import XaiError
-from .explainer import Explainer, Explanation, model_device, result_dtype
+from .explainer import Explainer, Explanation, result_dtype
 from .hooks import HookSession
 from .targets import Target
 
@@ -34,15 +33,9 @@ class InputGradientExplainer(Explainer):
         return Explanation(attributions, targets, scores)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession) -> Explanation:
-        device = model_device(self.model, x.device)
-        k = target.k or 1
-        n = x.shape[0] * k
-        x_dev = x.to(device)
         state: dict = {}
 
-        def chunk(start: int, stop: int):
-            rows = torch.arange(start, stop, device=device)
-            xc = x_dev[rows // k] if k > 1 else x_dev[start:stop]
+        def chunk(xc: torch.Tensor, rows: torch.Tensor):
             with torch.inference_mode(False), torch.enable_grad():
                 xg = xc.detach().clone().requires_grad_(True)
                 out = self._forward(xg, state)
@@ -57,22 +50,11 @@ class InputGradientExplainer(Explainer):
                 attr = self._attribute(xg.detach(), grad)
             return attr.detach(), scores.detach(), classes
 
-        parts = map_chunks(
-            chunk, n, self._chunk_size(x, device), device=device, progress=self.progress,
-            desc=type(self).__name__,
-        )
+        parts = self._map_samples(x, target, chunk)
         dtype = result_dtype(x)
-        attributions = torch.cat([p[0] for p in parts]).to(device=x.device, dtype=dtype)
-        scores = torch.cat([p[1] for p in parts]).to(device=x.device, dtype=dtype)
-        classes: Optional[torch.Tensor] = None
-        if parts[0][2] is not None:
-            classes = torch.cat([p[2] for p in parts]).to(x.device)
-        if target.k is not None:
-            b = x.shape[0]
-            attributions = attributions.reshape(b, k, *attributions.shape[1:])
-            scores = scores.reshape(b, k)
-            classes = None if classes is None else classes.reshape(b, k)
-        return self._make_result(attributions, classes, scores, state)
+        classes = None if parts[0][2] is None else self._per_image([p[2] for p in parts], x, target)
+        return self._make_result(self._per_image([p[0] for p in parts], x, target, dtype), classes,
+                                 self._per_image([p[1] for p in parts], x, target, dtype), state)
 
 
 class Gradient(InputGradientExplainer):
