@@ -135,6 +135,10 @@ def test_guided_grad_cam_is_gbp_times_grad_cam():
     torch.testing.assert_close(res.layer_maps[0], xt.GradCAM(model, layer="layer3", upsample=False)(x, target=[4, 9]))
 
 
+def _unit(m):
+    return (m - m.min()) / (m.max() - m.min())
+
+
 def test_score_cam_weightings_and_model_calls():
     model = GapNet().eval()
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -159,8 +163,23 @@ def test_score_cam_weightings_and_model_calls():
             with torch.no_grad():
                 p = model(x[i:i + 1] * h_k).softmax(1)[0, c]
             torch.testing.assert_close(res.weights[0][i, k], p)
-    paper = xt.ScoreCAM(model, layer="features", weighting="paper").explain(x, target=[1, 2])
-    torch.testing.assert_close(paper.weights[0].sum(1), torch.ones(2))
+    # paper weighting: softmax over channels of p_c(x * H_k) - p_c(baseline); several chunks
+    calls.clear()
+    h = model.register_forward_pre_hook(lambda m, a: calls.append(a[0].shape[0]))
+    try:
+        paper = xt.ScoreCAM(model, layer="features", weighting="paper", batch_size=1).explain(x, target=[1, 2])
+    finally:
+        h.remove()
+    assert calls.count(1) == len(calls)  # every model call within batch_size
+    assert len(calls) == 2 * (1 + a.shape[1] + 1)  # per image: clean, 5 channels, one baseline
+    with torch.no_grad():
+        p0 = model(torch.zeros(1, 3, 8, 8)).softmax(1)[0]
+        s = torch.stack([torch.stack([model(x[i:i + 1] * _unit(a[i, k])).softmax(1)[0, c] - p0[c]
+                                      for k in range(a.shape[1])]) for i, c in ((0, 1), (1, 2))])
+    torch.testing.assert_close(paper.weights[0], s.softmax(1))
+    # a callable target scores the masked inputs itself
+    via_callable = xt.ScoreCAM(model, layer="features").explain(x, target=lambda out: out.softmax(1)[:, 1])
+    torch.testing.assert_close(via_callable.weights[0][0], res.weights[0][0])
     with pytest.raises(xt.XaiError, match="weighting must be one of"):
         xt.ScoreCAM(model, layer="features", weighting="fast")
 

@@ -41,7 +41,7 @@ from .explainer import Explainer, Explanation, result_dtype
 from .hooks import HookSession
 from .layers import find_layers
 from .rules import GUIDED, PLAIN, RectifierMode, check_interceptable
-from .targets import Target
+from .targets import ClassTarget, Target
 
 
 @dataclass
@@ -455,14 +455,8 @@ class ScoreCAM(_ForwardOnlyCAM):
         if classes is None:
             return lambda out, idx: target.scores(out, rows[idx])[0]
         kind = target.score if self.weighting == "grad_cam_lib" else "softmax"
-
-        def score(out, idx):
-            if kind == "softmax":
-                out = out.softmax(1)
-            elif kind == "log_softmax":
-                out = out.log_softmax(1)
-            return out.gather(1, classes[idx][:, None])[:, 0]
-        return score
+        chosen = ClassTarget(classes, score=kind).bind(classes.shape[0])
+        return lambda out, idx: chosen.scores(out, idx)[0]
 
     def _weights(self, xc, rows, acts, target, classes, capture):
         n, c = acts.shape[:2]
@@ -484,10 +478,11 @@ class ScoreCAM(_ForwardOnlyCAM):
             return score(self.model(masked), img)
 
         bs = self.batch_size or self._chunk_size(xc, xc.device)
-        capture.enabled = False  # the masked forwards are not explained
+        capture.enabled = False  # the masked and baseline forwards are not explained
         try:
             parts = map_chunks(masked_scores, pairs.shape[0], bs, device=xc.device, progress=self.progress,
                                desc="ScoreCAM")
+            base = self._baseline_scores(xc, score) if self.weighting == "paper" else None
         finally:
             capture.enabled = True
         scores = acts.new_zeros(n, c)
@@ -495,10 +490,20 @@ class ScoreCAM(_ForwardOnlyCAM):
             scores[pairs[:, 0], pairs[:, 1]] = torch.cat(parts).to(acts.dtype)
         if self.weighting == "official":
             return scores
-        if self.weighting == "paper":
-            base = score(self.model(torch.full_like(xc, self.baseline)), torch.arange(n, device=xc.device))
+        if base is not None:
             scores = scores - base[:, None].to(acts.dtype)
         return scores.softmax(dim=1)
+
+    def _baseline_scores(self, xc, score):
+        """Each image's score on the constant baseline: one forward when the output is a
+        tensor (the baseline is the same image for all), else one per image."""
+        n = xc.shape[0]
+        out = self.model(torch.full_like(xc[:1], self.baseline))
+        if isinstance(out, torch.Tensor):
+            out = out.expand(n, *out.shape[1:])
+        else:
+            out = self.model(torch.full_like(xc, self.baseline))
+        return score(out, torch.arange(n, device=xc.device))
 
 
 # --- Guided Grad-CAM ---------------------------------------------------------------------------------
