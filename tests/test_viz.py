@@ -57,3 +57,5 @@ def test_scaled_maps():
     s = viz.scaled(m)
     np.testing.assert_allclose(s[0], [[0.0, 0.5], [0.25, 1.0]])
     assert np.all(s[1] == 0)
+    t = torch.tensor([[1.0, 3.0], [2.0, 5.0]])
+    torch.testing.assert_close(viz.minmax(t, eps=1.0), torch.tensor([[0.0, 0.4], [0.2, 0.8]]))

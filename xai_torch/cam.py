@@ -42,6 +42,7 @@ from .hooks import HookSession
 from .layers import find_layers
 from .rules import GUIDED, PLAIN, RectifierMode, check_interceptable
 from .targets import ClassTarget, Target
+from .viz import minmax
 
 
 @dataclass
@@ -155,13 +156,6 @@ def upsample_to(maps: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def minmax(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Per-map ``(m - min) / (max + eps)`` after subtracting min, as pytorch-grad-cam scales."""
-    flat = maps.flatten(-2)
-    m = maps - flat.min(-1).values[..., None, None]
-    return m / (m.flatten(-2).max(-1).values[..., None, None] + eps)
-
-
 # --- the base ----------------------------------------------------------------------------------
 class LayerCAMBase(Explainer):
     """Base of the CAM family. A variant overrides :meth:`channel_weights` (Grad-CAM style:
@@ -272,8 +266,8 @@ class LayerCAMBase(Explainer):
             m = layer_maps[0]
             maps = upsample_to(m.flatten(0, -4), size).reshape(*m.shape[:-2], *size) if self.upsample else m
         else:
-            ups = [minmax(upsample_to(m.flatten(0, -4), size)) for m in layer_maps]
-            maps = minmax(torch.stack(ups).mean(0)).reshape(*layer_maps[0].shape[:-2], *size)
+            ups = [minmax(upsample_to(m.flatten(0, -4), size), eps=1e-7) for m in layer_maps]
+            maps = minmax(torch.stack(ups).mean(0), eps=1e-7).reshape(*layer_maps[0].shape[:-2], *size)
         extra = cat(4)
         return self._result(maps if extra is None else extra, cat(3, dt=None), cat(2), layer_maps, weights)
 

@@ -3,7 +3,7 @@
 * :func:`grayscale`: PAIR saliency's ``Σ_c |a|`` scaled by its 99th percentile, in [0, 1].
 * :func:`diverging`: ``Σ_c a / p99(|Σ_c a|)`` clipped to [-1, 1] (PAIR's diverging form is
   centred wrongly; ALGORITHMS.md §0).
-* :func:`scaled`: non-negative maps (CAMs) min-max scaled per image.
+* :func:`minmax` / :func:`scaled`: per-map min-max scaling (CAMs).
 * :func:`heatmap_overlay` / :func:`diverging_overlay`: colour maps blended onto the photo.
 * :func:`save_png`, :func:`labelled_grid`.
 
@@ -66,16 +66,19 @@ def diverging(attr: ArrayLike, percentile: float = 99.0) -> np.ndarray:
     return (v / scale).clamp(-1, 1).float().numpy()
 
 
-def scaled(maps: ArrayLike) -> np.ndarray:
-    """Non-negative maps (CAMs) min-max scaled per image to [0, 1]: ``(B, H, W)`` float32.
+def minmax(maps: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Per map (last two dims): ``(m - min) / (max(m - min) + eps)``; a constant map gives 0.
 
-    A constant map becomes 0 everywhere (pytorch-grad-cam's ``+1e-7`` would do the same).
+    ``eps=1e-7`` is pytorch-grad-cam's ``scale_cam_image``.
     """
-    v = _maps(maps).sum(1)
-    flat = v.flatten(1)
-    v = v - flat.min(1).values[:, None, None]
-    top = v.flatten(1).max(1).values[:, None, None]
-    return (v / torch.where(top > 0, top, torch.ones_like(top))).float().numpy()
+    m = maps - maps.flatten(-2).min(-1).values[..., None, None]
+    top = m.flatten(-2).max(-1).values[..., None, None] + eps
+    return m / torch.where(top > 0, top, torch.ones_like(top))
+
+
+def scaled(maps: ArrayLike) -> np.ndarray:
+    """Non-negative maps (CAMs) min-max scaled per image to [0, 1]: ``(B, H, W)`` float32."""
+    return minmax(_maps(maps).sum(1)).float().numpy()
 
 
 def _check_image(image: np.ndarray, shape) -> np.ndarray:
