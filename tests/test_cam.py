@@ -431,3 +431,43 @@ def test_gradient_cams_do_not_backpropagate_below_the_layer(gapnet, gap_x):
         assert _CountBackward.calls == 0, cls.__name__
     xt.Gradient(model)(gap_x)
     assert _CountBackward.calls == 1  # the probe does count full backward passes
+
+
+def test_cam_constructor_options_and_errors(gapnet, gap_x):
+    named = xt.CAM(gapnet, layer="features", fc="fc")(gap_x, target=1)
+    torch.testing.assert_close(named, xt.CAM(gapnet, layer="features", fc=gapnet.fc)(gap_x, target=1))
+    with pytest.raises(xt.XaiError, match="'features.0' is a Conv2d, not an nn.Linear"):
+        xt.CAM(gapnet, layer="features", fc="features.0")
+    with pytest.raises(xt.XaiError, match="no nn.Linear"):
+        xt.CAM(nn.Sequential(nn.Conv2d(3, 2, 1)), layer="0")
+    with pytest.raises(xt.XaiError, match="call must be None or an int"):
+        xt.GradCAM(gapnet, layer="features", call="first")
+    with pytest.raises(xt.XaiError, match="reshape must be a callable"):
+        xt.GradCAM(gapnet, layer="features", reshape="vit")
+    with pytest.raises(xt.XaiError, match="one layer at a time"):
+        xt.ScoreCAM(gapnet, layer=["features.0", "features.2"])
+    assert repr(xt.GradCAMPlusPlus(gapnet, layer="features", call=0)) == (
+        "GradCAMPlusPlus(model=GapNet, layer='features', upsample=True, call=0, batch_size=None, "
+        "progress=None, alpha_norm=False)")
+
+
+def test_xgrad_cam_warns_on_signed_layers_with_zero_sums():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 16, 2)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():  # make channel 0 of the BN output sum to zero exactly: +v, -v pattern
+        model[0].weight.zero_()
+        model[0].bias.zero_()
+        model[1].bias.zero_()
+        model[1].bias[0] = 1.0
+    sign = torch.ones(4, 4)
+    sign[:, 2:] = -1
+
+    class Signed(nn.Module):
+        def forward(self, t):
+            return t * sign
+
+    model.insert(2, Signed())
+    with pytest.warns(xt.XaiWarning, match="sum to ~0"):
+        xt.XGradCAM(model, layer="2")(x, target=0)

@@ -267,3 +267,18 @@ def test_runs_on_the_model_device(cls, small, small_x):
     assert got.device == small_x.device
     torch.testing.assert_close(got, cpu, rtol=1e-4, atol=1e-6)
     assert cls(model)(small_x.cuda()).device.type == "cuda"
+
+
+def test_plain_callable_models(small, small_x):
+    fn = lambda t: small(t).log_softmax(1)  # noqa: E731 - a function, not an nn.Module
+    got = xt.Gradient(fn)(small_x, target=1)
+    xg = small_x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(small(xg).log_softmax(1)[:, 1].sum(), xg)
+    torch.testing.assert_close(got, g)
+    assert xt.GuidedBackprop(fn).explain(small_x).rectifier_calls == 2  # functional calls are seen too
+    assert repr(xt.Gradient(fn)).startswith("Gradient(model=function")
+
+
+def test_automatic_progress_stays_off_when_not_on_a_terminal(small, small_x, capsys):
+    xt.Gradient(small, batch_size=1)(torch.cat([small_x] * 4))  # 12 model calls, stderr is captured
+    assert capsys.readouterr().err == ""

@@ -59,3 +59,13 @@ def test_scaled_maps():
     assert np.all(s[1] == 0)
     t = torch.tensor([[1.0, 3.0], [2.0, 5.0]])
     torch.testing.assert_close(viz.minmax(t, eps=1.0), torch.tensor([[0.0, 0.4], [0.2, 0.8]]))
+
+
+def test_grid_errors():
+    a, b = np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)
+    with pytest.raises(xt.XaiError, match="panel \\(0, 1\\) is \\(5, 4\\)"):
+        viz.labelled_grid([[a, b]])
+    with pytest.raises(xt.XaiError, match="at least one row"):
+        viz.labelled_grid([])
+    with pytest.raises(xt.XaiError, match="uint8"):
+        viz.save_png("never.png", np.zeros((2, 2, 3)))
