@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 import xai_torch as xt
+
 from benchmarks.common import compare, table
 
 

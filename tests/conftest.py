@@ -11,8 +11,6 @@ from torch import nn
 
 import xai_torch as xt
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
-
 
 def calibrate(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
     """Give BatchNorm layers realistic running statistics, then switch to eval mode.

@@ -6,10 +6,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import _ref_rectifier, count_rectifier_ops, reference_gradient
 from torch import nn
 
 import xai_torch as xt
+
+from conftest import _ref_rectifier, count_rectifier_ops, reference_gradient
 
 RULES = {"guided": xt.GuidedBackprop, "deconvnet": xt.Deconvnet}
 

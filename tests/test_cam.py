@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
 from torch import nn
 
 import xai_torch as xt
+
+from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
 
 GRADIENT_CAMS = [xt.GradCAM, xt.GradCAMPlusPlus, xt.HiResCAM, xt.XGradCAM, xt.LayerCAM]
 ALL_CAMS = GRADIENT_CAMS + [xt.CAM, xt.ScoreCAM, xt.GuidedGradCAM]

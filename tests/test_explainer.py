@@ -6,10 +6,11 @@ import tracemalloc
 
 import pytest
 import torch
-from conftest import SmallNet, assert_no_trace, snapshot
 from torch import nn
 
 import xai_torch as xt
+
+from conftest import SmallNet, assert_no_trace, snapshot
 
 EXPLAINERS = [xt.Gradient, xt.InputXGradient, xt.GuidedBackprop, xt.Deconvnet]
 ids = [e.__name__ for e in EXPLAINERS]

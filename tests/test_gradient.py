@@ -1,10 +1,11 @@
 """Gradient and InputXGradient: closed forms, invariants, parity with Captum."""
 import pytest
 import torch
-from conftest import torchvision_model
 from torch import nn
 
 import xai_torch as xt
+
+from conftest import torchvision_model
 
 
 def linear_model(seed=0):

@@ -9,18 +9,18 @@ Example:
 from . import viz, zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
-                  CAM,
-                  CAMExplanation,
-                  GradCAM,
-                  GradCAMPlusPlus,
-                  GuidedGradCAM,
-                  HiResCAM,
-                  LayerCAM,
-                  ScoreCAM,
-                  XGradCAM,
-                  swin_reshape,
-                  tokens_to_grid,
-                  vit_reshape,
+    CAM,
+    CAMExplanation,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+    swin_reshape,
+    tokens_to_grid,
+    vit_reshape,
 )
 from .errors import XaiError, XaiWarning
 from .explainer import Explainer, Explanation
