@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import viz, zoo
+from . import path, viz, zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -27,6 +27,8 @@ from .explainer import Explainer, Explanation
 from .gradient import Gradient, InputXGradient
 from .hooks import HookSession
 from .layers import find_layer, find_layers
+from .path import Baseline, BlurIG, ExpectedGradients, GuidedIG, IntegratedGradients, PathExplanation
+from .smoothgrad import SmoothGrad, SmoothGradExplanation
 from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
 
 __version__ = "0.1.0"
@@ -61,6 +63,15 @@ __all__ = [
     "as_target",
     "find_layer",
     "find_layers",
+    "path",
+    "Baseline",
+    "BlurIG",
+    "ExpectedGradients",
+    "GuidedIG",
+    "IntegratedGradients",
+    "PathExplanation",
+    "SmoothGrad",
+    "SmoothGradExplanation",
     "viz",
     "zoo",
 ]

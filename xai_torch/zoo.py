@@ -6,7 +6,7 @@
 * ``image(name)``: real photos from scikit-image (``chelsea``, ``coffee``, ``motorcycle``,
   ``rocket``, ``camera``, ``astronaut``).
 * ``preprocess(images)``: resize the short side to 256, centre-crop 224, and normalise as
-  the model was trained, ``(x_uint8 - 127) / 128``.
+  the model was trained, ``(x_uint8 - 127) / 128`` (``NORMALIZE`` for path explainers).
 """
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ from .errors import XaiError, describe
 IMAGES = ("chelsea", "coffee", "motorcycle", "rocket", "camera", "astronaut")
 INPUT_SIZE = 224
 _MEAN, _STD = 127.0, 128.0
+#: the model's input normalisation for pixels in [0, 1], as path explainers take it:
+#: ``xt.IntegratedGradients(model, normalize=xt.zoo.NORMALIZE)`` makes "black" black.
+NORMALIZE = (_MEAN / 255.0, _STD / 255.0)
 
 
 def efficientnet_lite0(device: Union[str, torch.device] = "cpu") -> torch.nn.Module:

@@ -1,0 +1,143 @@
+"""What the path explainers share: the result type, baselines in pixel space, seeding, and
+the steps of a call (score ``x``, pin the targets, integrate, check completeness).
+
+Constructor arguments shared by the path explainers (besides ``model``, ``batch_size``,
+``progress``, see :mod:`xai_torch.explainer`):
+
+Args:
+    normalize: ``(mean, std)`` of the model's input normalisation for pixels in ``[0, 1]``
+        (numbers or one per channel), so that ``"black"`` and ``"white"`` baselines are black
+        and white. For the packaged model: ``xt.zoo.NORMALIZE``.
+    input_range: ``(lo, hi)``: the model-space values of black and white, instead of
+        ``normalize``. Without either, each image's own min and max are used.
+    seed: seed of the random draws (stochastic baselines, noise, background samples); the
+        same seed repeats bit-for-bit on the same device. ``None`` uses torch's global RNG.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..errors import XaiError, describe
+from ..explainer import Explainer, Explanation, model_device, result_dtype
+from ..hooks import HookSession
+from ..targets import Target
+from .baselines import check_baselines, check_space, make_baselines, value_range
+from .engine import Engine, fix_target
+
+
+@dataclass
+class PathExplanation(Explanation):
+    """:class:`~xai_torch.explainer.Explanation` of a path method.
+
+    Attributes:
+        delta: ``(B,)`` (or ``(B, K)``) completeness error, signed:
+            ``sum(attributions) - (F(x) - mean_j F(b_j))``.
+        relative_delta: ``|delta| / |F(x) - mean_j F(b_j)|``.
+        baseline_scores: ``(B, [K,] J)`` target score ``F(b_j)`` of each of the J baselines
+            (the start of each path).
+        alphas: path positions of the samples: ``(S,)`` when every path uses the same ones,
+            else ``(B, [K,] J, S)``.
+        path_scores: ``(B, [K,] J, S)`` target score at every sample of every path.
+        path_probs: the same for the softmax probability of the target class (``None`` for
+            targets that are not classes): the curve of the IG chapter's figures 4-3 and 4-5.
+        path_grad: ``(B, [K,] J, S)`` mean ``|dF/dx|`` at every sample (figure 4-6).
+        model_calls: samples the model evaluated (forward, or forward + backward).
+    """
+
+    delta: torch.Tensor = None
+    relative_delta: torch.Tensor = None
+    baseline_scores: torch.Tensor = None
+    alphas: torch.Tensor = None
+    path_scores: torch.Tensor = None
+    path_probs: Optional[torch.Tensor] = None
+    path_grad: torch.Tensor = None
+    model_calls: int = 0
+
+
+@dataclass
+class Paths:
+    """What a path method computes for the ``R = B * K`` rows and ``J`` paths per row."""
+
+    attributions: torch.Tensor  # (R, C, H, W) float64, averaged over the J paths
+    baseline_scores: torch.Tensor  # (R, J)
+    alphas: torch.Tensor  # (S,) or (R, J, S)
+    scores: torch.Tensor  # (R, J, S)
+    probs: Optional[torch.Tensor]  # (R, J, S)
+    grad: torch.Tensor  # (R, J, S)
+
+
+def make_generator(seed: Optional[int], device: torch.device) -> Optional[torch.Generator]:
+    """A fresh generator seeded with ``seed`` on ``device`` (``None``: torch's global RNG)."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def check_seed(seed) -> Optional[int]:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise XaiError(f"seed must be None or an int; got {describe(seed)}.")
+    return seed
+
+
+class PathExplainer(Explainer):
+    """Base of the IG family. A variant implements :meth:`_paths`."""
+
+    call_keywords = ("baseline",)
+    #: the baseline used when the call gives none.
+    default_baseline = "black"
+
+    def __init__(self, model, *, normalize=None, input_range=None, seed: Optional[int] = None,
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+        super().__init__(model, batch_size=batch_size, progress=progress)
+        self.normalize, self.input_range = check_space(normalize, input_range)
+        self.seed = check_seed(seed)
+
+    def _config(self) -> dict:
+        return {"normalize": self.normalize, "input_range": self.input_range, "seed": self.seed,
+                **super()._config()}
+
+    def baselines(self, x: torch.Tensor, baseline=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The baselines this explainer would use for ``x``: ``(J, B, C, H, W)``."""
+        specs = check_baselines(self.default_baseline if baseline is None else baseline)
+        x4 = x if x.ndim == 4 else x[None]
+        lo, hi = value_range(x4, self.normalize, self.input_range)
+        return make_baselines(specs, x4, lo, hi, generator)
+
+    def _prepare(self, x: torch.Tensor, baseline, generator):
+        """Build and check what the path needs before any model call (the baselines)."""
+        return self.baselines(x, baseline, generator)
+
+    def _paths(self, engine: Engine, x: torch.Tensor, k: int, prepared, generator) -> Paths:
+        raise NotImplementedError
+
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, baseline=None) -> PathExplanation:
+        device = model_device(self.model, x.device)
+        xd = x.detach().to(device)
+        generator = make_generator(self.seed, device)
+        prepared = self._prepare(xd, baseline, generator)  # bad baselines fail before any model call
+        engine = Engine(self, target, xd)
+        target, fx, classes, _ = fix_target(engine, xd, target)
+        k = target.k or 1
+        paths = self._paths(engine, xd, k, prepared, generator)
+
+        dtype = result_dtype(x)
+        b = x.shape[0]
+        shape = (b, target.k) if target.k is not None else (b,)
+
+        def out(t):
+            return None if t is None else t.reshape(*shape, *t.shape[1:]).to(device=x.device, dtype=dtype)
+
+        attr = paths.attributions
+        gap = fx.double() - paths.baseline_scores.double().mean(1)
+        delta = attr.flatten(1).sum(1) - gap
+        alphas = paths.alphas if paths.alphas.ndim == 1 else out(paths.alphas)
+        return PathExplanation(
+            attributions=out(attr), targets=None if classes is None else classes.reshape(shape).to(x.device),
+            scores=out(fx), delta=out(delta), relative_delta=out(delta.abs() / gap.abs()),
+            baseline_scores=out(paths.baseline_scores), alphas=alphas.to(x.device),
+            path_scores=out(paths.scores), path_probs=out(paths.probs), path_grad=out(paths.grad),
+            model_calls=engine.calls,
+        )

@@ -1,0 +1,163 @@
+"""SmoothGrad and its variants, wrapping any explainer of the package.
+
+SmoothGrad (Smilkov et al. 2017) averages an explanation over noisy copies of the input::
+
+    a_k = E(x + e_k),  e_k ~ N(0, s^2),  s = noise * (max(x) - min(x))  (per image)
+    mean: mean_k a_k        square: mean_k a_k^2 (SG-SQ)        var: mean_k a_k^2 - (mean_k a_k)^2
+
+PAIR's default is ``square`` (its ``magnitude=True``) with ``noise=0.15`` and 25 samples;
+Captum's ``NoiseTunnel`` takes an absolute ``stdevs=1.0`` with 5 samples. Here ``noise`` is a
+fraction of each image's value range and ``variant="mean"`` is the default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .errors import XaiError, check_choice, check_positive_int, describe
+from .explainer import Explainer, Explanation, model_device, result_dtype
+from .path.base import check_seed, make_generator
+from .path.engine import Engine, fix_target
+from .targets import Target
+
+VARIANTS = ("mean", "square", "var")
+#: the most noisy samples handed to the wrapped explainer in one call (memory bound).
+SAMPLES_PER_CALL = 256
+
+
+@dataclass
+class SmoothGradExplanation(Explanation):
+    """:class:`~xai_torch.explainer.Explanation` plus the noise used.
+
+    Attributes:
+        noise_std: ``(B,)`` standard deviation of the noise added to each image.
+        draw_delta: ``(B, [K,] samples)`` completeness delta of every draw when the wrapped
+            explainer reports one (path methods), else ``None``.
+    """
+
+    noise_std: torch.Tensor = None
+    draw_delta: Optional[torch.Tensor] = None
+
+
+class _Repeated(Target):
+    """The target of image ``i`` for each of its ``n`` noisy copies (rows ``i * n + s``)."""
+
+    def __init__(self, inner: Target, n: int, first: int) -> None:
+        self.inner, self.n, self.first, self.k = inner, n, first, inner.k
+
+    def scores(self, output, rows):
+        k = self.k or 1
+        image = rows // (k * self.n) + self.first
+        return self.inner.scores(output, image * k + rows % k)
+
+
+class SmoothGrad(Explainer):
+    """SmoothGrad / SG-SQ / VarGrad around any explainer (gradients, guided backprop, IG, CAMs...).
+
+    Args:
+        explainer: the explainer to smooth, e.g. ``xt.Gradient(model)``. Its call arguments
+            (``baseline``...) are accepted and passed on; a per-image tensor is repeated for
+            the noisy copies of its image. Its ``batch_size`` bounds every model call.
+        samples: noisy copies per image.
+        noise: noise standard deviation as a fraction of each image's value range
+            (``max - min``); PAIR's ``stdev_spread``.
+        variant: ``"mean"`` (SmoothGrad), ``"square"`` (SG-SQ, PAIR's default) or ``"var"``
+            (VarGrad, population variance as Captum's NoiseTunnel).
+        seed: the noise is repeatable bit-for-bit on the same device with a seed; ``None``
+            draws from torch's global RNG.
+
+    Returns:
+        The wrapped explainer's output shape, reduced over the noisy copies; targets are
+        resolved once on the clean images (argmax of ``model(x)``).
+
+    Cost:
+        ``samples`` times the wrapped explainer's, plus one forward per image.
+
+    Example:
+        >>> sg = xt.SmoothGrad(xt.Gradient(model), samples=25, noise=0.15, seed=0)
+        >>> maps = sg(x, target=281)
+        >>> sq_ig = xt.SmoothGrad(xt.IntegratedGradients(model, steps=16), variant="square")
+    """
+
+    def __init__(self, explainer: Explainer, *, samples: int = 25, noise: float = 0.15, variant: str = "mean",
+                 seed: Optional[int] = None, progress: Optional[bool] = None) -> None:
+        if not isinstance(explainer, Explainer):
+            raise XaiError(f"SmoothGrad wraps an xai_torch explainer, e.g. xt.SmoothGrad(xt.Gradient(model)); "
+                           f"got {describe(explainer)}.")
+        super().__init__(explainer.model, batch_size=explainer.batch_size, progress=progress)
+        self.explainer = explainer
+        self.call_keywords = explainer.call_keywords
+        self.samples = check_positive_int(samples, "samples")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+            raise XaiError(f"noise must be a number >= 0 (a fraction of the value range); got {describe(noise)}.")
+        self.noise = float(noise)
+        self.variant = check_choice(variant, "variant", VARIANTS)
+        self.seed = check_seed(seed)
+
+    def _config(self) -> dict:
+        return {"explainer": self.explainer, "samples": self.samples, "noise": self.noise,
+                "variant": self.variant, "seed": self.seed, "progress": self.progress}
+
+    def __repr__(self) -> str:
+        return f"SmoothGrad({', '.join(f'{k}={v!r}' for k, v in self._config().items())})"
+
+    def _open(self, session) -> None:
+        session.enter(self.explainer)
+
+    def _warn_if_training(self) -> bool:
+        return False  # the wrapped explainer warns and restores buffers on each of its calls
+
+    def _explain(self, x, target, session, **kwargs) -> SmoothGradExplanation:
+        device = model_device(self.model, x.device)
+        xd = x.detach().to(device)
+        target, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
+        b, n = x.shape[0], self.samples
+        flat = xd.flatten(1)
+        std = self.noise * (flat.max(1).values - flat.min(1).values)
+        generator = make_generator(self.seed, device)
+        per_call = max(1, SAMPLES_PER_CALL // n)
+        results, deltas = [], []
+        for first in range(0, b, per_call):
+            last = min(b, first + per_call)
+            clean = xd[first:last].repeat_interleave(n, 0)
+            eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+            noisy = clean + eps * std[first:last].repeat_interleave(n).view(-1, 1, 1, 1)
+            call = {key: _repeat(value, b, first, last, n) for key, value in kwargs.items()}
+            res = self.explainer.explain(noisy, target=_Repeated(target, n, first), **call)
+            a = res.attributions.to(device)
+            results.append(self._reduce(a.view(last - first, n, *a.shape[1:])))
+            if getattr(res, "delta", None) is not None:
+                d = res.delta.view(last - first, n, *res.delta.shape[1:])
+                deltas.append(d.movedim(1, -1))
+        dtype = result_dtype(x)
+        k_shape = (b, target.k) if target.k is not None else (b,)
+        return SmoothGradExplanation(
+            attributions=torch.cat(results).to(device=x.device, dtype=dtype),
+            targets=None if classes is None else classes.view(k_shape).to(x.device),
+            scores=scores.view(k_shape).to(device=x.device, dtype=dtype),
+            noise_std=std.to(device=x.device, dtype=dtype),
+            draw_delta=torch.cat(deltas).to(x.device) if deltas else None,
+        )
+
+    def _reduce(self, a: torch.Tensor) -> torch.Tensor:
+        a = a.to(torch.float64)
+        if self.variant == "mean":
+            return a.mean(1)
+        if self.variant == "square":
+            return (a * a).mean(1)
+        return a.var(1, unbiased=False)
+
+
+def _repeat(value, batch: int, first: int, last: int, n: int):
+    """Per-image call arguments (a ``(B, ...)`` tensor, or a list of them) for the noisy copies
+    of images ``first..last-1``; anything else is passed as it is."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_repeat(v, batch, first, last, n) for v in value)
+    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == batch and batch > 1:
+        return value[first:last].repeat_interleave(n, 0)
+    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] not in (1, batch):
+        raise XaiError(f"a per-image tensor argument has {value.shape[0]} images but x has {batch}.")
+    return value
+
