@@ -1,0 +1,112 @@
+"""SmoothGrad / SG-SQ / VarGrad around the package's explainers."""
+import pytest
+import torch
+from torch import nn
+
+import xai_torch as xt
+
+from conftest import assert_no_trace, snapshot
+
+
+class Quadratic(nn.Module):
+    """F_j(x) = sum_i c_ji x_i^2, so dF_j/dx = 2 c_j x: the smoothed gradient has a closed form."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Parameter(torch.randn(3, 2 * 4 * 4, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return (x.flatten(1) ** 2) @ self.c.t()
+
+
+@pytest.mark.parametrize("variant", ["mean", "square", "var"])
+def test_closed_form_with_the_same_noise(variant):
+    model = Quadratic()
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    sg = xt.SmoothGrad(xt.Gradient(model), samples=6, noise=0.2, variant=variant, seed=7)
+    res = sg.explain(x, target=[0, 2])
+    std = 0.2 * (x.flatten(1).max(1).values - x.flatten(1).min(1).values)
+    eps = torch.randn((12, 2, 4, 4), generator=torch.Generator().manual_seed(7))
+    noisy = x.repeat_interleave(6, 0) + eps * std.repeat_interleave(6).view(-1, 1, 1, 1)
+    c = model.c.detach()[[0, 2]].repeat_interleave(6, 0).view(12, 2, 4, 4)
+    grads = (2 * c * noisy).view(2, 6, 2, 4, 4).double()
+    expect = {"mean": grads.mean(1), "square": (grads**2).mean(1), "var": grads.var(1, unbiased=False)}[variant]
+    torch.testing.assert_close(res.attributions, expect.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.noise_std, std)
+    torch.testing.assert_close(res.targets, torch.tensor([0, 2]))
+
+
+def test_zero_noise_gives_the_wrapped_explainer(small, small_x):
+    for inner in (xt.Gradient(small), xt.GuidedBackprop(small), xt.IntegratedGradients(small, steps=6)):
+        smooth = xt.SmoothGrad(inner, samples=3, noise=0.0)(small_x, target=1)
+        torch.testing.assert_close(smooth, inner(small_x, target=1))
+    var = xt.SmoothGrad(xt.Gradient(small), samples=3, noise=0.0, variant="var")(small_x)
+    assert float(var.abs().max()) == 0.0
+
+
+def test_targets_resolved_on_the_clean_image(small, small_x):
+    with torch.no_grad():
+        classes = small(small_x).argmax(1)
+    sg = xt.SmoothGrad(xt.Gradient(small), samples=4, noise=0.5, seed=0)
+    res = sg.explain(small_x)
+    torch.testing.assert_close(res.targets, classes)
+    torch.testing.assert_close(res.attributions, sg(small_x, target=classes))
+
+
+def test_wraps_cams_ig_and_multi_targets(small, small_x):
+    with xt.SmoothGrad(xt.GradCAM(small, layer="conv2"), samples=4, seed=0) as sg:
+        maps = sg(small_x, target=[1, 2, 3])
+        assert maps.shape == (3, 1, 12, 12)
+    assert not small.conv2._forward_hooks
+    tk = torch.tensor([[0, 1], [1, 2], [2, 3]])
+    res = xt.SmoothGrad(xt.IntegratedGradients(small, steps=4), samples=3, seed=0).explain(small_x, target=tk)
+    assert res.attributions.shape == (3, 2, 3, 12, 12) and res.draw_delta.shape == (3, 2, 3)
+    # each column equals the single-target call with the same noise
+    col = xt.SmoothGrad(xt.IntegratedGradients(small, steps=4), samples=3, seed=0)(small_x, target=tk[:, 1])
+    torch.testing.assert_close(res.attributions[:, 1], col, rtol=1e-5, atol=1e-6)
+
+
+def test_per_image_call_arguments_follow_their_image(small, small_x):
+    base = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    ig = xt.IntegratedGradients(small, steps=5)
+    ours = xt.SmoothGrad(ig, samples=2, noise=0.0)(small_x, target=1, baseline=base)
+    torch.testing.assert_close(ours, ig(small_x, target=1, baseline=base))
+    ours = xt.SmoothGrad(ig, samples=2, noise=0.0)(small_x, target=1, baseline=[base, "black"])
+    torch.testing.assert_close(ours, ig(small_x, target=1, baseline=[base, "black"]))
+
+
+def test_model_calls_and_batching(small, small_x):
+    sizes = []
+    small.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    xt.SmoothGrad(xt.Gradient(small, batch_size=4), samples=5, seed=0)(small_x)
+    assert sizes == [3, 4, 4, 4, 3]  # clean targets, then 15 noisy copies in chunks of 4
+
+
+def test_seeded_noise_repeats(small, small_x):
+    sg = xt.SmoothGrad(xt.Gradient(small), samples=4, seed=11)
+    assert torch.equal(sg(small_x), sg(small_x))
+    assert not torch.equal(sg(small_x), xt.SmoothGrad(xt.Gradient(small), samples=4, seed=12)(small_x))
+
+
+def test_bad_inputs(small, small_x):
+    with pytest.raises(xt.XaiError, match="wraps an xai_torch explainer"):
+        xt.SmoothGrad(small)
+    with pytest.raises(xt.XaiError, match="samples"):
+        xt.SmoothGrad(xt.Gradient(small), samples=0)
+    with pytest.raises(xt.XaiError, match="noise"):
+        xt.SmoothGrad(xt.Gradient(small), noise=-0.1)
+    with pytest.raises(xt.XaiError, match="variant"):
+        xt.SmoothGrad(xt.Gradient(small), variant="sq")
+    with pytest.raises(xt.XaiError, match="unexpected call argument"):
+        xt.SmoothGrad(xt.Gradient(small))(small_x, baseline="black")
+    with pytest.raises(xt.XaiError, match="images but x has"):
+        xt.SmoothGrad(xt.IntegratedGradients(small, steps=2))(small_x, baseline=torch.zeros(2, 3, 12, 12))
+
+
+def test_no_trace(small, small_x):
+    small_x.requires_grad_(True)
+    before = snapshot(small, small_x)
+    for inner in (xt.Gradient(small), xt.GuidedBackprop(small), xt.GradCAM(small, layer="conv2")):
+        xt.SmoothGrad(inner, samples=3)(small_x)
+        assert_no_trace(before, snapshot(small, small_x))
+    assert "SmoothGrad(explainer=GradCAM(" in repr(xt.SmoothGrad(xt.GradCAM(small, layer="conv2")))
