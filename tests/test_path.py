@@ -212,19 +212,29 @@ class Counting(nn.Module):
 
 def test_model_calls_follow_the_batching_plan(small, small_x):
     model = Counting(small)
-    res = xt.IntegratedGradients(model, steps=50, batch_size=16).explain(small_x[:2], baseline=["black", "white"])
+    ig = xt.IntegratedGradients(model, steps=50, batch_size=16)
+    res = ig.explain(small_x[:2], baseline=["black", "white"])
     # clean scores (2), baseline scores (2 x 2), then 2 images x 2 baselines x 50 steps in chunks of 16
     assert model.sizes == [2, 4] + [16] * 12 + [8]
     assert res.model_calls == sum(model.sizes)
     model.sizes.clear()
-    xt.BlurIG(model, steps=30, batch_size=25)(small_x[:2])
-    assert model.sizes == [2, 25, 25, 10, 2]
+    ig(small_x[:2], target=[1, 2], baseline=["black", "white"])  # no delta asked: the path only
+    assert model.sizes == [16] * 12 + [8]
     model.sizes.clear()
-    xt.GuidedIG(model, steps=7, batch_size=2)(small_x)
+    ig(small_x[:2], baseline="black")  # argmax targets need the clean scores
+    assert model.sizes == [2, 16, 16, 16, 16, 16, 16, 4]
+    model.sizes.clear()
+    xt.BlurIG(model, steps=30, batch_size=25).explain(small_x[:2])
+    assert model.sizes == [2, 25, 25, 10, 2]  # clean, the path, the fully blurred images
+    model.sizes.clear()
+    xt.GuidedIG(model, steps=7, batch_size=2).explain(small_x)
     assert model.sizes == [2, 1] + [2, 1] * 7  # sequential steps, batched across images
     model.sizes.clear()
-    xt.ExpectedGradients(model, small_x, samples=3, batch_size=4, seed=0)(small_x[:2])
+    xt.ExpectedGradients(model, small_x, samples=3, batch_size=4, seed=0).explain(small_x[:2])
     assert model.sizes == [2, 3, 4, 2]  # clean, the 3 distinct references, 2 x 3 samples
+    model.sizes.clear()
+    xt.ExpectedGradients(model, small_x, samples=3, batch_size=4, seed=0)(small_x[:2], target=0)
+    assert model.sizes == [4, 2]
 
 
 def _peak_rss_mb(steps: int) -> float:

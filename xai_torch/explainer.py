@@ -132,12 +132,20 @@ class Explainer:
         """Register state that lives for the whole ``with`` block (none by default)."""
 
     # -- calling --------------------------------------------------------------------------
+    #: whether the running call wants the full result (``explain``) or only the attributions
+    #: (``__call__``): methods may skip work that only feeds the extra fields (IG's delta).
+    _details: bool = True
+
     def __call__(self, x: torch.Tensor, target=None, **kwargs) -> torch.Tensor:
-        """``explain(x, target, ...).attributions``."""
-        return self.explain(x, target, **kwargs).attributions
+        """``explain(x, target, ...).attributions`` (without the work that only the other
+        fields of the result need)."""
+        return self._run(x, target, kwargs, details=False).attributions
 
     def explain(self, x: torch.Tensor, target=None, **kwargs) -> Explanation:
         """Explain ``x`` for ``target``; see the subclass for extra fields of the result."""
+        return self._run(x, target, kwargs, details=True)
+
+    def _run(self, x: torch.Tensor, target, kwargs: dict, details: bool) -> Explanation:
         unknown = sorted(set(kwargs) - set(self.call_keywords))
         if unknown:
             accepted = ", ".join(("target",) + self.call_keywords)
@@ -148,10 +156,14 @@ class Explainer:
         x4, _ = check_input(x)
         tgt = as_target(target, x4.shape[0])
         training = self._warn_if_training()
-        with HookSession() as session:
-            if training:
-                keep_buffers(self.model, session)
-            return self._explain(x4, tgt, session, **kwargs)
+        previous, self._details = self._details, details
+        try:
+            with HookSession() as session:
+                if training:
+                    keep_buffers(self.model, session)
+                return self._explain(x4, tgt, session, **kwargs)
+        finally:
+            self._details = previous
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, **kwargs) -> Explanation:
         raise NotImplementedError

@@ -20,7 +20,7 @@ from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
 from .path.base import check_seed, make_generator
 from .path.engine import Engine, fix_target
-from .targets import Target
+from .targets import ClassTarget, Target
 
 VARIANTS = ("mean", "square", "var")
 #: the most noisy samples handed to the wrapped explainer in one call (memory bound).
@@ -112,7 +112,9 @@ class SmoothGrad(Explainer):
     def _explain(self, x, target, session, **kwargs) -> SmoothGradExplanation:
         device = model_device(self.model, x.device)
         xd = x.detach().to(device)
-        target, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
+        scores = classes = None
+        if self._details or (isinstance(target, ClassTarget) and target.classes is None):
+            target, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
         b, n = x.shape[0], self.samples
         flat = xd.flatten(1)
         std = self.noise * (flat.max(1).values - flat.min(1).values)
@@ -125,7 +127,7 @@ class SmoothGrad(Explainer):
             eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
             noisy = clean + eps * std[first:last].repeat_interleave(n).view(-1, 1, 1, 1)
             call = {key: _repeat(value, b, first, last, n) for key, value in kwargs.items()}
-            res = self.explainer.explain(noisy, target=_Repeated(target, n, first), **call)
+            res = self.explainer._run(noisy, _Repeated(target, n, first), call, details=self._details)
             a = res.attributions.to(device)
             results.append(self._reduce(a.view(last - first, n, *a.shape[1:])))
             if getattr(res, "delta", None) is not None:
@@ -136,7 +138,7 @@ class SmoothGrad(Explainer):
         return SmoothGradExplanation(
             attributions=torch.cat(results).to(device=x.device, dtype=dtype),
             targets=None if classes is None else classes.view(k_shape).to(x.device),
-            scores=scores.view(k_shape).to(device=x.device, dtype=dtype),
+            scores=None if scores is None else scores.view(k_shape).to(device=x.device, dtype=dtype),
             noise_std=std.to(device=x.device, dtype=dtype),
             draw_delta=torch.cat(deltas).to(x.device) if deltas else None,
         )

@@ -82,21 +82,25 @@ def choose(err: torch.Tensor, sub: torch.Tensor, left: torch.Tensor) -> list[lis
 
 def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, steps: int) -> Paths:
     """Adaptive straight-line IG for every row (image x target) and baseline."""
-    from .ig import baseline_scores, line_points
+    from .ig import baseline_scores, line_factor, line_points
 
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, groups = r_count * j_count, GROUPS
     dev = x.device
     shape = tuple(x.shape[1:])
-    fb = baseline_scores(engine, base, k)
-    f0 = fb.flatten().to(_F64)
-    f1 = engine.clean_scores.to(_F64).repeat_interleave(j_count)
 
     def score(paths, alphas):
         zero = torch.zeros_like(alphas)
         points = line_points(x, base, k, paths, alphas, zero)
         return engine.scores(lambda s, e: points(s, e)[:2], paths.shape[0])[0].to(_F64)
+
+    fb = baseline_scores(engine, base, k, needed=True)  # the rule needs both ends of every path
+    f0 = fb.flatten().to(_F64)
+    if engine.clean_scores is None:
+        engine.clean_scores = score(torch.arange(r_count, device=dev) * j_count, torch.ones(r_count, dtype=_F64,
+                                                                                           device=dev))
+    f1 = engine.clean_scores.to(_F64).repeat_interleave(j_count)
 
     edges, values = pilot_edges(score, n_paths, f0, f1, groups, dev)
     exact = values[:, 1:] - values[:, :-1]  # (P, G): the integral over each group
@@ -113,7 +117,8 @@ def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, 
         order = slots.argsort(stable=True)  # the engine wants samples grouped by slot
         paths, groups_of, alphas, weights, slots = (t[order] for t in (paths, groups_of, alphas, weights, slots))
         res = engine.integrate(line_points(x, base, k, paths, alphas, weights, slots), paths.shape[0],
-                               n_paths * groups, shape, acc=acc)
+                               n_paths * groups, shape, acc=acc,
+                               post=lambda slot: line_factor(x, base, k, slot // groups))
         total.view(-1).index_add_(0, slots, res.totals)
         spent.add_(torch.bincount(paths.cpu(), minlength=n_paths))
         log.append((paths, alphas, res.scores, res.probs, res.grad_abs))
@@ -142,7 +147,10 @@ def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, 
             sub[p, g] *= 3
         run(torch.cat(ps), torch.cat(gs), torch.cat(alphas), torch.cat(weights))
 
-    attr = acc.view(n_paths, groups, *shape).sum(1).view(r_count, j_count, *shape).mean(1)
+    attr = acc.view(n_paths, groups, *shape).sum(1)
+    for p in range(n_paths):
+        attr[p] *= line_factor(x, base, k, p)
+    attr = attr.view(r_count, j_count, *shape).mean(1)
     return Paths(attr, fb, *_curves(log, n_paths, r_count, j_count))
 
 

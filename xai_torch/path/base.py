@@ -23,14 +23,15 @@ import torch
 from ..errors import XaiError, describe
 from ..explainer import Explainer, Explanation, model_device, result_dtype
 from ..hooks import HookSession
-from ..targets import Target
+from ..targets import ClassTarget, Target
 from .baselines import check_baselines, check_space, make_baselines, value_range
 from .engine import Engine, fix_target
 
 
 @dataclass
 class PathExplanation(Explanation):
-    """:class:`~xai_torch.explainer.Explanation` of a path method.
+    """:class:`~xai_torch.explainer.Explanation` of a path method (from ``explain``; calling
+    the explainer skips the forwards that only ``scores``, ``delta`` and ``baseline_scores`` need).
 
     Attributes:
         delta: ``(B,)`` (or ``(B, K)``) completeness error, signed:
@@ -119,7 +120,10 @@ class PathExplainer(Explainer):
         generator = make_generator(self.seed, device)
         prepared = self._prepare(xd, baseline, generator)  # bad baselines fail before any model call
         engine = Engine(self, target, xd)
-        target, fx, classes, _ = fix_target(engine, xd, target)
+        engine.details = self._details
+        fx = classes = None
+        if self._details or (isinstance(target, ClassTarget) and target.classes is None):
+            target, fx, classes, _ = fix_target(engine, xd, target)
         k = target.k or 1
         paths = self._paths(engine, xd, k, prepared, generator)
 
@@ -131,12 +135,15 @@ class PathExplainer(Explainer):
             return None if t is None else t.reshape(*shape, *t.shape[1:]).to(device=x.device, dtype=dtype)
 
         attr = paths.attributions
-        gap = fx.double() - paths.baseline_scores.double().mean(1)
-        delta = attr.flatten(1).sum(1) - gap
+        delta = relative = None
+        if fx is not None and paths.baseline_scores is not None:
+            gap = fx.double() - paths.baseline_scores.double().mean(1)
+            delta = attr.flatten(1).sum(1) - gap
+            relative = delta.abs() / gap.abs()
         alphas = paths.alphas if paths.alphas.ndim == 1 else out(paths.alphas)
         return PathExplanation(
             attributions=out(attr), targets=None if classes is None else classes.reshape(shape).to(x.device),
-            scores=out(fx), delta=out(delta), relative_delta=out(delta.abs() / gap.abs()),
+            scores=out(fx), delta=out(delta), relative_delta=out(relative),
             baseline_scores=out(paths.baseline_scores), alphas=alphas.to(x.device),
             path_scores=out(paths.scores), path_probs=out(paths.probs), path_grad=out(paths.grad),
             model_calls=engine.calls,

@@ -93,7 +93,7 @@ class BlurIG(PathExplainer):
             x64 = x[r // k].to(_F64)
             z = gaussian_blur(x64, sigmas[s])
             d = (gaussian_blur(x64, sigmas[s] + self.grad_step) - z) / self.grad_step
-            return z.to(x.dtype), r, r, -dsig[s].view(-1, 1, 1, 1) * d
+            return z.to(x.dtype), r, r, -dsig[s], d
 
         run = engine.integrate(points, r_count * steps, r_count, tuple(x.shape[1:]))
 
@@ -101,7 +101,7 @@ class BlurIG(PathExplainer):
             r = torch.arange(start, stop, device=dev)
             return gaussian_blur(x[r // k].to(_F64), self.max_sigma).to(x.dtype), r
 
-        fb = engine.scores(ends, r_count)[0].view(r_count, 1)
+        fb = engine.scores(ends, r_count)[0].view(r_count, 1) if engine.details else None
 
         def curve(t):
             return None if t is None else t.view(r_count, 1, steps)

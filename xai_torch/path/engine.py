@@ -1,10 +1,11 @@
 """The batched path-integration engine shared by the IG family.
 
-A path method evaluates ``N`` samples: sample ``n`` is a point ``z_n`` on path ``p_n`` (one
-path per image x target x baseline), scored by target row ``r_n``. The engine runs them in
-chunks of at most ``batch_size`` samples (one forward and one backward per chunk) and adds
-``coef_n * dF/dz(z_n)`` into a float64 accumulator per path. Peak memory is one chunk plus the
-``(paths, C, H, W)`` accumulator: it does not depend on the number of steps.
+A path method evaluates ``N`` samples: sample ``n`` is a point ``z_n`` on a path (one path per
+image x target x baseline), scored by target row ``r_n``. The engine runs them in chunks of
+at most ``batch_size`` samples (one forward and one backward per chunk) and adds
+``w_n * scale_n * dF/dz(z_n)`` into a float64 accumulator per slot (a path, or a piece of one).
+Peak memory is one chunk plus the ``(slots, C, H, W)`` accumulators: it does not depend on
+the number of steps.
 
 Per sample it also records the target score, the target's softmax probability (class
 targets) and the mean ``|dF/dz|``: the path curve of the IG chapter (score and gradient
@@ -22,9 +23,9 @@ from ..batching import map_chunks
 from ..errors import XaiError
 from ..targets import ClassTarget, Target
 
-#: ``points(start, stop) -> (z, rows, paths, coef)`` for samples ``[start, stop)``:
-#: ``z`` (n, C, H, W) model inputs, ``rows`` (n,) target rows, ``paths`` (n,) non-decreasing
-#: path indices, ``coef`` float64 broadcastable to ``(n, C, H, W)``.
+#: ``points(start, stop) -> (z, rows, slots, weights, scale)`` for samples ``[start, stop)``:
+#: ``z`` (n, C, H, W) model inputs, ``rows`` (n,) target rows, ``slots`` (n,) accumulator
+#: indices grouped in runs, ``weights`` (n,) float64, ``scale`` ``None`` or (n, C, H, W) float64.
 Points = Callable[[int, int], tuple]
 
 
@@ -74,6 +75,7 @@ class Engine:
         self.calls = 0  # samples evaluated (forward or forward + backward)
         self.clean_scores: Optional[torch.Tensor] = None  # F(x) per row, set by fix_target
         self.explainer_dtype = x.dtype
+        self.details = True  # False: skip forwards that only feed scores and deltas
 
     def _map(self, fn, n: int) -> list:
         return map_chunks(fn, n, self.chunk, device=self.device, progress=self.explainer.progress, desc=self.name)
@@ -108,7 +110,8 @@ class Engine:
 
     def _grad(self, z: torch.Tensor, rows: torch.Tensor):
         with torch.inference_mode(False), torch.enable_grad():
-            zg = z.detach().clone().requires_grad_(True)
+            # a leaf that requires grad: the model cannot modify it in place (autograd refuses)
+            zg = z.detach().requires_grad_(True)
             out = self.model(zg)
             s, classes = self.target.scores(out, rows)
             if not s.requires_grad:
@@ -120,13 +123,16 @@ class Engine:
         self.calls += z.shape[0]
         return g.detach(), s.detach(), _probability(out, classes)
 
-    def integrate(self, points: Points, n: int, n_paths: int, shape: tuple,
-                  acc: Optional[torch.Tensor] = None) -> PathRun:
-        """Evaluate ``n`` samples and accumulate ``coef * dF/dz`` per path (float64), into
-        ``acc`` when given (``(n_paths, *shape)``, updated in place)."""
-        if acc is None:
-            acc = torch.zeros((n_paths, *shape), dtype=torch.float64, device=self.device)
+    def integrate(self, points: Points, n: int, n_slots: int, shape: tuple, acc: Optional[torch.Tensor] = None,
+                  post: Optional[Callable[[int], torch.Tensor]] = None) -> PathRun:
+        """Evaluate ``n`` samples and add ``weight * scale * dF/dz`` into their slot's float64
+        accumulator (``acc`` when given, ``(n_slots, *shape)``, updated in place).
 
+        ``post(slot)``, when given, is a factor the caller will multiply the slot's accumulator
+        by afterwards (IG's ``x - b``); the per-sample ``totals`` include it.
+        """
+        if acc is None:
+            acc = torch.zeros((n_slots, *shape), dtype=torch.float64, device=self.device)
         # per-sample records go into buffers allocated up front: small tensors kept from every
         # chunk would pin the heap between the large freed ones, and glibc's peak memory would
         # then grow with the number of steps
@@ -134,18 +140,26 @@ class Engine:
         has_probs = []
 
         def chunk(start, stop):
-            z, rows, paths, coef = points(start, stop)
+            z, rows, slots, weights, scale = points(start, stop)
             g, s, p = self._grad(z, rows)
-            contrib = g.to(torch.float64) * coef
-            # samples are path-major, so each chunk holds a few runs of one path: sum each run
-            # (deterministic, unlike index_add_ with atomics on CUDA)
-            bounds = torch.nonzero(paths[1:] != paths[:-1]).flatten().add(1).tolist()
-            edges = [0, *bounds, paths.shape[0]]
-            for a, b in zip(edges[:-1], edges[1:]):
-                acc[int(paths[a])] += contrib[a:b].sum(0)
+            flat = g.flatten(1)
+            # samples come grouped by slot, so a chunk holds a few runs of one slot: reduce each
+            # run (a weighted sum, deterministic, unlike index_add_ with atomics on CUDA)
+            for a, b in _runs(slots):
+                slot = int(slots[a])
+                if scale is None:  # a (1 x n) @ (n x D) product in the gradient's dtype
+                    w = weights[a:b].to(g.dtype)
+                    acc[slot] += (w @ flat[a:b]).view(shape).to(torch.float64)
+                    per = flat[a:b] @ post(slot).flatten().to(g.dtype) if post is not None else flat[a:b].sum(1)
+                    record[3, start + a:start + b] = weights[a:b] * per.to(torch.float64)
+                else:
+                    contrib = g[a:b].to(torch.float64) * (weights[a:b].view(-1, *[1] * len(shape)) * scale[a:b])
+                    acc[slot] += contrib.sum(0)
+                    if post is not None:
+                        contrib = contrib * post(slot)
+                    record[3, start + a:start + b] = contrib.flatten(1).sum(1)
             record[0, start:stop] = s
-            record[2, start:stop] = g.abs().flatten(1).mean(1)
-            record[3, start:stop] = contrib.flatten(1).sum(1)
+            record[2, start:stop] = flat.abs().mean(1)
             if p is not None:
                 record[1, start:stop] = p
                 has_probs.append(True)
@@ -154,6 +168,13 @@ class Engine:
         dtype = self.explainer_dtype
         probs = record[1].to(dtype) if has_probs else None
         return PathRun(acc, record[0].to(dtype), probs, record[2].to(dtype), record[3])
+
+
+def _runs(slots: torch.Tensor) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of equal values in ``slots``."""
+    bounds = torch.nonzero(slots[1:] != slots[:-1]).flatten().add(1).tolist()
+    edges = [0, *bounds, slots.shape[0]]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def fix_target(engine: Engine, x: torch.Tensor, target: Target):

@@ -17,14 +17,17 @@ import torch
 
 from ..errors import XaiError, check_choice, check_input, check_positive_int
 from .base import PathExplainer, Paths
-from .engine import Engine
+from .engine import Engine, _runs
 from .quadrature import RULES, get_rule
 
 _F64 = torch.float64
 
 
-def baseline_scores(engine: Engine, base: torch.Tensor, k: int) -> torch.Tensor:
-    """``(R, J)`` target scores of the ``J`` baselines of every row (one forward each)."""
+def baseline_scores(engine: Engine, base: torch.Tensor, k: int, needed: bool = False) -> Optional[torch.Tensor]:
+    """``(R, J)`` target scores of the ``J`` baselines of every row (one forward each), or
+    ``None`` when the call does not report them and ``needed`` is False."""
+    if not (engine.details or needed):
+        return None
     j_count, b_count = base.shape[:2]
     dev = base.device
 
@@ -37,23 +40,34 @@ def baseline_scores(engine: Engine, base: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def line_points(x: torch.Tensor, base: torch.Tensor, k: int, paths: torch.Tensor, alphas: torch.Tensor,
-                weights: torch.Tensor, slots: torch.Tensor = None):
+                weights: torch.Tensor, slots: Optional[torch.Tensor] = None):
     """Engine samples on straight lines: sample ``n`` is ``b + alphas[n] (x - b)`` on path
-    ``paths[n]`` (row ``p // J``, baseline ``p % J``) with coefficient ``weights[n] (x - b)``,
-    accumulated into ``slots[n]`` (default: the path)."""
+    ``paths[n]`` (row ``p // J``, baseline ``p % J``) with weight ``weights[n]``, accumulated
+    into ``slots[n]`` (default: the path). Samples must come grouped by path."""
     j_count = base.shape[0]
     slots = paths if slots is None else slots
     a = alphas.to(x.dtype)
 
     def points(start, stop):
         p = paths[start:stop]
-        r = p // j_count
-        i = r // k
-        bi, xi = base[p % j_count, i], x[i]
-        coef = weights[start:stop].to(_F64).view(-1, 1, 1, 1) * (xi.to(_F64) - bi.to(_F64))
-        return bi + a[start:stop].view(-1, 1, 1, 1) * (xi - bi), r, slots[start:stop], coef
+        z = torch.empty((stop - start, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        for lo, hi in _runs(p):  # one path per run: broadcast, no per-sample copies of x and b
+            path = int(p[lo])
+            i, j = path // j_count // k, path % j_count
+            # b + a * (x - b) in two roundings, as Captum (a fused multiply-add rounds differently,
+            # and a ReLU network's gradient can jump on a one-ulp change of its input)
+            torch.mul(a[start + lo:start + hi].view(-1, 1, 1, 1), x[i] - base[j, i], out=z[lo:hi])
+            z[lo:hi] += base[j, i]
+        return z, p // j_count, slots[start:stop], weights[start:stop], None
 
     return points
+
+
+def line_factor(x: torch.Tensor, base: torch.Tensor, k: int, path: int) -> torch.Tensor:
+    """``x - b`` of a path, in float64: what IG multiplies the integrated gradient by."""
+    j_count = base.shape[0]
+    i, j = path // j_count // k, path % j_count
+    return x[i].to(_F64) - base[j, i].to(_F64)
 
 
 def _line_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, alphas: torch.Tensor,
@@ -66,7 +80,10 @@ def _line_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, alp
     dev = x.device
     paths = torch.arange(n_paths, device=dev).repeat_interleave(steps)
     points = line_points(x, base, k, paths, alphas.to(dev).repeat(n_paths), weights.to(dev).repeat(n_paths))
-    run = engine.integrate(points, n_paths * steps, n_paths, tuple(x.shape[1:]))
+    run = engine.integrate(points, n_paths * steps, n_paths, tuple(x.shape[1:]),
+                           post=lambda p: line_factor(x, base, k, p))
+    for p in range(n_paths):
+        run.acc[p] *= line_factor(x, base, k, p)
     attr = run.acc.view(r_count, j_count, *x.shape[1:]).mean(1)
 
     def curve(t):
@@ -200,21 +217,26 @@ class ExpectedGradients(PathExplainer):
             q = torch.arange(start, stop, device=dev)
             return bg[refs.flatten()[q]], rows_all[q]
 
-        if used.numel() < refs.numel() and _class_only(engine):
+        if not engine.details:
+            fb = None
+        elif used.numel() < refs.numel() and _class_only(engine):
             fb = _class_scores(engine, bg[used], where.flatten(), rows_all)
         else:
             fb, _, _ = engine.scores(base_inputs, refs.numel())
+
+        weights = torch.full((r_count * steps,), 1.0 / steps, dtype=_F64, device=dev)
 
         def points(start, stop):
             n = torch.arange(start, stop, device=dev)
             r, s = n // steps, n % steps
             xi, bi = x[r // k], bg[refs[r, s]]
-            coef = (xi.to(_F64) - bi.to(_F64)) / steps
-            return torch.lerp(bi, xi, a[r, s].view(-1, 1, 1, 1)), r, r, coef
+            z = bi + a[r, s].view(-1, 1, 1, 1) * (xi - bi)
+            return z, r, r, weights[start:stop], xi.to(_F64) - bi.to(_F64)
 
         run = engine.integrate(points, r_count * steps, r_count, tuple(x.shape[1:]))
         view = (r_count, 1, steps)
-        return Paths(run.acc, fb.view(r_count, steps).mean(1, keepdim=True), alphas.view(view),
+        fb = None if fb is None else fb.view(r_count, steps).mean(1, keepdim=True)
+        return Paths(run.acc, fb, alphas.view(view),
                      run.scores.view(view), None if run.probs is None else run.probs.view(view),
                      run.grad_abs.view(view))
 
