@@ -4,7 +4,8 @@
   in plain torch, one batch, weighted sum times (x - b). Reference: Captum's
   IntegratedGradients (one batch), without and with its convergence delta (``explain`` computes
   the delta: two more forwards). Targets: <= 1.05 x floor, no slower than Captum.
-* SmoothGrad(Gradient), 25 samples. Floor: 25 noisy forward + backward passes in one batch.
+* SmoothGrad(Gradient), 25 samples. Floor: drawing the noise and 25 noisy forward + backward
+  passes in one batch.
   Reference: Captum's NoiseTunnel(Saliency). Target: <= 1.05 x floor, no slower than Captum.
 * GuidedIG, 50 steps. Floor: 50 sequential single-image forward + backward passes. Reference:
   PAIR saliency's GuidedIG (the per-step bookkeeping in numpy). Target: no slower than PAIR.
@@ -62,11 +63,10 @@ def bench_ig(model, x, b, repeats):
 
 def bench_smoothgrad(model, x, repeats):
     samples, target = 25, 3
-    noise = torch.randn(samples, *x.shape[1:])
     std = 0.15 * float(x.max() - x.min())
 
-    def floor():
-        z = (x + std * noise).requires_grad_(True)
+    def floor():  # drawing the noise is part of the work
+        z = (x + std * torch.randn(samples, *x.shape[1:])).requires_grad_(True)
         (g,) = torch.autograd.grad(model(z)[:, target].sum(), z)
         return g.mean(0, keepdim=True)
 

@@ -24,3 +24,12 @@ def test_demo_rejects_unknown_names(tmp_path, capsys):
     assert "unknown method(s) ['lime']; choose from gradient" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path), "--images", "lena"]) == 2
     assert not list(tmp_path.iterdir())
+
+
+def test_demo_runs_the_path_methods(tmp_path):
+    out = tmp_path / "demo"
+    methods = "integrated_gradients,smoothgrad,blur_ig"
+    assert cli.main(["demo", "--out", str(out), "--images", "chelsea", "--methods", methods, "--device", "cpu"]) == 0
+    for m in methods.split(","):
+        img = cv2.imread(str(out / f"chelsea_{m}.png"))
+        assert img is not None and img.std() > 5  # a picture, not a blank

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from . import cam, viz, zoo
+from . import cam, path, viz, zoo
 from .backprop import Deconvnet, GuidedBackprop
 from .errors import XaiError
 from .gradient import Gradient, InputXGradient
+from .smoothgrad import SmoothGrad
 
 #: the packaged model's last feature map (1280 x 7 x 7), where its CAMs are taken
 CAM_LAYER = "_conv_head"
@@ -34,9 +35,15 @@ METHODS = {
     "layercam": (lambda m: cam.LayerCAM(m, layer=CAM_LAYER), "map"),
     "guided_gradcam": (lambda m: cam.GuidedGradCAM(m, layer=CAM_LAYER), "grayscale"),
     "scorecam": (lambda m: cam.ScoreCAM(m, layer=CAM_LAYER), "map"),  # 1280 forwards per image
+    "integrated_gradients": (lambda m: path.IntegratedGradients(m, steps=64, normalize=zoo.NORMALIZE), "grayscale"),
+    "ig_adaptive": (lambda m: path.IntegratedGradients(m, steps=128, method="adaptive", normalize=zoo.NORMALIZE),
+                    "grayscale"),
+    "smoothgrad": (lambda m: SmoothGrad(Gradient(m), samples=25, noise=0.15, seed=0), "grayscale"),
+    "blur_ig": (lambda m: path.BlurIG(m, steps=50), "grayscale"),
+    "guided_ig": (lambda m: path.GuidedIG(m, steps=100, normalize=zoo.NORMALIZE), "grayscale"),  # sequential
 }
-#: what `demo` runs unless --methods says otherwise (Score-CAM is slow on a CPU)
-DEMO_METHODS = [m for m in METHODS if m != "scorecam"]
+#: what `demo` runs unless --methods says otherwise (the slow ones on a CPU are left out)
+DEMO_METHODS = [m for m in METHODS if m not in ("scorecam", "ig_adaptive", "guided_ig")]
 DEMO_IMAGES = ("chelsea", "coffee", "motorcycle", "rocket", "camera")
 
 

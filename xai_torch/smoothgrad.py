@@ -144,12 +144,11 @@ class SmoothGrad(Explainer):
         )
 
     def _reduce(self, a: torch.Tensor) -> torch.Tensor:
-        a = a.to(torch.float64)
         if self.variant == "mean":
             return a.mean(1)
         if self.variant == "square":
             return (a * a).mean(1)
-        return a.var(1, unbiased=False)
+        return a.to(torch.float64).var(1, unbiased=False)  # a difference of close numbers: float64
 
 
 def _repeat(value, batch: int, first: int, last: int, n: int):
