@@ -99,27 +99,33 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
 
 def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> tuple[torch.Tensor, list, list]:
     """PAIR's "fast" XRAI on one image: regions sorted once by whole-region density (empty ones
-    last, stable), then walked, each writing the density of its new pixels."""
+    last, stable), then walked, each writing the density of its new pixels. The new-pixel
+    counts and sums are kept up to date incrementally, so a skipped region costs nothing."""
     h, w = attr.shape
     a = attr.reshape(-1).to(_F64)
-    flat = masks.reshape(masks.shape[0], -1)
-    cnt = flat.sum(1)
-    dens = torch.where(cnt > 0, (flat.to(_F64) @ a) / cnt.clamp_min(1), torch.full((flat.shape[0],), float("-inf"),
-                                                                                 dtype=_F64, device=a.device))
+    mt = masks.reshape(masks.shape[0], -1).t().contiguous()  # (P, M) bool
+    cnt = mt.sum(0).to(torch.long)
+    sums = a @ mt.to(_F64)
+    dens = torch.where(cnt > 0, sums / cnt.clamp_min(1), torch.full_like(sums, float("-inf")))
     order = torch.sort(dens, descending=True, stable=True).indices.tolist()
     covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
     out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
     regions, gains = [], []
+    counts = cnt.tolist()
     for m in order:
-        new = flat[m] & ~covered
-        n_new = int(new.sum())
-        if n_new < min_pixel_diff:
+        if counts[m] < min_pixel_diff:
             continue
-        gain = a[new].mean()
-        out[new] = gain
+        new = masks[m].reshape(-1) & ~covered
+        idx = torch.nonzero(new).flatten()
+        gain = sums[m] / cnt[m]
+        out[idx] = gain
         regions.append(new.view(h, w))
         gains.append(gain)
         covered |= new
+        rows = mt[idx]
+        cnt -= rows.sum(0)
+        sums -= a[idx] @ rows.to(_F64)
+        counts = cnt.tolist()
     return _finish(a, out, regions, gains, h, w)
 
 
