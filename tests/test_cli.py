@@ -20,8 +20,8 @@ def test_demo_writes_overlays_and_summary(tmp_path, capsys):
 
 
 def test_demo_rejects_unknown_names(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path), "--methods", "lime"]) == 2
-    assert "unknown method(s) ['lime']; choose from gradient" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path), "--methods", "magic"]) == 2
+    assert "unknown method(s) ['magic']; choose from gradient" in capsys.readouterr().err
     assert cli.main(["demo", "--out", str(tmp_path), "--images", "lena"]) == 2
     assert not list(tmp_path.iterdir())
 

@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import path, viz, zoo
+from . import path, region, segmentation, viz, zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -28,6 +28,8 @@ from .gradient import Gradient, InputXGradient
 from .hooks import HookSession
 from .layers import find_layer, find_layers
 from .path import Baseline, BlurIG, ExpectedGradients, GuidedIG, IntegratedGradients, PathExplanation
+from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
+from .region import LIME, XRAI, KernelSHAP, KernelSHAPExplanation, LIMEExplanation, XRAIExplanation
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
 from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
 
@@ -70,6 +72,18 @@ __all__ = [
     "GuidedIG",
     "IntegratedGradients",
     "PathExplanation",
+    "KernelSHAP",
+    "KernelSHAPExplanation",
+    "LIME",
+    "LIMEExplanation",
+    "Occlusion",
+    "OcclusionExplanation",
+    "PerturbationExplanation",
+    "RISE",
+    "XRAI",
+    "XRAIExplanation",
+    "region",
+    "segmentation",
     "SmoothGrad",
     "SmoothGradExplanation",
     "viz",

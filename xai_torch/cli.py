@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from . import cam, path, viz, zoo
+from . import cam, path, region, viz, zoo
 from .backprop import Deconvnet, GuidedBackprop
 from .errors import XaiError
 from .gradient import Gradient, InputXGradient
+from .perturbation import RISE, Occlusion
 from .smoothgrad import SmoothGrad
 
 #: the packaged model's last feature map (1280 x 7 x 7), where its CAMs are taken
@@ -41,9 +42,15 @@ METHODS = {
     "smoothgrad": (lambda m: SmoothGrad(Gradient(m), samples=25, noise=0.15, seed=0), "grayscale"),
     "blur_ig": (lambda m: path.BlurIG(m, steps=50), "grayscale"),
     "guided_ig": (lambda m: path.GuidedIG(m, steps=100, normalize=zoo.NORMALIZE), "grayscale"),  # sequential
+    "xrai": (lambda m: region.XRAI(m, steps=50), "map"),
+    "lime": (lambda m: region.LIME(m, samples=1000, seed=0), "diverging"),
+    "kernel_shap": (lambda m: region.KernelSHAP(m, seed=0), "diverging"),
+    "occlusion": (lambda m: Occlusion(m, window=(3, 32, 32), stride=(3, 16, 16)), "diverging"),
+    "rise": (lambda m: RISE(m, masks=2000, seed=0), "map"),
 }
 #: what `demo` runs unless --methods says otherwise (the slow ones on a CPU are left out)
-DEMO_METHODS = [m for m in METHODS if m not in ("scorecam", "ig_adaptive", "guided_ig")]
+SLOW = ("scorecam", "ig_adaptive", "guided_ig", "xrai", "lime", "kernel_shap", "occlusion", "rise")
+DEMO_METHODS = [m for m in METHODS if m not in SLOW]
 DEMO_IMAGES = ("chelsea", "coffee", "motorcycle", "rocket", "camera")
 
 

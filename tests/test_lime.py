@@ -1,0 +1,351 @@
+"""LIME on superpixels: the ridge against scikit-learn, parity with the lime package, shared
+superpixel machinery (hidden values, composition, call counts), seeds, bad inputs, no trace."""
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xai_torch as xt
+from xai_torch.region import LIME, weighted_ridge
+from xai_torch.region.lime import cosine_to_ones, lime_kernel
+from xai_torch.region.superpixel import Design, compose, hidden_images, paint, segment_means
+
+from conftest import SmallNet, assert_no_trace, snapshot
+
+
+class Scaled(nn.Module):
+    """SmallNet with its logits scaled up, so that softmax probabilities move visibly."""
+
+    def __init__(self, channels: int = 3, scale: float = 10.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.scale = SmallNet(channels=channels), scale
+        self.eval()
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
+class Counting(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.sizes, self.inputs = model, [], []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+def grid(h: int, w: int, rows: int, cols: int) -> torch.Tensor:
+    """(H, W) labels of a rows x cols grid of blocks."""
+    return (torch.arange(h)[:, None] * rows // h) * cols + torch.arange(w)[None] * cols // w
+
+
+@pytest.fixture
+def sharp():
+    return Scaled().eval()
+
+
+@pytest.fixture
+def x24():
+    return torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(5))
+
+
+# --- pure pieces ----------------------------------------------------------------------------------
+def test_weighted_ridge_matches_sklearn():
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    g = np.random.default_rng(0)
+    z = g.integers(0, 2, (3, 200, 7)).astype(np.float64)
+    y = z @ g.normal(size=(7, 2)) + 0.3 * g.normal(size=(3, 200, 2))
+    w = g.uniform(0.1, 2.0, (3, 200))
+    fit = weighted_ridge(torch.from_numpy(z), torch.from_numpy(y), torch.from_numpy(w), alpha=1.0)
+    for b in range(3):
+        for k in range(2):
+            ref = Ridge(alpha=1.0, fit_intercept=True).fit(z[b], y[b, :, k], sample_weight=w[b])
+            np.testing.assert_allclose(fit["coef"][b, k].numpy(), ref.coef_, rtol=1e-10, atol=1e-12)
+            assert float(fit["intercept"][b, k]) == pytest.approx(ref.intercept_, rel=1e-10, abs=1e-12)
+            r2 = r2_score(y[b, :, k], ref.predict(z[b]), sample_weight=w[b])
+            assert float(fit["r2"][b, k]) == pytest.approx(r2, rel=1e-10)
+            assert float(fit["local_pred"][b, k]) == pytest.approx(ref.predict(np.ones((1, 7)))[0], rel=1e-10)
+    # a padding column (all zero) gets a zero coefficient and changes nothing else
+    padded = torch.cat([torch.from_numpy(z), torch.zeros(3, 200, 1, dtype=torch.float64)], 2)
+    fit2 = weighted_ridge(padded, torch.from_numpy(y), torch.from_numpy(w))
+    assert bool((fit2["coef"][..., -1] == 0).all())
+    torch.testing.assert_close(fit2["coef"][..., :-1], fit["coef"], rtol=1e-12, atol=1e-14)
+
+
+def test_constant_targets_r2_like_sklearn():
+    z = torch.randint(0, 2, (1, 30, 4)).double()
+    fit = weighted_ridge(z, torch.ones(1, 30, 1, dtype=torch.float64), torch.ones(1, 30, dtype=torch.float64))
+    assert float(fit["r2"]) == 1.0 and bool((fit["coef"].abs() < 1e-12).all())
+
+
+def test_kernel_and_cosine_distance_as_lime():
+    from sklearn.metrics import pairwise_distances
+
+    z = np.random.default_rng(1).integers(0, 2, (50, 9))
+    z[0] = 1
+    z[1] = 0
+    ref = pairwise_distances(z, z[:1], metric="cosine").ravel()
+    d = cosine_to_ones(torch.from_numpy(z), 9)
+    np.testing.assert_allclose(d.numpy(), ref, atol=1e-12)
+    np.testing.assert_allclose(lime_kernel(d, 0.25).numpy(), np.sqrt(np.exp(-(ref**2) / 0.25**2)), rtol=1e-12)
+
+
+def test_hidden_values_and_composition():
+    x = torch.randn(2, 3, 6, 8, generator=torch.Generator().manual_seed(0))
+    labels = grid(6, 8, 2, 2).expand(2, 6, 8).clone()
+    labels[1] = labels[1].flip(1)
+    means = segment_means(x, labels)
+    for b in range(2):
+        for s in range(4):
+            m = labels[b] == s
+            torch.testing.assert_close(means[b][:, m], x[b][:, m].mean(1, keepdim=True).expand(3, int(m.sum())))
+    gray = hidden_images(x, labels, "gray")
+    torch.testing.assert_close(gray[:, 0, 0, 0], (x.flatten(1).min(1).values + x.flatten(1).max(1).values) / 2)
+    mid = hidden_images(x, labels, "gray", (torch.tensor([0.0, 1.0, 2.0]).view(1, 3, 1, 1), 2.0))
+    torch.testing.assert_close(mid[1, :, 3, 3], torch.tensor([1.0, 1.5, 2.0]))
+    assert bool((hidden_images(x, labels, -0.5) == -0.5).all())
+    torch.testing.assert_close(hidden_images(x, labels, "blur", blur_sigma=2.0), xt.path.gaussian_blur(x, 2.0))
+    per_channel = hidden_images(x, labels, torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
+    torch.testing.assert_close(per_channel[0, :, 0, 0], torch.tensor([1.0, 2.0, 3.0]))
+    # composition: rows of different images in one chunk, against a pixel loop
+    z = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    images = torch.tensor([0, 1, 1])
+    out = compose(x, means, labels, z, images)
+    for i in range(3):
+        b = int(images[i])
+        keep = z[i][labels[b]]
+        torch.testing.assert_close(out[i], torch.where(keep, x[b], means[b]))
+    weights = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    torch.testing.assert_close(paint(weights, labels)[:, 0], weights.gather(1, labels.flatten(1)).view(2, 6, 8))
+
+
+# --- parity with lime ------------------------------------------------------------------------------
+def _lime_package(model, x, seg, samples, seed):
+    from lime import lime_image
+
+    def classifier(images):
+        t = torch.from_numpy(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return model(t).softmax(1).numpy()
+
+    exp = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
+        x[0].permute(1, 2, 0).double().numpy(), classifier, top_labels=1, hide_color=None,
+        num_samples=samples, batch_size=100, segmentation_fn=lambda image: seg.numpy())
+    label = exp.top_labels[0]
+    coef = np.zeros(int(seg.max()) + 1)
+    for feature, c in exp.local_exp[label]:
+        coef[feature] = c
+    return exp, label, coef
+
+
+@pytest.mark.parity
+def test_parity_with_lime_on_its_own_design(sharp, x24):
+    """With lime's random design matrix, the whole pipeline (mean fill, composition, softmax,
+    kernel, weighted ridge) gives lime's coefficients, intercept, R^2 and local prediction."""
+    seg, samples, seed = grid(24, 24, 3, 4), 300, 7
+
+    class LimeDesign(LIME):
+        def _design(self, counts, generator, device):
+            rs = np.random.RandomState(seed)
+            rs.randint(0, 1000)  # lime draws the segmentation seed first
+            data = rs.randint(0, 2, samples * counts[0]).reshape(samples, counts[0])
+            data[0] = 1
+            z = torch.from_numpy(data).bool()[None]
+            return Design(z, torch.tensor([samples]), {})
+
+    res = LimeDesign(sharp, samples=samples).explain(x24[:1], segments=seg)
+    exp, label, coef = _lime_package(sharp, x24[:1], seg, samples, seed)
+    assert int(res.targets) == label
+    np.testing.assert_allclose(res.weights[0].double().numpy(), coef, rtol=1e-4, atol=1e-7)
+    assert float(res.intercept) == pytest.approx(exp.intercept[label], rel=1e-5)
+    assert float(res.r2) == pytest.approx(exp.score, rel=1e-4)
+    assert float(res.local_pred) == pytest.approx(float(np.ravel(exp.local_pred)[0]), rel=1e-5)
+
+
+@pytest.mark.parity
+def test_weights_correlate_with_lime(sharp, x24):
+    seg = grid(24, 24, 4, 4)
+    res = LIME(sharp, samples=2000, seed=0).explain(x24[:1], segments=seg)
+    exp, label, coef = _lime_package(sharp, x24[:1], seg, 2000, 0)
+    assert int(res.targets) == label
+    r = np.corrcoef(res.weights[0].numpy(), coef)[0, 1]
+    assert r >= 0.95, f"correlation with lime {r:.3f}"
+    assert float(res.r2) == pytest.approx(exp.score, abs=0.05)
+
+
+# --- the result --------------------------------------------------------------------------------------
+def test_explain_fields(sharp, x24):
+    seg = grid(24, 24, 3, 3)
+    res = LIME(sharp, samples=200, seed=0).explain(x24, segments=seg)
+    with torch.no_grad():
+        prob = sharp(x24).softmax(1)
+    assert res.attributions.shape == (2, 1, 24, 24) and res.attributions.dtype == torch.float32
+    torch.testing.assert_close(res.targets, prob.argmax(1))
+    torch.testing.assert_close(res.scores, prob.max(1).values)
+    assert res.weights.shape == (2, 9) and res.num_segments.tolist() == [9, 9]
+    assert bool((res.segments == seg).all()) and res.segments.shape == (2, 24, 24)
+    torch.testing.assert_close(res.attributions[:, 0], paint(res.weights, res.segments)[:, 0])
+    torch.testing.assert_close(res.local_pred, res.intercept + res.weights.sum(1))
+    assert bool((res.r2 > 0.5).all() and (res.r2 <= 1).all())
+    assert res.model_calls == 400
+    logit = LIME(sharp, samples=200, seed=0, output="logit").explain(x24, target=[1, 2], segments=seg)
+    with torch.no_grad():
+        torch.testing.assert_close(logit.scores, sharp(x24)[[0, 1], [1, 2]])
+    # the map of __call__ is the map of explain
+    assert torch.equal(LIME(sharp, samples=200, seed=0)(x24, segments=seg), res.attributions)
+
+
+def test_several_targets_per_image_share_the_samples(sharp, x24):
+    seg = grid(24, 24, 2, 3)
+    lime = LIME(sharp, samples=100, seed=3)
+    both = lime.explain(x24, target=[[0, 3], [1, 4]], segments=seg)
+    assert both.attributions.shape == (2, 2, 1, 24, 24) and both.weights.shape == (2, 2, 6)
+    assert both.targets.tolist() == [[0, 3], [1, 4]] and both.model_calls == 200
+    one = lime.explain(x24, target=[3, 4], segments=seg)
+    torch.testing.assert_close(both.weights[:, 1], one.weights)
+    torch.testing.assert_close(both.r2[:, 1], one.r2)
+
+
+def test_callable_target(sharp, x24):
+    seg = grid(24, 24, 2, 2)
+    res = LIME(sharp, samples=64, seed=0).explain(x24, target=lambda out: out[:, 2] - out[:, 0], segments=seg)
+    assert res.targets is None and res.attributions.shape == (2, 1, 24, 24)
+    with torch.no_grad():
+        out = sharp(x24)
+    torch.testing.assert_close(res.scores, out[:, 2] - out[:, 0])
+
+
+def test_model_calls_follow_the_batching_plan(sharp, x24):
+    model = Counting(sharp)
+    seg = grid(24, 24, 2, 2)
+    res = LIME(model, samples=50, batch_size=16, seed=0).explain(x24, segments=seg)
+    # the clean images (row 0 of both), then 2 x 49 perturbations in chunks of 16
+    assert model.sizes == [2] + [16] * 6 + [2] and res.model_calls == 100
+    model.sizes.clear()
+    LIME(model, samples=50, seed=0)(x24[:1], segments=seg)
+    assert model.sizes == [1, 49]  # automatic chunks: all 49 perturbations of a small image at once
+
+
+def test_seeded_runs_repeat(sharp, x24):
+    seg = grid(24, 24, 3, 3)
+    a = LIME(sharp, samples=64, seed=11)(x24, segments=seg)
+    b = LIME(sharp, samples=64, seed=11)(x24, segments=seg)
+    assert torch.equal(a, b)
+    c = LIME(sharp, samples=64, seed=12)(x24, segments=seg)
+    assert not torch.equal(a, c)
+    # an image's draws do not depend on the rest of the batch
+    d = LIME(sharp, samples=64, seed=11)(x24[:1], segments=seg)
+    torch.testing.assert_close(d, a[:1])
+
+
+def test_labels_are_contiguous(sharp, x24):
+    # labels 3, 10, 42: three features, none void, and every one of them is switched
+    seg = torch.full((24, 24), 3)
+    seg[:, 8:16] = 10
+    seg[:, 16:] = 42
+    model = Counting(sharp)
+    res = LIME(model, samples=40, seed=0, batch_size=64).explain(x24[:1], segments=seg)
+    assert res.segments.unique().tolist() == [0, 1, 2] and res.weights.shape == (1, 3)
+    assert bool((res.weights != 0).all())
+    # slic through the segmenter: labels from 0, no empty feature
+    from xai_torch import segmentation
+
+    res = LIME(sharp, samples=40, seed=0, segmenter="slic").explain(x24)
+    for b in range(2):
+        n = int(res.num_segments[b])
+        assert res.segments[b].unique().tolist() == list(range(n))
+        assert bool((res.weights[b, :n] != 0).all()) and bool((res.weights[b, n:] == 0).all())
+    assert torch.equal(res.segments, segmentation.slic(x24))
+
+
+def test_greyscale_input():
+    from xai_torch import segmentation
+
+    model = Scaled(channels=1)
+    g = torch.Generator().manual_seed(0)
+    x = nn.functional.interpolate(torch.rand(2, 1, 4, 4, generator=g), size=32, mode="nearest")
+    x = x + 0.05 * torch.randn(2, 1, 32, 32, generator=g)
+    quick = functools.partial(segmentation.quickshift, kernel_size=2, max_dist=6)  # small image: finer
+    for hide, segmenter in (("mean", quick), ("gray", "slic"), ("blur", "felzenszwalb"), (0.0, quick)):
+        res = LIME(model, samples=40, seed=0, hide=hide, segmenter=segmenter).explain(x)
+        assert res.attributions.shape == (2, 1, 32, 32) and bool(torch.isfinite(res.attributions).all())
+        assert int(res.num_segments.min()) >= 2
+
+
+def test_hide_modes_reach_the_model(sharp, x24):
+    seg = grid(24, 24, 2, 2)
+    model = Counting(sharp)
+    for hide, expect in (("mean", segment_means(x24[:1], seg[None])), (0.25, torch.full_like(x24[:1], 0.25)),
+                         ("blur", xt.path.gaussian_blur(x24[:1], 10.0))):
+        model.inputs.clear()
+        LIME(model, samples=200, seed=0, hide=hide, batch_size=500).explain(x24[:1], segments=seg)
+        z = model.inputs[1]
+        hidden = (z == expect).flatten(1).all(1)  # some perturbations hide every superpixel
+        assert bool(hidden.any()), hide
+
+
+def test_no_trace(sharp, x24):
+    before = snapshot(sharp, x24)
+    LIME(sharp, samples=30, seed=0).explain(x24, segments=grid(24, 24, 2, 2))
+    assert_no_trace(before, snapshot(sharp, x24))
+    train = Scaled().train()  # BatchNorm statistics must come back
+    before = snapshot(train, x24)
+    with pytest.warns(xt.XaiWarning, match="training mode"):
+        LIME(train, samples=30, seed=0)(x24, segments=grid(24, 24, 2, 2))
+    assert_no_trace(before, snapshot(train, x24))
+
+
+def test_bad_inputs_raise_before_any_model_call(sharp, x24):
+    model = Counting(sharp)
+    lime = LIME(model, samples=20)
+    seg = grid(24, 24, 2, 2)
+    cases = [
+        ({"segments": torch.zeros(3, 24, 24, dtype=torch.long)}, "segments must be"),
+        ({"segments": torch.zeros(24, 23, dtype=torch.long)}, "segments must be"),
+        ({"segments": torch.zeros(24, 24, dtype=torch.long)}, "1 segment"),
+        ({"segments": seg.float()}, "integer labels"),
+        ({"segments": seg, "image": x24}, "not both"),
+        ({"segments": seg, "baseline": 0}, "unexpected call argument"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(xt.XaiError, match=match):
+            lime(x24, **kwargs)
+    with pytest.raises(xt.XaiError, match="hide of shape"):
+        LIME(model, hide=torch.zeros(5, 1, 1))(x24, segments=seg)
+    with pytest.raises(xt.XaiError, match="segmenter's labels"):
+        LIME(model, segmenter=lambda x, image=None: torch.zeros(2, 24, 24, dtype=torch.long))(x24)
+    assert model.sizes == []
+    for kwargs, match in [({"samples": 0}, "samples"), ({"samples": 1}, "samples"), ({"samples": 2.5}, "samples"),
+                          ({"hide": "grey"}, "hide"), ({"hide": "noise"}, "hide"), ({"hide": None}, "hide"),
+                          ({"output": "probability"}, "output"), ({"kernel_width": 0}, "kernel_width"),
+                          ({"alpha": -1}, "alpha"), ({"segmenter": "watershed"}, "segmenter"),
+                          ({"segmenter": 3}, "segmenter"), ({"seed": 1.5}, "seed"), ({"blur_sigma": -1}, "blur_sigma"),
+                          ({"normalize": (0.5, 0.0)}, "std")]:
+        with pytest.raises(xt.XaiError, match=match):
+            LIME(sharp, **kwargs)
+    with pytest.raises(xt.XaiError, match="out of range"):  # checked on the clean pass, the first call
+        lime(x24, target=7, segments=seg)
+
+
+def test_repr():
+    text = repr(LIME(SmallNet(), samples=500, hide="blur", blur_sigma=3, seed=1))
+    assert text.startswith("LIME(model=SmallNet, samples=500, kernel_width=0.25")
+    assert "hide='blur'" in text and "blur_sigma=3.0" in text and "segmenter='quickshift'" in text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_cpu_input(x24):
+    model = Scaled().cuda()
+    seg = grid(24, 24, 3, 3)
+    res = LIME(model, samples=100, seed=0).explain(x24, segments=seg)
+    assert res.attributions.device.type == "cpu" and res.segments.device.type == "cpu"
+    cpu = LIME(Scaled(), samples=100, seed=0).explain(x24, segments=seg)
+    assert res.weights.shape == cpu.weights.shape

@@ -1,0 +1,27 @@
+"""Region methods: :class:`XRAI`, :class:`LIME` and :class:`KernelSHAP`.
+
+Shared pieces (hidden values, batched perturbations, painting weights) live in
+:mod:`xai_torch.region.superpixel`.
+"""
+from .kernel_shap import KernelSHAP, KernelSHAPExplanation, constrained_wls, shapley_coalitions, shapley_kernel
+from .lime import LIME, LIMEExplanation, weighted_ridge
+from .superpixel import SuperpixelExplainer, SuperpixelExplanation
+from .xrai import XRAI, XRAIExplanation, rank_fast, rank_full, top_fraction
+
+__all__ = [
+    "KernelSHAP",
+    "KernelSHAPExplanation",
+    "LIME",
+    "LIMEExplanation",
+    "SuperpixelExplainer",
+    "SuperpixelExplanation",
+    "XRAI",
+    "XRAIExplanation",
+    "constrained_wls",
+    "rank_fast",
+    "rank_full",
+    "shapley_coalitions",
+    "shapley_kernel",
+    "top_fraction",
+    "weighted_ridge",
+]

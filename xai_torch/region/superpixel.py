@@ -1,0 +1,340 @@
+"""What LIME and KernelSHAP share: superpixels, hidden values, batched perturbations.
+
+Both methods switch superpixels on and off. A coalition is a 0/1 row ``z`` over an image's
+``S`` superpixels; its perturbed image keeps the pixels of the superpixels with ``z = 1`` and
+takes the others from a *hidden* image of the same size. The rows of every image are
+composed on the model's device in chunks of at most ``batch_size`` images
+(``keep = Z[:, labels]``, ``where(keep, x, hidden)``), scored in one no-grad forward per
+chunk, and each method fits per-superpixel weights to the scores; the weights are painted
+back through the label map as a ``(B, 1, H, W)`` map.
+
+Row 0 of every image is the unperturbed image: it is scored first, for all images at once,
+and that pass pins argmax targets to the class of the clean image.
+
+Constructor arguments shared by :class:`~xai_torch.region.LIME` and
+:class:`~xai_torch.region.KernelSHAP` (besides ``model``, ``batch_size``, ``progress``, see
+:mod:`xai_torch.explainer`):
+
+Args:
+    hide: what a hidden superpixel shows, in the model's input space:
+
+        * ``"mean"`` (default, lime's ``hide_color=None``): each superpixel filled with its
+          own mean, per channel;
+        * ``"gray"``: mid-grey, the midpoint of black and white per channel when
+          ``normalize`` / ``input_range`` is given, else the midpoint of each image's own min
+          and max (over all channels);
+        * ``"blur"``: a Gaussian-blurred copy of the image (``blur_sigma`` pixels, zero
+          padding, :func:`xai_torch.path.gaussian_blur`);
+        * a number, or a tensor that broadcasts to ``(B, C, H, W)`` (``(C, 1, 1)`` per
+          channel...): that value.
+    segmenter: ``"quickshift"`` (default, lime's parameters), ``"slic"``, ``"felzenszwalb"``
+        or a callable ``(x, image=None) -> (B, H, W)`` integer labels (use
+        ``functools.partial(xt.segmentation.slic, n_segments=50)`` to set parameters).
+        Labels are renumbered from 0 in every image, so no superpixel is void.
+    output: what a class target explains: ``"softmax"`` (probability, default, as lime and
+        shap), ``"logit"`` or ``"log_softmax"``. Callable targets are scored by the callable.
+    normalize, input_range: the model-space black and white for ``hide="gray"`` (see
+        :mod:`xai_torch.path.base`).
+    blur_sigma: the blur of ``hide="blur"``, in pixels (default 10, as ``xt.Baseline("blur")``).
+    seed: seed of the random coalitions; the same seed repeats bit-for-bit on the same
+        device. ``None`` uses torch's global RNG.
+
+Call arguments (besides ``x`` and ``target``):
+
+Args:
+    segments: ``(H, W)`` or ``(B, H, W)`` integer labels to use instead of the segmenter (at
+        least two superpixels per image).
+    image: pixel-space images for the segmenter (``(B, C, H, W)`` / ``(B, H, W, C)``, floats in
+        ``[0, 1]`` or uint8), e.g. the photo before normalisation; see
+        :mod:`xai_torch.segmentation`.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..batching import map_chunks
+from ..errors import XaiError, check_choice, describe
+from ..explainer import Explainer, Explanation, model_device, result_dtype
+from ..hooks import HookSession
+from ..path.base import check_seed, make_generator
+from ..path.baselines import check_space, value_range
+from ..path.blur import gaussian_blur
+from ..segmentation import SEGMENTERS, check_segments, get_segmenter
+from ..targets import ClassTarget, Target
+
+HIDES = ("mean", "gray", "blur")
+OUTPUTS = ("softmax", "logit", "log_softmax")
+
+
+@dataclass
+class SuperpixelExplanation(Explanation):
+    """:class:`~xai_torch.explainer.Explanation` of a superpixel method.
+
+    Attributes:
+        segments: ``(B, H, W)`` long labels, contiguous from 0 in every image.
+        weights: ``(B, [K,] S)`` weight of each superpixel, ``S`` the largest count in the
+            batch; image ``b`` uses the first ``num_segments[b]`` and the rest are 0.
+        num_segments: ``(B,)`` superpixels per image.
+        model_calls: images the model evaluated (perturbations and clean images).
+    """
+
+    segments: torch.Tensor = None
+    weights: torch.Tensor = None
+    num_segments: torch.Tensor = None
+    model_calls: int = 0
+
+
+# --- pure tensor pieces -------------------------------------------------------------------------------
+def check_hide(hide):
+    """Validate ``hide`` (a mode name, a number or a tensor); returns it."""
+    if isinstance(hide, str):
+        return check_choice(hide, "hide", HIDES)
+    if isinstance(hide, numbers.Real) and not isinstance(hide, bool):
+        if not torch.isfinite(torch.tensor(float(hide))):
+            raise XaiError(f"hide must be finite; got {hide!r}.")
+        return float(hide)
+    if isinstance(hide, torch.Tensor) and hide.is_floating_point():
+        if not bool(torch.isfinite(hide).all()):
+            raise XaiError("hide has NaN or infinite values.")
+        return hide.detach()
+    raise XaiError(f"hide must be one of {list(HIDES)}, a number or a float tensor (model-space values); "
+                   f"got {describe(hide)}.")
+
+
+def segment_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each superpixel filled with its own mean per channel (float64 sums): ``(B, C, H, W)``."""
+    b, c, h, w = x.shape
+    idx = labels.reshape(b, 1, h * w)
+    count = int(labels.max()) + 1
+    flat = x.detach().reshape(b, c, h * w).to(torch.float64)
+    sums = flat.new_zeros(b, c, count).scatter_add_(2, idx.expand(b, c, h * w), flat)
+    sizes = flat.new_zeros(b, 1, count).scatter_add_(2, idx, torch.ones_like(flat[:, :1]))
+    means = sums / sizes.clamp(min=1)
+    return means.gather(2, idx.expand(b, c, h * w)).reshape(b, c, h, w).to(x.dtype)
+
+
+def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide, lo_hi=None, blur_sigma: float = 10.0) -> torch.Tensor:
+    """What hidden superpixels show, ``(B, C, H, W)`` on ``x.device`` (see the module doc).
+
+    Args:
+        lo_hi: ``(lo, hi)`` model-space black and white for ``"gray"`` (broadcastable to x),
+            or ``None`` for each image's own min and max.
+    """
+    if isinstance(hide, torch.Tensor):
+        try:
+            shape = torch.broadcast_shapes(hide.shape, x.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise XaiError(f"hide of shape {tuple(hide.shape)} does not broadcast to x of shape {tuple(x.shape)}; "
+                           "give a number, (C, 1, 1), (1, C, H, W) or (B, C, H, W).")
+        return hide.to(device=x.device, dtype=x.dtype).expand(x.shape)
+    if isinstance(hide, float):
+        return torch.full_like(x, hide)
+    if hide == "mean":
+        return segment_means(x, labels)
+    if hide == "gray":
+        if lo_hi is None:
+            flat = x.detach().flatten(1)
+            lo, hi = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
+        else:
+            lo, hi = lo_hi
+        return ((lo + hi) / 2).to(device=x.device, dtype=x.dtype).expand(x.shape)
+    return gaussian_blur(x.detach(), blur_sigma)
+
+
+def compose(x: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, z: torch.Tensor,
+            images: torch.Tensor, single: Optional[bool] = None) -> torch.Tensor:
+    """Perturbed images ``(n, C, H, W)``: row ``i`` is image ``images[i]`` with the superpixels
+    where ``z[i]`` is 0 taken from ``hidden``.
+
+    Args:
+        x, hidden: ``(B, C, H, W)``.
+        labels: ``(B, H, W)`` long labels.
+        z: ``(n, S)`` 0/1 (bool or numbers), ``S`` at least the number of labels.
+        images: ``(n,)`` long, the image of each row.
+        single: whether all rows belong to one image (then it is broadcast instead of copied
+            ``n`` times); ``None`` finds out.
+    """
+    n = z.shape[0]
+    h, w = labels.shape[1:]
+    if single is None:
+        single = bool((images == images[0]).all())
+    if single:
+        keep = z.to(torch.bool)[:, labels[images[0]]]
+        i = images[:1]
+        return torch.where(keep[:, None], x[i], hidden[i])
+    keep = z.to(torch.bool).gather(1, labels.reshape(labels.shape[0], h * w)[images]).view(n, 1, h, w)
+    return torch.where(keep, x[images], hidden[images])
+
+
+def paint(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-superpixel weights ``(B, [K,] S)`` -> maps ``(B, [K,] 1, H, W)`` (``labels`` ``(B, H, W)``)."""
+    b, h, w = labels.shape
+    idx = labels.reshape(b, 1, h * w)
+    flat = weights.reshape(b, -1, weights.shape[-1])
+    out = flat.gather(2, idx.expand(b, flat.shape[1], h * w))
+    return out.reshape(*weights.shape[:-1], 1, h, w)
+
+
+# --- the explainer base ------------------------------------------------------------------------------
+@dataclass
+class Design:
+    """The coalitions of one call: ``z`` ``(B, N, S)`` bool (row 0 all ones), ``rows`` ``(B,)``
+    how many rows of each image are real (the rest is padding), plus whatever the method's
+    solve needs in ``extra``."""
+
+    z: torch.Tensor
+    rows: torch.Tensor
+    extra: dict
+
+
+class SuperpixelExplainer(Explainer):
+    """Base of LIME and KernelSHAP: a method implements :meth:`_design` (its coalitions) and
+    :meth:`_fit` (weights from the scores)."""
+
+    call_keywords = ("segments", "image")
+
+    def __init__(self, model, *, hide="mean", segmenter="quickshift", output: str = "softmax", normalize=None,
+                 input_range=None, blur_sigma: float = 10.0, seed: Optional[int] = None,
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+        super().__init__(model, batch_size=batch_size, progress=progress)
+        self.hide = check_hide(hide)
+        if isinstance(segmenter, str) and segmenter not in SEGMENTERS:
+            get_segmenter(segmenter)  # raises, naming the choices
+        if not (isinstance(segmenter, str) or callable(segmenter)):
+            raise XaiError(f"segmenter must be a name {list(SEGMENTERS)} or a callable (x, image=None) -> (B, H, W) "
+                           f"labels; got {describe(segmenter)}.")
+        self.segmenter = segmenter
+        self.output = check_choice(output, "output", OUTPUTS)
+        self.normalize, self.input_range = check_space(normalize, input_range)
+        if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma >= 0:
+            raise XaiError(f"blur_sigma must be a number >= 0 (pixels); got {describe(blur_sigma)}.")
+        self.blur_sigma = float(blur_sigma)
+        self.seed = check_seed(seed)
+
+    def _config(self) -> dict:
+        seg = self.segmenter if isinstance(self.segmenter, str) else getattr(self.segmenter, "__name__",
+                                                                            type(self.segmenter).__name__)
+        hide = self.hide if not isinstance(self.hide, torch.Tensor) else f"tensor{tuple(self.hide.shape)}"
+        cfg = {"hide": hide, "segmenter": seg, "output": self.output}
+        if self.normalize is not None:
+            cfg["normalize"] = self.normalize
+        if self.input_range is not None:
+            cfg["input_range"] = self.input_range
+        if isinstance(self.hide, str) and self.hide == "blur":
+            cfg["blur_sigma"] = self.blur_sigma
+        return {**cfg, "seed": self.seed, **super()._config()}
+
+    # -- what a method implements ----------------------------------------------------------------
+    def _design(self, counts: list[int], generator, device) -> Design:
+        raise NotImplementedError
+
+    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> dict:
+        """``y`` ``(B, N, K)`` float64 scores of the design's rows (padding rows are 0).
+        Returns ``weights`` ``(B, K, S)`` float64 and any per-(image, target) extras
+        ``(B, K)`` for the result."""
+        raise NotImplementedError
+
+    def _result(self, **fields) -> SuperpixelExplanation:
+        return SuperpixelExplanation(**fields)
+
+    # -- one call ---------------------------------------------------------------------------------
+    def segments(self, x: torch.Tensor, segments=None, image=None) -> torch.Tensor:
+        """The ``(B, H, W)`` labels this explainer uses for ``x`` (checked, from 0)."""
+        x4 = x if x.ndim == 4 else x[None]
+        if segments is not None:
+            if image is not None:
+                raise XaiError("give segments= or image= (the pixel images to segment), not both.")
+            return check_segments(segments, x4)
+        labels = get_segmenter(self.segmenter)(x4, image=image)
+        if not isinstance(labels, torch.Tensor):
+            labels = torch.as_tensor(labels)
+        try:
+            return check_segments(labels, x4).to(x4.device)
+        except XaiError as err:
+            raise XaiError(f"the segmenter's labels: {err}") from None
+
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, segments=None,
+                 image=None) -> SuperpixelExplanation:
+        device = model_device(self.model, x.device)
+        xd = x.detach().to(device)
+        b = xd.shape[0]
+        # everything that can be wrong with the inputs fails here, before any model call
+        labels = self.segments(xd, segments, image).to(device)
+        lo_hi = None
+        if isinstance(self.hide, str) and self.hide == "gray" and (self.normalize, self.input_range) != (None, None):
+            lo_hi = value_range(xd, self.normalize, self.input_range)
+        hidden = hidden_images(xd, labels, self.hide, lo_hi, self.blur_sigma)
+        counts = (labels.flatten(1).max(1).values + 1).tolist()
+        design = self._design(counts, make_generator(self.seed, device), device)
+        k = target.k or 1
+        chunk = self._chunk_size(xd, device)
+
+        # 1. the clean images (row 0 of every image): scores, and the pinned class targets
+        scorer = target
+        if isinstance(target, ClassTarget):
+            scorer = ClassTarget(target.classes, score=self.output).bind(b) if target.classes is not None else None
+
+        def clean(start, stop):
+            with torch.no_grad():
+                out = self.model(xd[start:stop])
+            rows = torch.arange(start, stop, device=device)
+            if scorer is None:  # argmax: the class of the clean image, kept for every perturbation
+                s, c = ClassTarget(None, score=self.output).scores(out, rows)
+                return c[:, None], s[:, None].detach()
+            parts = [scorer.scores(out, rows * k + j) for j in range(k)]
+            classes = None if parts[0][1] is None else torch.stack([p[1] for p in parts], 1)
+            return classes, torch.stack([p[0] for p in parts], 1).detach()
+
+        parts = map_chunks(clean, b, chunk, device=device, progress=self.progress, desc=type(self).__name__)
+        calls = b
+        classes = None if parts[0][0] is None else torch.cat([p[0] for p in parts])
+        if scorer is None:
+            scorer = ClassTarget(classes[:, 0].cpu(), score=self.output).bind(b)
+        y = torch.zeros(b, design.z.shape[1], k, dtype=torch.float64, device=device)
+        y[:, 0] = torch.cat([p[1] for p in parts]).to(torch.float64)
+
+        # 2. every other row, image after image, in chunks of at most `chunk` perturbed images
+        rows = design.rows.cpu() - 1  # row 0 is done
+        img_cpu = torch.repeat_interleave(torch.arange(b), rows)
+        row = (torch.arange(img_cpu.shape[0]) - (torch.cumsum(rows, 0) - rows)[img_cpu] + 1).to(device)
+        img = img_cpu.to(device)
+
+        def perturbed(start, stop):
+            i, r = img[start:stop], row[start:stop]
+            z = compose(xd, hidden, labels, design.z[i, r], i, single=bool(img_cpu[start] == img_cpu[stop - 1]))
+            with torch.no_grad():
+                out = self.model(z)
+            s = torch.stack([scorer.scores(out, i * k + j)[0] for j in range(k)], 1)
+            y[i, r] = s.detach().to(torch.float64)
+
+        if img.shape[0]:
+            map_chunks(perturbed, img.shape[0], chunk, device=device, progress=self.progress,
+                       desc=type(self).__name__)
+        calls += img.shape[0]
+        fit = self._fit(design, y, torch.tensor(counts, device=device))
+
+        dtype = result_dtype(x)
+        keep_k = target.k is not None
+
+        def out(t):
+            if t is None:
+                return None
+            t = t.to(device=x.device, dtype=dtype if t.is_floating_point() else t.dtype)
+            return t if keep_k else t[:, 0]
+
+        weights = fit.pop("weights")
+        attributions = paint(weights, labels)  # (B, K, 1, H, W)
+        extras = {}
+        for name, v in fit.items():  # (B, K) per target, (B,) per image
+            extras[name] = out(v) if v.ndim == 2 else v.to(x.device)
+        return self._result(
+            attributions=out(attributions), targets=out(classes) if classes is not None else None,
+            scores=out(y[:, 0]), segments=labels.to(x.device), weights=out(weights),
+            num_segments=torch.tensor(counts, device=x.device), model_calls=calls, **extras,
+        )
