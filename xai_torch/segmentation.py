@@ -214,17 +214,17 @@ def dilated_label_masks(labels: torch.Tensor, first: int, last: int, radius: int
     ``O(disk * H * W)``, instead of dilating hundreds of masks one by one."""
     h, w = labels.shape
     count = last - first + 1
-    masks = torch.zeros((count, h, w), dtype=torch.bool, device=labels.device)
-    lab = labels - first
-    rows, cols = torch.arange(h, device=labels.device), torch.arange(w, device=labels.device)
+    flat = torch.zeros(count * h * w, dtype=torch.bool, device=labels.device)
+    base = (labels - first) * (h * w)  # where label L's mask starts in the flat buffer
+    pos = torch.arange(h * w, device=labels.device).view(h, w)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             if dy * dy + dx * dx > radius * radius:
                 continue
-            ys, xs = rows[max(0, -dy):h - max(0, dy)], cols[max(0, -dx):w - max(0, dx)]
-            src = lab[ys[0] + dy:ys[-1] + dy + 1, xs[0] + dx:xs[-1] + dx + 1]
-            masks[src, ys[:, None], xs[None, :]] = True
-    return masks
+            # pixels p = (y, x) whose neighbour q = (y + dy, x + dx) is inside the image
+            y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+            flat[(base[y0 + dy:y1 + dy, x0 + dx:x1 + dx] + pos[y0:y1, x0:x1]).flatten()] = True
+    return flat.view(count, h, w)
 
 
 def multiscale(x: torch.Tensor, image=None, scales: Sequence[int] = XRAI_SCALES, sigma: float = XRAI_SIGMA,
@@ -260,21 +260,18 @@ def multiscale(x: torch.Tensor, image=None, scales: Sequence[int] = XRAI_SCALES,
         if resized:
             im = resize(im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
 
-        def segment(scale, im=im):
-            return segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
-
-        with ThreadPoolExecutor(max_workers=min(len(scales), os.cpu_count() or 1)) as pool:  # scikit-image
-            segs = list(pool.map(segment, scales))  # releases the GIL: the scales run in parallel
-        masks = []
-        for seg in segs:
+        def segment(scale, im=im, resized=resized):
+            seg = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
             if resized:
                 seg = resize(seg, (h, w), order=0, preserve_range=True, mode="constant",
                              anti_aliasing=False).astype(np.int64)
             seg = torch.from_numpy(np.asarray(seg, dtype=np.int64)).to(x4.device)
             first, last = int(seg.min()), int(seg.max())
             if dilation > 0:
-                masks.append(dilated_label_masks(seg, first, last, dilation))
-            else:
-                masks.append(seg[None] == torch.arange(first, last + 1, device=seg.device).view(-1, 1, 1))
-        out.append(torch.cat(masks))
+                return dilated_label_masks(seg, first, last, dilation)
+            return seg[None] == torch.arange(first, last + 1, device=seg.device).view(-1, 1, 1)
+
+        # scikit-image's Felzenszwalb and torch release the GIL: the scales run in parallel
+        with ThreadPoolExecutor(max_workers=min(len(scales), os.cpu_count() or 1)) as pool:
+            out.append(torch.cat(list(pool.map(segment, scales))))
     return out

@@ -88,9 +88,9 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
         out[idx] = gain[best]
         regions.append(new.view(h, w))
         gains.append(gain[best])
-        rows = mt[idx]
-        cnt -= rows.sum(0)
-        sums -= a[idx] @ rows.to(_F64)
+        cnt_sum = torch.stack([torch.ones_like(a[idx]), a[idx]]) @ mt[idx].to(_F64)  # one pass over the rows
+        cnt -= cnt_sum[0].round().to(torch.long)
+        sums -= cnt_sum[1]
         covered |= new
         n_covered += idx.numel()
         remaining[best] = False
@@ -122,9 +122,9 @@ def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50)
         regions.append(new.view(h, w))
         gains.append(gain)
         covered |= new
-        rows = mt[idx]
-        cnt -= rows.sum(0)
-        sums -= a[idx] @ rows.to(_F64)
+        cnt_sum = torch.stack([torch.ones_like(a[idx]), a[idx]]) @ mt[idx].to(_F64)
+        cnt -= cnt_sum[0].round().to(torch.long)
+        sums -= cnt_sum[1]
         counts = cnt.tolist()
     return _finish(a, out, regions, gains, h, w)
 
