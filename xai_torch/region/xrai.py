@@ -13,9 +13,8 @@ PAIR saliency's algorithm, with its defaults, vectorised on the model's device:
    region, as in PAIR.
 
 The greedy step keeps, for every region, the count and the attribution sum of its pixels not
-yet covered, and updates both from the rows of the region-pixel matrix that the last choice
-covered: every pixel is subtracted once, so the whole ranking costs one pass over the
-``regions x pixels`` matrix instead of one pass per step.
+yet covered, and updates both from the (region, pixel) pairs that the last choice covered:
+every pair is subtracted once, so the ranking never recomputes a region's mean from scratch.
 """
 from __future__ import annotations
 
@@ -56,6 +55,35 @@ class XRAIExplanation(Explanation):
     segments: list = None
 
 
+class _Uncovered:
+    """For every region, the count and the attribution sum of its pixels not yet covered.
+
+    The (pixel, region) membership pairs are listed once, grouped by pixel (a sparse
+    pixels x regions matrix); covering pixels gathers just their pairs and subtracts them, so a
+    whole ranking touches every pair once.
+    """
+
+    def __init__(self, a: torch.Tensor, masks: torch.Tensor) -> None:
+        m = masks.shape[0]
+        pixel, region = torch.nonzero(masks.reshape(m, -1).t(), as_tuple=True)  # sorted by pixel
+        self.region, self.a, self.m = region, a, m
+        self.start = torch.cumsum(torch.bincount(pixel, minlength=a.shape[0]), 0)
+        self.length = torch.bincount(pixel, minlength=a.shape[0])
+        self.start -= self.length
+        self.cnt = torch.bincount(region, minlength=m)
+        self.sums = torch.zeros(m, dtype=_F64, device=a.device).index_add_(0, region, a[pixel])
+
+    def cover(self, new: torch.Tensor) -> None:
+        idx = torch.nonzero(new).flatten()
+        length = self.length[idx]
+        first = torch.repeat_interleave(self.start[idx], length)
+        offset = torch.arange(first.shape[0], device=idx.device) - torch.repeat_interleave(
+            torch.cumsum(length, 0) - length, length)
+        region = self.region[first + offset]
+        self.cnt -= torch.bincount(region, minlength=self.m)
+        self.sums.index_add_(0, region, -torch.repeat_interleave(self.a[idx], length))
+
+
 def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1.0,
               min_pixel_diff: int = 50) -> tuple[torch.Tensor, list, list]:
     """PAIR's "full" XRAI greedy on one image (pure tensor code).
@@ -70,29 +98,24 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
     """
     h, w = attr.shape
     a = attr.reshape(-1).to(_F64)
-    mt = masks.reshape(masks.shape[0], -1).t().contiguous()  # (P, M) bool: rows are pixels
-    cnt = mt.sum(0).to(torch.long)
-    sums = a @ mt.to(_F64)
+    left = _Uncovered(a, masks)
     remaining = torch.ones(masks.shape[0], dtype=torch.bool, device=attr.device)
     covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
     out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
     n_covered, regions, gains = 0, [], []
     while n_covered / (h * w) <= area_threshold:
-        remaining &= cnt >= min_pixel_diff
+        remaining &= left.cnt >= min_pixel_diff
         if not bool(remaining.any()):
             break
-        gain = torch.where(remaining, sums / cnt.clamp_min(1), torch.full_like(sums, float("-inf")))
+        gain = torch.where(remaining, left.sums / left.cnt.clamp_min(1), torch.full_like(left.sums, float("-inf")))
         best = int(torch.argmax(gain))  # the first maximum, as PAIR's strict ">"
         new = masks[best].reshape(-1) & ~covered
-        idx = torch.nonzero(new).flatten()
-        out[idx] = gain[best]
+        out[new] = gain[best]
         regions.append(new.view(h, w))
         gains.append(gain[best])
-        cnt_sum = torch.stack([torch.ones_like(a[idx]), a[idx]]) @ mt[idx].to(_F64)  # one pass over the rows
-        cnt -= cnt_sum[0].round().to(torch.long)
-        sums -= cnt_sum[1]
+        left.cover(new)
         covered |= new
-        n_covered += idx.numel()
+        n_covered += int(new.sum())
         remaining[best] = False
     return _finish(a, out, regions, gains, h, w)
 
@@ -103,29 +126,24 @@ def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50)
     counts and sums are kept up to date incrementally, so a skipped region costs nothing."""
     h, w = attr.shape
     a = attr.reshape(-1).to(_F64)
-    mt = masks.reshape(masks.shape[0], -1).t().contiguous()  # (P, M) bool
-    cnt = mt.sum(0).to(torch.long)
-    sums = a @ mt.to(_F64)
-    dens = torch.where(cnt > 0, sums / cnt.clamp_min(1), torch.full_like(sums, float("-inf")))
+    left = _Uncovered(a, masks)
+    dens = torch.where(left.cnt > 0, left.sums / left.cnt.clamp_min(1), torch.full_like(left.sums, float("-inf")))
     order = torch.sort(dens, descending=True, stable=True).indices.tolist()
     covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
     out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
     regions, gains = [], []
-    counts = cnt.tolist()
+    counts = left.cnt.tolist()
     for m in order:
         if counts[m] < min_pixel_diff:
             continue
         new = masks[m].reshape(-1) & ~covered
-        idx = torch.nonzero(new).flatten()
-        gain = sums[m] / cnt[m]
-        out[idx] = gain
+        gain = left.sums[m] / left.cnt[m]
+        out[new] = gain
         regions.append(new.view(h, w))
         gains.append(gain)
         covered |= new
-        cnt_sum = torch.stack([torch.ones_like(a[idx]), a[idx]]) @ mt[idx].to(_F64)
-        cnt -= cnt_sum[0].round().to(torch.long)
-        sums -= cnt_sum[1]
-        counts = cnt.tolist()
+        left.cover(new)
+        counts = left.cnt.tolist()
     return _finish(a, out, regions, gains, h, w)
 
 
