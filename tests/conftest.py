@@ -95,6 +95,34 @@ class SmallNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Counting(nn.Module):
+    """Wraps a model and records the batch size of every call (model-call counts), and the
+    inputs themselves with ``keep_inputs=True``."""
+
+    def __init__(self, model, keep_inputs: bool = False):
+        super().__init__()
+        self.model, self.sizes, self.inputs, self.keep_inputs = model, [], [], keep_inputs
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        if self.keep_inputs:
+            self.inputs.append(x.detach().clone())
+        return self.model(x)
+
+
+class Scaled(nn.Module):
+    """SmallNet with its logits scaled up, so that softmax probabilities move visibly."""
+
+    def __init__(self, channels: int = 3, scale: float = 10.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.scale = SmallNet(channels=channels), scale
+        self.eval()
+
+    def forward(self, x):
+        return self.net(x) * self.scale
+
+
 @pytest.fixture
 def small():
     torch.manual_seed(0)

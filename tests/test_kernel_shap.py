@@ -6,33 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import xai_torch as xt
 from xai_torch.region import KernelSHAP, constrained_wls, shapley_coalitions, shapley_kernel
 
-from conftest import SmallNet, assert_no_trace, snapshot
-
-
-class Scaled(nn.Module):
-    def __init__(self, channels: int = 3, scale: float = 10.0) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net, self.scale = SmallNet(channels=channels), scale
-        self.eval()
-
-    def forward(self, x):
-        return self.net(x) * self.scale
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.sizes = model, []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        return self.model(x)
+from conftest import Counting, Scaled, assert_no_trace, snapshot
 
 
 def grid(h: int, w: int, rows: int, cols: int) -> torch.Tensor:

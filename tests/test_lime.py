@@ -12,31 +12,7 @@ from xai_torch.region import LIME, weighted_ridge
 from xai_torch.region.lime import cosine_to_ones, lime_kernel
 from xai_torch.region.superpixel import Design, compose, hidden_images, paint, segment_means
 
-from conftest import SmallNet, assert_no_trace, snapshot
-
-
-class Scaled(nn.Module):
-    """SmallNet with its logits scaled up, so that softmax probabilities move visibly."""
-
-    def __init__(self, channels: int = 3, scale: float = 10.0) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net, self.scale = SmallNet(channels=channels), scale
-        self.eval()
-
-    def forward(self, x):
-        return self.net(x) * self.scale
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.sizes, self.inputs = model, [], []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        self.inputs.append(x.detach().clone())
-        return self.model(x)
+from conftest import Counting, Scaled, SmallNet, assert_no_trace, snapshot
 
 
 def grid(h: int, w: int, rows: int, cols: int) -> torch.Tensor:
@@ -281,7 +257,7 @@ def test_greyscale_input():
 
 def test_hide_modes_reach_the_model(sharp, x24):
     seg = grid(24, 24, 2, 2)
-    model = Counting(sharp)
+    model = Counting(sharp, keep_inputs=True)
     for hide, expect in (("mean", segment_means(x24[:1], seg[None])), (0.25, torch.full_like(x24[:1], 0.25)),
                          ("blur", xt.path.gaussian_blur(x24[:1], 10.0))):
         model.inputs.clear()

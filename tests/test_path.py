@@ -9,7 +9,7 @@ from torch import nn
 import xai_torch as xt
 from xai_torch.path import quadrature as quad
 
-from conftest import assert_no_trace, snapshot, torchvision_model
+from conftest import Counting, assert_no_trace, snapshot, torchvision_model
 
 RULES = ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gauss_legendre"]
 
@@ -200,16 +200,6 @@ def test_gaussian_blur_equals_scipy():
 
 
 # --- batching plan, memory, seeds ------------------------------------------------------------
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.sizes = model, []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        return self.model(x)
-
-
 def test_model_calls_follow_the_batching_plan(small, small_x):
     model = Counting(small)
     ig = xt.IntegratedGradients(model, steps=50, batch_size=16)

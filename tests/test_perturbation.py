@@ -13,17 +13,7 @@ import xai_torch.perturbation as pert
 from xai_torch.path.base import make_generator
 from xai_torch.perturbation import RISE, Occlusion
 
-from conftest import assert_no_trace, snapshot, torchvision_model
-
-
-class Counting(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.sizes = model, []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        return self.model(x)
+from conftest import Counting, assert_no_trace, snapshot, torchvision_model
 
 
 def linear_model(shape, outputs=1, seed=0):

@@ -141,7 +141,8 @@ def _as_spec(spec):
                    f"x -> tensor, or a list of these; got {describe(spec)}.")
 
 
-def _broadcast(b, x: torch.Tensor, what: str) -> torch.Tensor:
+def broadcast_to_images(b, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``b`` (a tensor broadcastable to the images ``x``) expanded to ``x``'s shape, dtype and device."""
     if not isinstance(b, torch.Tensor):
         raise XaiError(f"{what} must give a tensor; got {describe(b)}.")
     if not b.is_floating_point():
@@ -182,5 +183,5 @@ def make_baselines(specs: list, x: torch.Tensor, lo: torch.Tensor, hi: torch.Ten
             b = spec
         else:
             b = spec(x)
-        out.append(_broadcast(b, x, what))
+        out.append(broadcast_to_images(b, x, what))
     return torch.stack(out)

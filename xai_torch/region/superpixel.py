@@ -61,7 +61,7 @@ from ..errors import XaiError, check_choice, describe
 from ..explainer import Explainer, Explanation, model_device, result_dtype
 from ..hooks import HookSession
 from ..path.base import check_seed, make_generator
-from ..path.baselines import check_space, value_range
+from ..path.baselines import broadcast_to_images, check_space, value_range
 from ..path.blur import gaussian_blur
 from ..segmentation import SEGMENTERS, check_segments, get_segmenter
 from ..targets import ClassTarget, Target
@@ -125,14 +125,7 @@ def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide, lo_hi=None, blur_
             or ``None`` for each image's own min and max.
     """
     if isinstance(hide, torch.Tensor):
-        try:
-            shape = torch.broadcast_shapes(hide.shape, x.shape)
-        except RuntimeError:
-            shape = None
-        if shape != x.shape:
-            raise XaiError(f"hide of shape {tuple(hide.shape)} does not broadcast to x of shape {tuple(x.shape)}; "
-                           "give a number, (C, 1, 1), (1, C, H, W) or (B, C, H, W).")
-        return hide.to(device=x.device, dtype=x.dtype).expand(x.shape)
+        return broadcast_to_images(hide, x, "hide")
     if isinstance(hide, float):
         return torch.full_like(x, hide)
     if hide == "mean":
