@@ -154,7 +154,7 @@ class Explainer:
                 f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
             )
         x4, _ = check_input(x)
-        tgt = as_target(target, x4.shape[0])
+        tgt = self._coerce_target(target, x4.shape[0])
         training = self._warn_if_training()
         previous, self._details = self._details, details
         try:
@@ -164,6 +164,11 @@ class Explainer:
                 return self._explain(x4, tgt, session, **kwargs)
         finally:
             self._details = previous
+
+    def _coerce_target(self, target, batch: int) -> Target:
+        """The call's ``target`` as a bound :class:`Target` (methods that score probabilities
+        by default override it)."""
+        return as_target(target, batch)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, **kwargs) -> Explanation:
         raise NotImplementedError

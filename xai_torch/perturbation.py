@@ -95,7 +95,7 @@ class _PerturbationExplainer(Explainer):
 
         def run(start, stop):
             with torch.no_grad():
-                out = self.model(x[start:stop])
+                out = self.model(x[start:stop].clone())  # the model may write into its input
             return _score(target, out, torch.arange(start, stop, device=x.device), k)
 
         parts = map_chunks(run, b, chunk, device=x.device, progress=False, desc=type(self).__name__)
@@ -391,10 +391,10 @@ class RISE(_PerturbationExplainer):
         return {"masks": self.masks, "cell": self.cell, "p": self.p, "score": self.score, "seed": self.seed,
                 **super()._config()}
 
-    def _run(self, x, target, kwargs, details):
+    def _coerce_target(self, target, batch):
         if not isinstance(target, Target) and not (callable(target) and not isinstance(target, torch.Tensor)):
-            target = ClassTarget(target, score=self.score)  # class indices: scored as configured
-        return super()._run(x, target, kwargs, details)
+            return ClassTarget(target, score=self.score).bind(batch)  # class indices: scored as configured
+        return super()._coerce_target(target, batch)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession) -> PerturbationExplanation:
         device = model_device(self.model, x.device)

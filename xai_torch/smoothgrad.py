@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch import nn
 
 from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
@@ -107,7 +108,11 @@ class SmoothGrad(Explainer):
         session.enter(self.explainer)
 
     def _warn_if_training(self) -> bool:
-        return False  # the wrapped explainer warns and restores buffers on each of its calls
+        # the wrapped explainer warns; our own clean forward still needs the buffers restored
+        return isinstance(self.model, nn.Module) and any(m.training for m in self.model.modules())
+
+    def _coerce_target(self, target, batch):
+        return self.explainer._coerce_target(target, batch)  # e.g. RISE and LIME score probabilities
 
     def _explain(self, x, target, session, **kwargs) -> SmoothGradExplanation:
         device = model_device(self.model, x.device)
@@ -126,7 +131,7 @@ class SmoothGrad(Explainer):
             clean = xd[first:last].repeat_interleave(n, 0)
             eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
             noisy = clean + eps * std[first:last].repeat_interleave(n).view(-1, 1, 1, 1)
-            call = {key: _repeat(value, b, first, last, n) for key, value in kwargs.items()}
+            call = {key: _repeat(value, b, first, last, n, key) for key, value in kwargs.items()}
             res = self.explainer._run(noisy, _Repeated(target, n, first), call, details=self._details)
             a = res.attributions.to(device)
             results.append(self._reduce(a.view(last - first, n, *a.shape[1:])))
@@ -151,14 +156,17 @@ class SmoothGrad(Explainer):
         return a.to(torch.float64).var(1, unbiased=False)  # a difference of close numbers: float64
 
 
-def _repeat(value, batch: int, first: int, last: int, n: int):
-    """Per-image call arguments (a ``(B, ...)`` tensor, or a list of them) for the noisy copies
-    of images ``first..last-1``; anything else is passed as it is."""
+def _repeat(value, batch: int, first: int, last: int, n: int, key: str = ""):
+    """Per-image call arguments for the noisy copies of images ``first..last-1``: a
+    ``(B, C, H, W)`` tensor (baselines, base attributions, pixel images), a ``(B, H, W)`` label
+    map (``segments``), or a list of such tensors; anything else is passed as it is."""
     if isinstance(value, (list, tuple)):
-        return type(value)(_repeat(v, batch, first, last, n) for v in value)
-    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == batch and batch > 1:
+        return type(value)(_repeat(v, batch, first, last, n, key) for v in value)
+    if not isinstance(value, torch.Tensor) or value.ndim != (3 if key == "segments" else 4):
+        return value
+    if value.shape[0] == batch:
         return value[first:last].repeat_interleave(n, 0)
-    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] not in (1, batch):
+    if value.shape[0] != 1:
         raise XaiError(f"a per-image tensor argument has {value.shape[0]} images but x has {batch}.")
     return value
 

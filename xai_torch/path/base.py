@@ -15,6 +15,7 @@ Args:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -139,7 +140,9 @@ class PathExplainer(Explainer):
         if fx is not None and paths.baseline_scores is not None:
             gap = fx.double() - paths.baseline_scores.double().mean(1)
             delta = attr.flatten(1).sum(1) - gap
-            relative = delta.abs() / gap.abs()
+            # x == baseline (a constant image and its own min as "black"): 0 when delta is 0 too
+            relative = torch.where(gap != 0, delta.abs() / gap.abs(),
+                                   torch.where(delta == 0, torch.zeros_like(delta), torch.full_like(delta, math.inf)))
         alphas = paths.alphas if paths.alphas.ndim == 1 else out(paths.alphas)
         return PathExplanation(
             attributions=out(attr), targets=None if classes is None else classes.reshape(shape).to(x.device),

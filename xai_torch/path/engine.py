@@ -110,8 +110,9 @@ class Engine:
 
     def _grad(self, z: torch.Tensor, rows: torch.Tensor):
         with torch.inference_mode(False), torch.enable_grad():
-            # a leaf that requires grad: the model cannot modify it in place (autograd refuses)
-            zg = z.detach().requires_grad_(True)
+            # a leaf that requires grad: the model cannot modify it in place (autograd refuses);
+            # tensors made under the user's torch.inference_mode() must be copied out of it
+            zg = (z.detach().clone() if z.is_inference() else z.detach()).requires_grad_(True)
             out = self.model(zg)
             s, classes = self.target.scores(out, rows)
             if not s.requires_grad:

@@ -210,6 +210,13 @@ class SuperpixelExplainer(Explainer):
         self.blur_sigma = float(blur_sigma)
         self.seed = check_seed(seed)
 
+    def _coerce_target(self, target, batch):
+        t = super()._coerce_target(target, batch)
+        if isinstance(t, ClassTarget):  # class indices are scored as `output` says
+            return ClassTarget(t.classes, score=self.output).bind(batch) if t.classes is not None else \
+                ClassTarget(None, score=self.output)
+        return t
+
     def _config(self) -> dict:
         seg = self.segmenter if isinstance(self.segmenter, str) else getattr(self.segmenter, "__name__",
                                                                             type(self.segmenter).__name__)
@@ -255,7 +262,7 @@ class SuperpixelExplainer(Explainer):
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, segments=None,
                  image=None) -> SuperpixelExplanation:
         device = model_device(self.model, x.device)
-        xd = x.detach().to(device)
+        xd = x.detach().to(device, copy=True)  # the user's x is never handed to the model
         b = xd.shape[0]
         # everything that can be wrong with the inputs fails here, before any model call
         labels = self.segments(xd, segments, image).to(device)
@@ -275,7 +282,7 @@ class SuperpixelExplainer(Explainer):
 
         def clean(start, stop):
             with torch.no_grad():
-                out = self.model(xd[start:stop])
+                out = self.model(xd[start:stop].clone())  # the model may write into its input
             rows = torch.arange(start, stop, device=device)
             if scorer is None:  # argmax: the class of the clean image, kept for every perturbation
                 s, c = ClassTarget(None, score=self.output).scores(out, rows)

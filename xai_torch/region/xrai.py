@@ -134,7 +134,7 @@ def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50)
     regions, gains = [], []
     counts = left.cnt.tolist()
     for m in order:
-        if counts[m] < min_pixel_diff:
+        if counts[m] < max(min_pixel_diff, 1):  # a region with no new pixel has no density
             continue
         new = masks[m].reshape(-1) & ~covered
         gain = left.sums[m] / left.cnt[m]
@@ -274,6 +274,8 @@ class XRAI(Explainer):
         xd = x.detach().to(device)
         if base_attribution is not None:
             base = torch.as_tensor(base_attribution)
+            if base.ndim == 3 and x.shape[0] == 1:  # unbatched, like an unbatched x
+                base = base[None]
             if tuple(base.shape) != tuple(x.shape):
                 raise XaiError(f"base_attribution must have the shape of x, {tuple(x.shape)}; got "
                                f"{tuple(base.shape)}.")
