@@ -110,3 +110,13 @@ def test_no_trace(small, small_x):
         xt.SmoothGrad(inner, samples=3)(small_x)
         assert_no_trace(before, snapshot(small, small_x))
     assert "SmoothGrad(explainer=GradCAM(" in repr(xt.SmoothGrad(xt.GradCAM(small, layer="conv2")))
+
+
+def test_many_samples_are_reduced_in_parts(small, small_x):
+    sizes = []
+    small.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[0]))
+    res = xt.SmoothGrad(xt.Gradient(small), samples=300, noise=0.0, variant="var").explain(small_x[:1], target=2)
+    assert sizes == [1, 256, 44]  # the clean target, then at most 256 noisy copies per wrapped call
+    assert float(res.attributions.abs().max()) < 1e-6  # noise 0: every copy equal, variance 0
+    mean = xt.SmoothGrad(xt.Gradient(small), samples=300, noise=0.0)(small_x[:1], target=2)
+    torch.testing.assert_close(mean, xt.Gradient(small)(small_x[:1], target=2))

@@ -148,8 +148,6 @@ def test_bad_inputs(small, small_x):
         xrai(small_x, segments=torch.zeros(5, 5, dtype=torch.long))
     with pytest.raises(xt.XaiError, match="mask sets"):
         xrai(small_x, segments=[torch.zeros(2, 12, 12, dtype=torch.bool)])
-    with pytest.raises(xt.XaiError, match="one target per image"):
-        xrai(small_x, target=torch.tensor([[0, 1]] * 3))
     assert sizes == []
     with pytest.raises(xt.XaiError, match="algorithm"):
         XRAI(small, algorithm="greedy")
@@ -179,3 +177,14 @@ def test_segmentation_labels_are_contiguous_and_greyscale_works(chelsea):
         seg.get_segmenter("watershed")
     with pytest.raises(xt.XaiError, match="at least 2"):
         seg.check_segments(torch.zeros(224, 224, dtype=torch.long), chelsea)
+
+
+def test_two_targets_per_image_share_the_segments(small, small_x):
+    labels = (torch.arange(12)[:, None] // 3).expand(12, 12)
+    xrai = XRAI(small, steps=4, min_pixel_diff=1)
+    tk = torch.tensor([[0, 1], [2, 3], [4, 0]])
+    res = xrai.explain(small_x, target=tk, segments=labels)
+    assert res.attributions.shape == (3, 2, 1, 12, 12) and res.ranks.shape == (3, 2, 1, 12, 12)
+    assert res.base_attribution.shape == (3, 2, 3, 12, 12) and len(res.regions) == 6
+    col = xrai(small_x, target=tk[:, 1], segments=labels)
+    torch.testing.assert_close(res.attributions[:, 1], col, rtol=1e-5, atol=1e-7)

@@ -124,20 +124,33 @@ class SmoothGrad(Explainer):
         flat = xd.flatten(1)
         std = self.noise * (flat.max(1).values - flat.min(1).values)
         generator = make_generator(self.seed, device)
+        # at most SAMPLES_PER_CALL noisy copies per wrapped call: several images with all their
+        # copies, or one image's copies in parts; reduced as running float64 sums, so memory
+        # does not grow with `samples`
         per_call = max(1, SAMPLES_PER_CALL // n)
+        part = min(n, SAMPLES_PER_CALL)
         results, deltas = [], []
         for first in range(0, b, per_call):
             last = min(b, first + per_call)
-            clean = xd[first:last].repeat_interleave(n, 0)
-            eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-            noisy = clean + eps * std[first:last].repeat_interleave(n).view(-1, 1, 1, 1)
-            call = {key: _repeat(value, b, first, last, n, key) for key, value in kwargs.items()}
-            res = self.explainer._run(noisy, _Repeated(target, n, first), call, details=self._details)
-            a = res.attributions.to(device)
-            results.append(self._reduce(a.view(last - first, n, *a.shape[1:])))
-            if getattr(res, "delta", None) is not None:
-                d = res.delta.view(last - first, n, *res.delta.shape[1:])
-                deltas.append(d.movedim(1, -1))
+            total = square = None
+            draw = []
+            for done in range(0, n, part):
+                c = min(part, n - done)
+                clean = xd[first:last].repeat_interleave(c, 0)
+                eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+                noisy = clean + eps * std[first:last].repeat_interleave(c).view(-1, 1, 1, 1)
+                call = {key: _repeat(value, b, first, last, c, key) for key, value in kwargs.items()}
+                res = self.explainer._run(noisy, _Repeated(target, c, first), call, details=self._details)
+                a = res.attributions.to(device)
+                a = a.view(last - first, c, *a.shape[1:]).to(torch.float64)
+                total = a.sum(1) if total is None else total + a.sum(1)
+                if self.variant != "mean":
+                    square = (a * a).sum(1) if square is None else square + (a * a).sum(1)
+                if getattr(res, "delta", None) is not None:
+                    draw.append(res.delta.view(last - first, c, *res.delta.shape[1:]).movedim(1, -1))
+            results.append(self._reduce(total / n, None if square is None else square / n))
+            if draw:
+                deltas.append(torch.cat(draw, -1))
         dtype = result_dtype(x)
         k_shape = (b, target.k) if target.k is not None else (b,)
         return SmoothGradExplanation(
@@ -148,12 +161,13 @@ class SmoothGrad(Explainer):
             draw_delta=torch.cat(deltas).to(x.device) if deltas else None,
         )
 
-    def _reduce(self, a: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, mean: torch.Tensor, mean_square) -> torch.Tensor:
+        """The variant from the float64 mean and mean square over the noisy copies."""
         if self.variant == "mean":
-            return a.mean(1)
+            return mean
         if self.variant == "square":
-            return (a * a).mean(1)
-        return a.to(torch.float64).var(1, unbiased=False)  # a difference of close numbers: float64
+            return mean_square
+        return (mean_square - mean * mean).clamp_min(0)  # population variance, as NoiseTunnel
 
 
 def _repeat(value, batch: int, first: int, last: int, n: int, key: str = ""):

@@ -138,7 +138,7 @@ class LIME(SuperpixelExplainer):
     def _design(self, counts: list[int], generator, device) -> Design:
         n, width = self.samples, max(counts)
         z = torch.zeros(len(counts), n, width, dtype=torch.bool, device=device)
-        for i, s in enumerate(counts):  # per image, so an image's draws do not depend on the batch
+        for i, s in enumerate(counts):  # per image (its own segment count), from one seeded generator
             z[i, 0, :s] = True
             z[i, 1:, :s] = torch.randint(0, 2, (n - 1, s), generator=generator, device=device, dtype=torch.uint8) > 0
         rows = torch.full((len(counts),), n, dtype=torch.long)

@@ -40,9 +40,10 @@ class XRAIExplanation(Explanation):
         attributions: ``(B, 1, H, W)`` the XRAI map: every pixel holds the attribution density
             (mean base attribution over the region's new pixels) of the region that added it.
         ranks: ``(B, 1, H, W)`` long, the rank of each pixel's region, 1 = most important.
-        regions: per image, ``(N, H, W)`` bool masks of the ranked regions (new pixels only,
-            most important first; the uncovered rest last).
-        gains: per image, ``(N,)`` the density of each region in ``regions``.
+        regions: per image (per image and target, row-major, for ``(B, K)`` targets),
+            ``(N, H, W)`` bool masks of the ranked regions (new pixels only, most important
+            first; the uncovered rest last).
+        gains: likewise, ``(N,)`` the density of each region in ``regions``.
         base_attribution: ``(B, C, H, W)`` the attribution that was ranked (pass it back as
             ``base_attribution=`` to re-rank without the IG cost).
         segments: per image, the ``(M, H, W)`` candidate masks.
@@ -214,8 +215,9 @@ class XRAI(Explainer):
             :mod:`xai_torch.segmentation`; PAIR segments the model input itself).
 
     Returns:
-        ``(B, 1, H, W)`` region-density maps; ``explain`` adds the ranks, the ordered regions
-        and the base attribution (:class:`XRAIExplanation`).
+        ``(B, 1, H, W)`` region-density maps (``(B, K, 1, H, W)`` for ``(B, K)`` targets, which
+        share each image's segments); ``explain`` adds the ranks, the ordered regions and the
+        base attribution (:class:`XRAIExplanation`).
 
     Cost:
         ``2 * steps`` forward + backward passes per image (none with ``base_attribution``),
@@ -272,16 +274,16 @@ class XRAI(Explainer):
     def _explain(self, x, target, session, base_attribution=None, segments=None, image=None) -> XRAIExplanation:
         device = model_device(self.model, x.device)
         xd = x.detach().to(device)
+        k = target.k
         if base_attribution is not None:
             base = torch.as_tensor(base_attribution)
             if base.ndim == 3 and x.shape[0] == 1:  # unbatched, like an unbatched x
                 base = base[None]
-            if tuple(base.shape) != tuple(x.shape):
-                raise XaiError(f"base_attribution must have the shape of x, {tuple(x.shape)}; got "
-                               f"{tuple(base.shape)}.")
+            expect = (x.shape[0], *((k,) if k is not None else ()), *x.shape[1:])
+            if tuple(base.shape) != expect:
+                raise XaiError(f"base_attribution must have the shape of x (with the target dim for (B, K) "
+                               f"targets), {expect}; got {tuple(base.shape)}.")
             base = base.detach().to(device)
-        if target.k is not None:
-            raise XaiError("XRAI explains one target per image; give an int or one class per image.")
         masks = self._masks(segments, xd, image)  # bad segments fail before the IG cost
         scores = classes = None
         if base_attribution is None:
@@ -291,23 +293,25 @@ class XRAI(Explainer):
             base, scores, classes = res.attributions, res.scores, res.targets
         elif self._details:
             _, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
-        attr = base.max(dim=1).values  # the signed channel max
+        attr = base.max(dim=-3).values.reshape(-1, *x.shape[2:])  # the signed channel max, rows (B [* K])
         maps, ranks, regions, gains = [], [], [], []
-        for i in range(x.shape[0]):
+        for row in range(attr.shape[0]):
+            i = row // (k or 1)  # the image of this row: K targets share its segments
             if self.algorithm == "full":
-                m, reg, g = rank_full(attr[i], masks[i], self.area_threshold, self.min_pixel_diff)
+                m, reg, g = rank_full(attr[row], masks[i], self.area_threshold, self.min_pixel_diff)
             else:
-                m, reg, g = rank_fast(attr[i], masks[i], self.min_pixel_diff)
+                m, reg, g = rank_fast(attr[row], masks[i], self.min_pixel_diff)
             maps.append(m)
             ranks.append(rank_map(reg, m.shape))
             regions.append(torch.stack(reg).to(x.device) if reg else torch.zeros((0, *m.shape), dtype=torch.bool))
             gains.append(torch.stack(g).to(x.device) if g else torch.zeros(0, dtype=_F64))
         dtype = result_dtype(x)
+        lead = (x.shape[0], k) if k is not None else (x.shape[0],)
         return XRAIExplanation(
-            attributions=torch.stack(maps)[:, None].to(device=x.device, dtype=dtype),
+            attributions=torch.stack(maps).view(*lead, 1, *x.shape[2:]).to(device=x.device, dtype=dtype),
             targets=None if classes is None else classes.to(x.device),
             scores=None if scores is None else scores.to(x.device),
-            ranks=torch.stack(ranks)[:, None].to(x.device), regions=regions, gains=gains,
+            ranks=torch.stack(ranks).view(*lead, 1, *x.shape[2:]).to(x.device), regions=regions, gains=gains,
             base_attribution=base.to(x.device), segments=[m.to(x.device) for m in masks],
         )
 
