@@ -27,6 +27,7 @@ from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
 from .hooks import HookSession
 from .path.base import check_seed, make_generator
+from .path.engine import Engine, fix_target, repeat_rows
 from .targets import ClassTarget, Target
 
 
@@ -56,52 +57,23 @@ class OcclusionExplanation(PerturbationExplanation):
 
 
 # --- shared: scoring the K targets of a perturbed image from one forward ---------------------
-def _repeat_rows(output, k: int):
-    """Each row of a model output repeated ``k`` times in place (row ``i`` -> ``i*k .. i*k+k-1``)."""
-    if k == 1:
-        return output
-    if isinstance(output, torch.Tensor):
-        return output.repeat_interleave(k, dim=0)
-    if isinstance(output, dict):
-        return {key: _repeat_rows(v, k) if isinstance(v, torch.Tensor) else v for key, v in output.items()}
-    if isinstance(output, list):
-        return [o for o in output for _ in range(k)]
-    raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
-
-
 def _score(target: Target, output, images: torch.Tensor, k: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Scores ``(n, k)`` of the ``n`` output rows (image index ``images``) for every target
     column, and the class of each (or None)."""
     rows = (images[:, None] * k + torch.arange(k, device=images.device)).reshape(-1) if k > 1 else images
-    s, classes = target.scores(_repeat_rows(output, k), rows)
+    s, classes = target.scores(repeat_rows(output, k), rows)
     n = images.shape[0]
     return s.detach().reshape(n, k), None if classes is None else classes.reshape(n, k)
-
-
-def _pin(target: Target, classes: Optional[torch.Tensor], batch: int) -> Target:
-    """Argmax targets pinned to the class found on the clean images (perturbed images are
-    scored for that class, not for their own argmax)."""
-    if isinstance(target, ClassTarget) and target.classes is None:
-        return ClassTarget(classes[:, 0].cpu(), target.score).bind(batch)
-    return target
 
 
 class _PerturbationExplainer(Explainer):
     """Forward-only explainer: scores the clean images, then streams perturbed ones."""
 
-    def _clean(self, x: torch.Tensor, target: Target, k: int, chunk: int):
+    def _clean(self, x: torch.Tensor, target: Target, k: int):
         """``(F(x) (B, k), classes (B, k) or None, pinned target)``; one forward per image."""
+        pinned, fx, classes, _ = fix_target(Engine(self, target, x), x, target)
         b = x.shape[0]
-
-        def run(start, stop):
-            with torch.no_grad():
-                out = self.model(x[start:stop].clone())  # the model may write into its input
-            return _score(target, out, torch.arange(start, stop, device=x.device), k)
-
-        parts = map_chunks(run, b, chunk, device=x.device, progress=False, desc=type(self).__name__)
-        fx = torch.cat([p[0] for p in parts])
-        classes = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-        return fx, classes, _pin(target, classes, b)
+        return fx.view(b, k), None if classes is None else classes.view(b, k), pinned
 
     @staticmethod
     def _shape(x: torch.Tensor, target: Target, t: Optional[torch.Tensor], dtype=None):
@@ -231,7 +203,7 @@ class Occlusion(_PerturbationExplainer):
         k = target.k or 1
         chunk = self._chunk_size(xd, device)
 
-        fx, classes, target = self._clean(xd, target, k, chunk)
+        fx, classes, target = self._clean(xd, target, k)
 
         def occluded(start, stop):
             idx = torch.arange(start, stop, device=device)
@@ -409,7 +381,7 @@ class RISE(_PerturbationExplainer):
         fx = classes = None
         calls = 0
         if self._details or (isinstance(target, ClassTarget) and target.classes is None):
-            fx, classes, target = self._clean(xd, target, k, chunk)
+            fx, classes, target = self._clean(xd, target, k)
             calls += b
         acc = torch.zeros(b * k, h * w, dtype=torch.float64, device=device)
         cols = torch.arange(k, device=device)

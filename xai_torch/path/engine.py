@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ..batching import map_chunks
-from ..errors import XaiError
+from ..errors import XaiError, describe
 from ..targets import ClassTarget, Target
 
 #: ``points(start, stop) -> (z, rows, slots, weights, scale)`` for samples ``[start, stop)``:
@@ -178,24 +178,55 @@ def _runs(slots: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def repeat_rows(output, k: int):
+    """Each row of a model output repeated ``k`` times (row ``i`` -> ``i*k .. i*k+k-1``), so the
+    ``K`` targets of an image are scored from one forward."""
+    if k == 1:
+        return output
+    if isinstance(output, torch.Tensor):
+        return output.repeat_interleave(k, dim=0)
+    if isinstance(output, dict):
+        return {key: repeat_rows(v, k) if isinstance(v, torch.Tensor) else v for key, v in output.items()}
+    if isinstance(output, list):
+        return [o for o in output for _ in range(k)]
+    raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
+
+
 def fix_target(engine: Engine, x: torch.Tensor, target: Target):
-    """Score the clean images once, and pin argmax targets to the class found there (the path
-    points must be scored for the class of ``x``, not their own argmax).
+    """Score the clean images once (one forward per image, whatever K is), and pin argmax
+    targets to the class found there (perturbed or path points must be scored for the class of
+    ``x``, not their own argmax).
 
     Returns:
-        ``(target, scores, classes, probs)``: the pinned target, then per row ``F(x)``, the
-        class (or ``None``) and its probability (or ``None``).
+        ``(target, scores, classes, probs)``: the pinned target, then per row (image x target
+        column) ``F(x)``, the class (or ``None``) and its probability (or ``None``).
     """
     k = target.k or 1
+    b = x.shape[0]
+    record = torch.full((3, b * k), float("nan"), dtype=torch.float64, device=engine.device)
+    found = []
 
-    def inputs(start, stop):
-        rows = torch.arange(start, stop, device=engine.device)
-        return x[rows // k], rows
+    def chunk(start, stop):
+        with torch.no_grad():
+            out = engine.model(x[start:stop].clone())  # never a view of the user's input
+        rows = torch.arange(start * k, stop * k, device=engine.device)
+        s, classes = engine.target.scores(repeat_rows(out, k), rows)
+        record[0, start * k:stop * k] = s.detach()
+        if classes is not None:
+            record[1, start * k:stop * k] = classes
+            p = _probability(repeat_rows(out, k), classes)
+            if p is not None:
+                record[2, start * k:stop * k] = p
+            found.append(p is not None)
 
-    scores, classes, probs = engine.scores(inputs, x.shape[0] * k)
+    engine._map(chunk, b)
+    engine.calls += b
+    scores = record[0].to(engine.explainer_dtype)
+    classes = record[1].long() if found else None
+    probs = record[2].to(engine.explainer_dtype) if found and all(found) else None
     engine.clean_scores = scores
     if isinstance(target, ClassTarget) and target.classes is None:
-        pinned = ClassTarget(classes.cpu(), target.score).bind(x.shape[0])
+        pinned = ClassTarget(classes.cpu(), target.score).bind(b)
         engine.target = pinned
         return pinned, scores, classes, probs
     return target, scores, classes, probs

@@ -63,6 +63,7 @@ from ..hooks import HookSession
 from ..path.base import check_seed, make_generator
 from ..path.baselines import broadcast_to_images, check_space, value_range
 from ..path.blur import gaussian_blur
+from ..path.engine import Engine, fix_target
 from ..segmentation import SEGMENTERS, check_segments, get_segmenter
 from ..targets import ClassTarget, Target
 
@@ -275,29 +276,13 @@ class SuperpixelExplainer(Explainer):
         k = target.k or 1
         chunk = self._chunk_size(xd, device)
 
-        # 1. the clean images (row 0 of every image): scores, and the pinned class targets
-        scorer = target
-        if isinstance(target, ClassTarget):
-            scorer = ClassTarget(target.classes, score=self.output).bind(b) if target.classes is not None else None
-
-        def clean(start, stop):
-            with torch.no_grad():
-                out = self.model(xd[start:stop].clone())  # the model may write into its input
-            rows = torch.arange(start, stop, device=device)
-            if scorer is None:  # argmax: the class of the clean image, kept for every perturbation
-                s, c = ClassTarget(None, score=self.output).scores(out, rows)
-                return c[:, None], s[:, None].detach()
-            parts = [scorer.scores(out, rows * k + j) for j in range(k)]
-            classes = None if parts[0][1] is None else torch.stack([p[1] for p in parts], 1)
-            return classes, torch.stack([p[0] for p in parts], 1).detach()
-
-        parts = map_chunks(clean, b, chunk, device=device, progress=self.progress, desc=type(self).__name__)
+        # 1. the clean images (row 0 of every image): scores, and the pinned class targets (class
+        # targets arrive scored as `output` says, see _coerce_target)
+        scorer, fx, classes, _ = fix_target(Engine(self, target, xd), xd, target)
         calls = b
-        classes = None if parts[0][0] is None else torch.cat([p[0] for p in parts])
-        if scorer is None:
-            scorer = ClassTarget(classes[:, 0].cpu(), score=self.output).bind(b)
+        classes = None if classes is None else classes.view(b, k)
         y = torch.zeros(b, design.z.shape[1], k, dtype=torch.float64, device=device)
-        y[:, 0] = torch.cat([p[1] for p in parts]).to(torch.float64)
+        y[:, 0] = fx.view(b, k).to(torch.float64)
 
         # 2. every other row, image after image, in chunks of at most `chunk` perturbed images
         rows = design.rows.cpu() - 1  # row 0 is done
