@@ -33,3 +33,11 @@ def test_demo_runs_the_path_methods(tmp_path):
     for m in methods.split(","):
         img = cv2.imread(str(out / f"chelsea_{m}.png"))
         assert img is not None and img.std() > 5  # a picture, not a blank
+
+
+def test_every_demo_method_builds_an_explainer(lite0):
+    import xai_torch as xt
+
+    for name, (factory, kind) in cli.METHODS.items():
+        assert isinstance(factory(lite0), xt.Explainer), name
+        assert kind in ("grayscale", "diverging", "map"), name

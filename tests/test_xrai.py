@@ -188,3 +188,16 @@ def test_two_targets_per_image_share_the_segments(small, small_x):
     assert res.base_attribution.shape == (3, 2, 3, 12, 12) and len(res.regions) == 6
     col = xrai(small_x, target=tk[:, 1], segments=labels)
     torch.testing.assert_close(res.attributions[:, 1], col, rtol=1e-5, atol=1e-7)
+
+
+def test_dilation_equals_scikit_image(chelsea):
+    from skimage.morphology import dilation, disk
+
+    labels = seg.felzenszwalb(chelsea, scale=200)[0]
+    masks = seg.labels_to_masks(labels)
+    scattered = seg.dilated_label_masks(labels, 0, int(labels.max()), 5)
+    convolved = seg.dilate(masks, 5)
+    assert torch.equal(scattered, convolved)
+    for m in (0, int(labels.max())):
+        ref = dilation(masks[m].numpy(), footprint=disk(5))
+        assert np.array_equal(convolved[m].numpy(), ref)
