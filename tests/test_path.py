@@ -208,6 +208,9 @@ def test_model_calls_follow_the_batching_plan(small, small_x):
     assert model.sizes == [2, 4] + [16] * 12 + [8]
     assert res.model_calls == sum(model.sizes)
     model.sizes.clear()
+    ig.explain(small_x[:2], target=[[0, 1], [2, 3]], baseline=["black", "white"])
+    assert model.sizes == [2, 4] + [16] * 25  # K targets share the clean and baseline forwards
+    model.sizes.clear()
     ig(small_x[:2], target=[1, 2], baseline=["black", "white"])  # no delta asked: the path only
     assert model.sizes == [16] * 12 + [8]
     model.sizes.clear()

@@ -17,26 +17,34 @@ import torch
 
 from ..errors import XaiError, check_choice, check_input, check_positive_int
 from .base import PathExplainer, Paths
-from .engine import Engine, _runs
+from .engine import Engine, _runs, repeat_rows
 from .quadrature import RULES, get_rule
 
 _F64 = torch.float64
 
 
 def baseline_scores(engine: Engine, base: torch.Tensor, k: int, needed: bool = False) -> Optional[torch.Tensor]:
-    """``(R, J)`` target scores of the ``J`` baselines of every row (one forward each), or
-    ``None`` when the call does not report them and ``needed`` is False."""
+    """``(R, J)`` target scores of the ``J`` baselines of every row, one forward per image and
+    baseline (its K targets share it), or ``None`` when the call does not report them and
+    ``needed`` is False."""
     if not (engine.details or needed):
         return None
     j_count, b_count = base.shape[:2]
     dev = base.device
+    scores = torch.empty(b_count, j_count, k, dtype=torch.float64, device=dev)
+    cols = torch.arange(k, device=dev)
 
-    def inputs(start, stop):
+    def chunk(start, stop):
         q = torch.arange(start, stop, device=dev)
-        r = q // j_count
-        return base[q % j_count, r // k], r
+        i, j = q // j_count, q % j_count
+        with torch.no_grad():
+            out = engine.model(base[j, i])
+        s, _ = engine.target.scores(repeat_rows(out, k), (i[:, None] * k + cols).reshape(-1))
+        scores[i, j] = s.detach().view(-1, k).to(torch.float64)
 
-    return engine.scores(inputs, b_count * k * j_count)[0].view(b_count * k, j_count)
+    engine._map(chunk, b_count * j_count)
+    engine.calls += b_count * j_count
+    return scores.permute(0, 2, 1).reshape(b_count * k, j_count).to(engine.explainer_dtype)
 
 
 def line_points(x: torch.Tensor, base: torch.Tensor, k: int, paths: torch.Tensor, alphas: torch.Tensor,
