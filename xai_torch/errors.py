@@ -6,6 +6,8 @@ changes nothing. Each message names the argument, what was expected and what was
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -81,6 +83,20 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise XaiError(f"{name} must be an integer >= {minimum}; got {describe(value)}.")
     return value
+
+
+def check_fill(value, name: str):
+    """A fill value in the model's input space: a finite number (returned as float) or a
+    finite real tensor (returned detached; its shape is checked where it is used)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise XaiError(f"{name} must be finite; got {value!r}.")
+        return float(value)
+    if isinstance(value, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool:
+        if not bool(torch.isfinite(value).all()):
+            raise XaiError(f"{name} has NaN or infinite values.")
+        return value.detach()
+    raise XaiError(f"{name} must be a number or a tensor of model-space values; got {describe(value)}.")
 
 
 def check_choice(value, name: str, choices: Iterable[str]) -> str:

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from .batching import map_chunks
-from .errors import XaiError, check_choice, check_positive_int, describe
+from .errors import XaiError, check_choice, check_fill, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
 from .hooks import HookSession
 from .path.base import check_seed, make_generator
@@ -99,17 +99,11 @@ def _check_dims(spec, name: str, allow_none: bool = False) -> Optional[tuple]:
 
 
 def _check_value(value):
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise XaiError(f"value must be finite; got {value!r}.")
-        return float(value)
-    if isinstance(value, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool:
-        if value.ndim > 4 or not bool(torch.isfinite(value).all()):
-            raise XaiError(f"value must be a finite tensor broadcastable to one image (C, H, W) or (1, C, H, W); "
-                           f"got a {describe(value)}.")
-        return value.detach()
-    raise XaiError(f"value must be a number or a tensor broadcastable to one image (C, H, W), in the model's "
-                   f"input space; got {describe(value)}.")
+    value = check_fill(value, "value")
+    if isinstance(value, torch.Tensor) and value.ndim > 4:
+        raise XaiError(f"value must be a tensor broadcastable to one image (C, H, W) or (1, C, H, W); "
+                       f"got a {describe(value)}.")
+    return value
 
 
 def _intervals(n: int, size: int, step: int, length: int, device) -> torch.Tensor:

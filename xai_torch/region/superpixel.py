@@ -57,7 +57,7 @@ from typing import Optional
 import torch
 
 from ..batching import map_chunks
-from ..errors import XaiError, check_choice, describe
+from ..errors import XaiError, check_choice, check_fill, describe
 from ..explainer import Explainer, Explanation, model_device, result_dtype
 from ..hooks import HookSession
 from ..path.base import check_seed, make_generator
@@ -94,16 +94,9 @@ def check_hide(hide):
     """Validate ``hide`` (a mode name, a number or a tensor); returns it."""
     if isinstance(hide, str):
         return check_choice(hide, "hide", HIDES)
-    if isinstance(hide, numbers.Real) and not isinstance(hide, bool):
-        if not torch.isfinite(torch.tensor(float(hide))):
-            raise XaiError(f"hide must be finite; got {hide!r}.")
-        return float(hide)
-    if isinstance(hide, torch.Tensor) and hide.is_floating_point():
-        if not bool(torch.isfinite(hide).all()):
-            raise XaiError("hide has NaN or infinite values.")
-        return hide.detach()
-    raise XaiError(f"hide must be one of {list(HIDES)}, a number or a float tensor (model-space values); "
-                   f"got {describe(hide)}.")
+    if isinstance(hide, torch.Tensor) and not hide.is_floating_point():
+        raise XaiError(f"hide must be one of {list(HIDES)}, a number or a float tensor; got {describe(hide)}.")
+    return check_fill(hide, f"hide (one of {list(HIDES)}, or a model-space fill)")
 
 
 def segment_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -132,11 +125,7 @@ def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide, lo_hi=None, blur_
     if hide == "mean":
         return segment_means(x, labels)
     if hide == "gray":
-        if lo_hi is None:
-            flat = x.detach().flatten(1)
-            lo, hi = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
-        else:
-            lo, hi = lo_hi
+        lo, hi = lo_hi if lo_hi is not None else value_range(x)  # each image's own min and max
         return ((lo + hi) / 2).to(device=x.device, dtype=x.dtype).expand(x.shape)
     return gaussian_blur(x.detach(), blur_sigma)
 
