@@ -1,0 +1,328 @@
+"""Deletion / insertion, completeness and the localisation metrics (pointing game, relevance
+mass and rank): hand-computed curves, RISE's reference loop, call counts, bad inputs."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import Counting, Scaled, SmallNet, assert_no_trace, snapshot
+from torch import nn
+
+import xai_torch as xt
+from xai_torch.metrics import faithfulness as F
+from xai_torch.metrics import localisation as L
+from xai_torch.metrics._common import Scorer, descending_order, reduce_channels
+
+
+class PixelLinear(nn.Module):
+    """logit 0 = sum(w * x), logit 1 = 0."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone(), requires_grad=False)
+
+    def forward(self, x):
+        s = (x * self.w).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def rng(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------
+# deletion / insertion
+def test_rise_kernel_equals_scipy_gaussian_filter_of_an_impulse():
+    from scipy.ndimage import gaussian_filter
+
+    for size, sigma in ((11, 5.0), (7, 1.3), (5, 9.0)):
+        impulse = np.zeros((size, size))
+        impulse[size // 2, size // 2] = 1
+        np.testing.assert_allclose(F.rise_kernel(size, sigma).numpy(), gaussian_filter(impulse, sigma), atol=1e-15)
+
+
+def test_rise_blur_is_depthwise_zero_padded_convolution():
+    x = torch.randn(2, 3, 9, 8, generator=rng(), dtype=torch.float64)
+    k = F.rise_kernel()
+    out = F.rise_blur(x)
+    pad = torch.nn.functional.pad(x, (5, 5, 5, 5))
+    ref = torch.zeros_like(x)
+    for i in range(9):
+        for j in range(8):
+            ref[:, :, i, j] = (pad[:, :, i:i + 11, j:j + 11] * k).sum((-1, -2))
+    torch.testing.assert_close(out, ref)
+
+
+def test_deletion_curve_of_a_linear_model_is_the_remaining_sum():
+    h, w = 5, 6
+    weight = torch.randn(1, 3, h, w, generator=rng(1), dtype=torch.float64)
+    model = PixelLinear(weight)
+    x = torch.randn(2, 3, h, w, generator=rng(2), dtype=torch.float64)
+    attr = torch.randn(2, 3, h, w, generator=rng(3), dtype=torch.float64)
+    res = xt.metrics.deletion(model, x, attr, target=0, step=4, score="logit")
+    n = math.ceil(h * w / 4)
+    assert res.curve.shape == (2, n + 1) and res.step == 4
+    contrib = (weight * x).sum(1).flatten(1)                         # per-pixel logit share
+    order = torch.argsort(attr.sum(1).flatten(1), dim=1, descending=True)
+    for b in range(2):
+        expected = [contrib[b, order[b, min(k * 4, h * w):]].sum() for k in range(n + 1)]
+        torch.testing.assert_close(res.curve[b], torch.stack(expected))
+    assert torch.allclose(res.curve[:, -1], torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(res.fractions, torch.tensor([min(k * 4, 30) / 30 for k in range(n + 1)],
+                                                           dtype=torch.float64))
+    # AUC: trapezoid on equal intervals
+    c = res.curve
+    torch.testing.assert_close(res.auc, (c.sum(1) - c[:, 0] / 2 - c[:, -1] / 2) / n)
+
+
+def test_insertion_goes_from_the_substrate_to_the_image():
+    h, w = 4, 4
+    weight = torch.randn(1, 3, h, w, generator=rng(4), dtype=torch.float64)
+    model = PixelLinear(weight)
+    x = torch.randn(1, 3, h, w, generator=rng(5), dtype=torch.float64)
+    res = xt.metrics.insertion(model, x, torch.rand(1, h, w, generator=rng(6)), target=0, step=3, score="logit")
+    blurred = F.rise_blur(x)
+    torch.testing.assert_close(res.curve[0, 0], (weight * blurred).sum())
+    torch.testing.assert_close(res.curve[0, -1], (weight * x).sum())
+
+
+def rise_reference(model, x, saliency, step, mode):
+    """RISE's CausalMetric.single_run, re-stated: a Python loop over steps on one image, with a
+    softmax model (RISE appends nn.Softmax)."""
+    b, c, h, w = x.shape
+    hw = h * w
+    with torch.no_grad():
+        cls = int(model(x).argmax(1))
+    n = (hw + step - 1) // step
+    finish = torch.zeros_like(x) if mode == "deletion" else F.rise_blur(x)
+    if mode == "insertion":
+        start, finish = finish.clone(), x.clone()
+    else:
+        start = x.clone()
+    order = np.argsort(-saliency.reshape(-1), kind="stable")
+    scores = []
+    for i in range(n + 1):
+        with torch.no_grad():
+            scores.append(float(model(start).softmax(1)[0, cls]))
+        coords = order[step * i:step * (i + 1)]
+        start.view(1, c, hw)[0, :, coords] = finish.view(1, c, hw)[0, :, coords]
+    s = np.array(scores)
+    return s, (s.sum() - s[0] / 2 - s[-1] / 2) / n
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_matches_rise_causal_metric_loop(mode):
+    model = Scaled()
+    x = torch.randn(3, 3, 12, 12, generator=rng(7))
+    sal = torch.rand(3, 12, 12, generator=rng(8))
+    res = getattr(xt.metrics, mode)(model, x, sal, step=10, batch_size=16)
+    for i in range(3):
+        curve, auc = rise_reference(model, x[i:i + 1], sal[i].numpy(), 10, mode)
+        np.testing.assert_allclose(res.curve[i].numpy(), curve, atol=2e-6)
+        assert abs(float(res.auc[i]) - auc) < 2e-6
+
+
+def test_ties_are_broken_in_raster_order():
+    h, w = 4, 5
+    weight = torch.arange(1.0, 1 + 3 * h * w, dtype=torch.float64).reshape(1, 3, h, w)
+    model = PixelLinear(weight)
+    x = torch.ones(1, 3, h, w, dtype=torch.float64)
+    flat = torch.zeros(1, h, w)
+    res = xt.metrics.deletion(model, x, flat, target=0, step=3, score="logit")
+    contrib = weight.sum(1).flatten()
+    expected = torch.stack([contrib[min(3 * k, 20):].sum() for k in range(8)])
+    torch.testing.assert_close(res.curve[0], expected)
+    assert torch.equal(descending_order(torch.tensor([[[1.0, 2.0, 2.0, 1.0]]])), torch.tensor([[1, 2, 0, 3]]))
+
+
+def test_model_calls_and_batching():
+    torch.manual_seed(0)
+    model = Counting(SmallNet().eval())
+    x = torch.randn(2, 3, 6, 6, generator=rng(9))
+    res = xt.metrics.deletion(model, x, torch.rand(2, 6, 6, generator=rng(10)), step=5, batch_size=7)
+    n = math.ceil(36 / 5)
+    assert model.sizes == [2] + [7] * (2 * (n + 1) // 7) + ([2 * (n + 1) % 7] if 2 * (n + 1) % 7 else [])
+    assert res.model_calls == 2 + 2 * (n + 1)
+    # the first curve point is the clean image, the last the substrate
+    with torch.no_grad():
+        p = model.model(x).softmax(1)
+        p0 = model.model(torch.zeros_like(x)).softmax(1)
+    cls = p.argmax(1)
+    torch.testing.assert_close(res.curve[:, 0], p.gather(1, cls[:, None])[:, 0].double(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.curve[:, -1], p0.gather(1, cls[:, None])[:, 0].double(), atol=1e-6, rtol=0)
+    assert torch.equal(res.targets, cls)
+
+
+def test_explainer_is_called_with_the_clean_classes_and_no_trace(small):
+    small.train()
+    x = torch.randn(2, 3, 8, 8, generator=rng(11))
+    before = snapshot(small, x)
+    seen = {}
+
+    def explainer(z, target=None):
+        seen["target"] = target
+        return xt.Gradient(small)(z, target=target)
+
+    with pytest.warns(xt.XaiWarning):
+        res = xt.metrics.insertion(small, x, explainer, step=8)
+    assert_no_trace(before, snapshot(small, x))
+    assert torch.equal(seen["target"], res.targets.cpu())
+    small.eval()
+    with torch.no_grad():
+        assert torch.equal(res.targets, small(x).argmax(1))
+
+
+def test_substrates_and_scores(small, small_x):
+    attr = torch.rand(3, 12, 12, generator=rng(12))
+    norm = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    black = xt.metrics.deletion(small, small_x, attr, step=36, substrate="black", normalize=norm, score="logit")
+    with torch.no_grad():
+        ref = small(torch.full_like(small_x, -2.0))
+    torch.testing.assert_close(black.curve[:, -1], ref.gather(1, black.targets[:, None])[:, 0].double(),
+                               atol=1e-5, rtol=0)
+    value = xt.metrics.deletion(small, small_x, attr, step=36, substrate=-2.0, score="logit")
+    torch.testing.assert_close(value.curve, black.curve)
+    acc = xt.metrics.deletion(small, small_x, attr, step=36, score="accuracy")
+    assert set(acc.curve.unique().tolist()) <= {0.0, 1.0} and bool((acc.curve[:, 0] == 1).all())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"step": 0}, "step"),
+    ({"step": 10_000}, "more pixels"),
+    ({"substrate": "nothing"}, "substrate"),
+    ({"score": "probability"}, "score"),
+    ({"reduce": "median"}, "reduce"),
+    ({"target": [[1, 2], [0, 1], [2, 3]]}, "one target per image"),
+])
+def test_bad_inputs_fail_before_any_model_call(small, small_x, kwargs, match):
+    model = Counting(small)
+    attr = torch.rand(3, 12, 12, generator=rng(13))
+    with pytest.raises(xt.XaiError, match=match):
+        xt.metrics.deletion(model, small_x, attr, **kwargs)
+    assert model.sizes == []
+
+
+@pytest.mark.parametrize("attr, match", [
+    (torch.rand(3, 12, 11), "shape"),
+    (torch.rand(2, 12, 12), "shape"),
+    (torch.rand(3, 2, 12, 12), "shape"),
+    (torch.full((3, 12, 12), float("nan")), "NaN"),
+    ("gradient", "tensor"),
+])
+def test_bad_attributions(small, small_x, attr, match):
+    model = Counting(small)
+    with pytest.raises(xt.XaiError, match=match):
+        xt.metrics.insertion(model, small_x, attr)
+    assert model.sizes == []
+
+
+def test_reduce_channels():
+    a = torch.tensor([[[[1.0]], [[-3.0]], [[2.0]]]], dtype=torch.float64)
+    got = {k: float(reduce_channels(a, k)) for k in ("sum", "abs", "max_abs", "max", "l2", "mean")}
+    assert got == {"sum": 0.0, "abs": 6.0, "max_abs": 3.0, "max": 2.0, "l2": math.sqrt(14), "mean": 0.0}
+
+
+def test_scorer_pins_argmax_and_checks_class_range(small, small_x):
+    s = Scorer(small, small_x, None, score="logit")
+    with torch.no_grad():
+        out = small(small_x)
+    assert torch.equal(s.classes, out.argmax(1))
+    torch.testing.assert_close(s.clean, out.max(1).values.double())
+    with pytest.raises(xt.XaiError, match="lie in"):
+        Scorer(small, small_x, 7)
+
+
+# ------------------------------------------------------------------------------------------
+# completeness
+def test_completeness_of_integrated_gradients_and_of_gradient_x_input():
+    weight = torch.randn(1, 3, 6, 6, generator=rng(14), dtype=torch.float64)
+    model = PixelLinear(weight)
+    x = torch.randn(2, 3, 6, 6, generator=rng(15), dtype=torch.float64)
+    gxi = xt.InputXGradient(model)(x, target=0)
+    res = xt.metrics.completeness(model, x, gxi, target=0)
+    assert float(res.delta.abs().max()) < 1e-10 and float(res.relative.max()) < 1e-10
+    torch.testing.assert_close(res.score_difference, (weight * x).flatten(1).sum(1))
+    # against a non-zero baseline the linear model's IG is complete too; G x I is not
+    ig = xt.IntegratedGradients(model, steps=8)
+    base = torch.full_like(x, 0.5)
+    res = xt.metrics.completeness(model, x, ig(x, target=0, baseline=base), target=0, baseline=0.5)
+    assert float(res.delta.abs().max()) < 1e-9
+    off = xt.metrics.completeness(model, x, gxi, target=0, baseline=0.5)
+    torch.testing.assert_close(off.delta, gxi.flatten(1).sum(1) - (weight * (x - 0.5)).flatten(1).sum(1))
+
+
+def test_completeness_agrees_with_ig_delta(small, small_x):
+    ig = xt.IntegratedGradients(small, steps=16)
+    res = ig.explain(small_x, baseline=0.0)
+    met = xt.metrics.completeness(small, small_x, res.attributions, baseline=0.0)
+    torch.testing.assert_close(met.delta, res.delta.double(), atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------
+# localisation
+def test_pointing_game_tolerance_and_ties():
+    sal = torch.zeros(4, 20, 20)
+    sal[0, 5, 5] = 1          # inside
+    sal[1, 5, 12] = 1         # 3 px right of the mask edge (col 9): hit within tolerance 3, miss at 2
+    sal[2, 15, 15] = 1        # far away
+    sal[3, 5, 5] = sal[3, 15, 15] = 1   # tie: one in, one out
+    masks = torch.zeros(4, 20, 20, dtype=torch.bool)
+    masks[:, 2:8, 2:10] = True
+    r3 = L.pointing_game(sal, masks, tolerance=3)
+    assert r3.hit.tolist() == [1.0, 1.0, 0.0, 0.5]
+    assert float(r3.accuracy) == pytest.approx(2.5 / 4)
+    r2 = L.pointing_game(sal, masks, tolerance=2)
+    assert r2.hit.tolist() == [1.0, 0.0, 0.0, 0.5]
+    assert L.pointing_game(sal, masks, tolerance=0, ties="any").hit.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert L.pointing_game(sal, masks, tolerance=0, ties="all").hit.tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert L.pointing_game(sal, masks, tolerance=0, ties="first").hit.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert r3.points[3].tolist() == [5, 5]
+
+
+def test_pointing_game_diagonal_tolerance_is_euclidean_and_empty_mask_is_nan():
+    sal = torch.zeros(2, 11, 11)
+    sal[:, 8, 8] = 1
+    masks = torch.zeros(2, 11, 11, dtype=torch.bool)
+    masks[0, 5, 5] = True            # distance sqrt(18) = 4.24 from (8, 8)
+    assert L.pointing_game(sal, masks, tolerance=4.2).hit.tolist()[0] == 0.0
+    res = L.pointing_game(sal, masks, tolerance=4.3)
+    assert res.hit[0] == 1.0 and math.isnan(res.hit[1])
+    assert float(res.accuracy) == 1.0
+
+
+def test_pointing_game_per_class_average():
+    sal = torch.zeros(3, 4, 4)
+    sal[:, 0, 0] = 1
+    masks = torch.zeros(3, 4, 4, dtype=torch.bool)
+    masks[0, 0, 0] = masks[1, 3, 3] = masks[2, 0, 0] = True
+    res = L.pointing_game(sal, masks, tolerance=0, labels=[7, 7, 9])
+    assert res.per_class == {7: 0.5, 9: 1.0} and float(res.accuracy) == 0.75
+
+
+def test_relevance_mass_and_rank():
+    rel = torch.tensor([[[4.0, 3.0], [2.0, -1.0]]])
+    mask = torch.tensor([[[1, 0], [1, 1]]])
+    assert float(L.relevance_mass(rel, mask).score[0]) == pytest.approx(6 / 9)
+    assert float(L.relevance_mass(rel, mask, positive_only=False).score[0]) == pytest.approx(5 / 8)
+    # K = 3: top-3 are 4, 3, 2 -> two of them in the mask
+    assert float(L.relevance_rank(rel, mask).score[0]) == pytest.approx(2 / 3)
+    empty = L.relevance_mass(rel, torch.zeros(1, 2, 2))
+    assert math.isnan(float(empty.score[0])) and math.isnan(float(empty.mean))
+    assert math.isnan(float(L.relevance_rank(rel, torch.zeros(1, 2, 2)).score[0]))
+    # channel pooling and numpy input
+    rgb = np.stack([rel[0].numpy()] * 3)[None]
+    assert float(L.relevance_mass(rgb, mask.numpy()).score[0]) == pytest.approx(6 / 9)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: L.pointing_game(torch.rand(2, 4, 4), torch.ones(2, 4, 5)),
+    lambda: L.pointing_game(torch.rand(2, 4, 4), torch.full((2, 4, 4), 0.5)),
+    lambda: L.pointing_game(torch.rand(2, 4, 4), torch.ones(2, 4, 4), tolerance=-1),
+    lambda: L.pointing_game(torch.rand(2, 4, 4), torch.ones(2, 4, 4), ties="random"),
+    lambda: L.pointing_game(torch.rand(2, 4, 4), torch.ones(2, 4, 4), labels=[1]),
+    lambda: L.relevance_rank("map", torch.ones(2, 4, 4)),
+    lambda: L.relevance_mass(torch.rand(2, 4, 4), [[1]]),
+])
+def test_localisation_bad_inputs(call):
+    with pytest.raises(xt.XaiError):
+        call()

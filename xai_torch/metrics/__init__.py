@@ -1,0 +1,13 @@
+"""Metrics: is an explanation faithful, robust, sane, well localised?
+
+See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
+"""
+from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_order, reduce_channels
+from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion, rise_blur
+from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
+
+__all__ = [
+    "REDUCTIONS", "SCORES", "Scorer", "coerce_attribution", "descending_order", "reduce_channels",
+    "CausalCurve", "Completeness", "causal_auc", "completeness", "deletion", "insertion", "rise_blur",
+    "Localisation", "PointingGame", "pointing_game", "relevance_mass", "relevance_rank",
+]

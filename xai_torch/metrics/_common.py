@@ -1,0 +1,252 @@
+"""What every metric shares: batched no-grad scoring of perturbed images, attribution coercion,
+channel reduction and pixel orders.
+
+Common arguments of every metric, documented here once:
+
+Args:
+    model: the classifier (``nn.Module`` or callable ``x -> (B, num_classes)``). Never modified:
+        metrics only run forwards under ``torch.no_grad``; a model in training mode gets its
+        buffers (BatchNorm statistics) restored afterwards, and a warning.
+    x: float tensor ``(B, C, H, W)`` (or ``(C, H, W)``) in the model's input space.
+    attribution: a tensor or array ``(B, C, H, W)``, ``(B, 1, H, W)`` or ``(B, H, W)`` (``(H, W)``
+        when B = 1) of the same height and width as ``x``, or an explainer (any callable
+        ``explainer(x, target=classes) -> attributions``), which is then called once on ``x``
+        with the clean classes.
+    target: ``None`` (the clean argmax of each image), an int, or one class per image. One
+        target per image: ``(B, K)`` targets are refused. Metrics that only read class scores
+        also take an ``xt.Target`` / callable ``output -> (B,)`` scores.
+    reduce: how pixel attributions become one value per pixel: ``"sum"`` (signed sum over
+        channels, the default), ``"abs"`` (sum of absolute values, PAIR's grayscale),
+        ``"max_abs"`` (Simonyan), ``"max"`` (signed max, XRAI), ``"l2"`` or ``"mean"``.
+    batch_size: the most perturbed images one model call may see (``None``: automatic).
+    progress: tqdm progress bar (``None``: shown on long work on a terminal).
+
+Results are dataclasses of per-image float64 tensors on ``x.device``.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..batching import auto_batch_size, check_batch_size, map_chunks
+from ..errors import XaiError, XaiWarning, check_choice, describe
+from ..explainer import _STOCHASTIC_LAYERS, keep_buffers, model_device
+from ..hooks import HookSession
+from ..targets import ClassTarget, as_target
+
+#: what a class target is scored by: the softmax probability (RISE's deletion/insertion, SIC),
+#: the logit (ROAD in pytorch-grad-cam, infidelity), its log-probability, or correctness
+#: (1.0 when the model's top-1 is the target class: AIC, ROAD accuracy).
+SCORES = ("softmax", "logit", "log_softmax", "accuracy")
+REDUCTIONS = ("sum", "abs", "max_abs", "max", "l2", "mean")
+
+
+def reduce_channels(attr: torch.Tensor, how: str = "sum") -> torch.Tensor:
+    """``(B, C, H, W)`` attributions -> ``(B, H, W)`` pixel relevance (see ``reduce`` above)."""
+    check_choice(how, "reduce", REDUCTIONS)
+    if how == "sum":
+        return attr.sum(1)
+    if how == "abs":
+        return attr.abs().sum(1)
+    if how == "max_abs":
+        return attr.abs().amax(1)
+    if how == "max":
+        return attr.amax(1)
+    if how == "l2":
+        return attr.pow(2).sum(1).sqrt()
+    return attr.mean(1)
+
+
+def descending_order(relevance: torch.Tensor) -> torch.Tensor:
+    """Pixel indices ``(B, H*W)`` from most to least relevant. The sort is stable, so ties keep
+    raster order (row by row): the same map always gives the same order, on every device."""
+    return torch.sort(relevance.flatten(1), dim=1, descending=True, stable=True).indices
+
+
+def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
+    """A number in [0, 1] (ends excluded where asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise XaiError(f"{name} must be a number in [0, 1]; got {describe(value)}.")
+    v = float(value)
+    if not (0.0 <= v <= 1.0) or (low_open and v == 0.0) or (high_open and v == 1.0):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise XaiError(f"{name} must lie in {lo}0, 1{hi}; got {value!r}.")
+    return v
+
+
+class Scorer:
+    """Scores images for one fixed target per image, batched, under ``torch.no_grad``.
+
+    The clean images are scored once on construction; argmax targets are pinned to the clean
+    prediction (perturbed images are scored for the class of ``x``, not their own argmax).
+
+    Attributes:
+        x: the ``(B, C, H, W)`` images on the model's device (a copy, never the user's tensor).
+        device: the model's device.
+        classes: ``(B,)`` long, the class of each image, or ``None`` for a callable target.
+        clean: ``(B,)`` float64, the score of each clean image.
+        clean_top1: ``(B,)`` long, the model's top-1 class on each clean image (class outputs).
+        calls: images forwarded so far (the model-call count in samples).
+    """
+
+    def __init__(self, model, x: torch.Tensor, target=None, *, score: str = "softmax",
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None,
+                 name: str = "metric") -> None:
+        if not callable(model):
+            raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
+        check_choice(score, "score", SCORES)
+        self.model = model
+        self.name = name
+        self.score = score
+        self.batch_size = check_batch_size(batch_size)
+        self.progress = progress
+        self.device = model_device(model, x.device)
+        self.x = x.detach().to(self.device, copy=True)
+        self.calls = 0
+        self.training = _warn_if_training(model, name)
+        tgt = as_target(target, x.shape[0])
+        if tgt.k is not None:
+            raise XaiError(
+                f"{name} takes one target per image; got a ({x.shape[0]}, {tgt.k}) target. "
+                "Call it once per target column."
+            )
+        self._custom = None if isinstance(tgt, ClassTarget) else tgt
+        if self._custom is not None and score not in ("softmax", "logit"):
+            raise XaiError(f"score={score!r} needs class targets; a callable target gives its own scores.")
+        self.classes = None
+        self.clean_top1 = None
+        self._pin = isinstance(tgt, ClassTarget) and tgt.classes is None
+        if isinstance(tgt, ClassTarget):
+            b = x.shape[0]
+            self.classes = (torch.empty(b, dtype=torch.long, device=self.device) if self._pin
+                            else tgt.classes.to(self.device))
+            self.clean_top1 = torch.empty(b, dtype=torch.long, device=self.device)
+        self.clean = self.evaluate(x.shape[0], lambda a, b: (self.x[a:b].clone(), torch.arange(a, b)), first=True)
+
+    def _scores(self, out, rows: torch.Tensor, first: bool) -> torch.Tensor:
+        if self._custom is not None:
+            return self._custom.scores(out, rows)[0].detach().double()
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise XaiError(
+                f"{self.name} needs a model output of shape (B, num_classes); this model returned a "
+                f"{describe(out)}. Pass target=callable(output) -> (B,) scores."
+            )
+        out = out.detach()
+        top1 = out.argmax(1)
+        if first:
+            self.clean_top1[rows] = top1
+            if self._pin:
+                self.classes[rows] = top1
+        c = self.classes[rows]
+        if bool(((c < 0) | (c >= out.shape[1])).any()):
+            raise XaiError(f"target classes must lie in [0, {out.shape[1] - 1}] for this model; "
+                           f"got {sorted(set(c.tolist()))[:5]}.")
+        if self.score == "accuracy":
+            return (top1 == c).double()
+        out = out.double()
+        if self.score == "softmax":
+            out = out.softmax(1)
+        elif self.score == "log_softmax":
+            out = out.log_softmax(1)
+        return out.gather(1, c[:, None])[:, 0]
+
+    def chunk_size(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return auto_batch_size(self.x[0].numel(), self.device)
+
+    def evaluate(self, n: int, make: Callable[[int, int], tuple], *, first: bool = False,
+                 desc: Optional[str] = None) -> torch.Tensor:
+        """Scores of ``n`` perturbed images, in chunks of at most ``batch_size``.
+
+        Args:
+            make: ``make(start, stop) -> (z, rows)``: the ``stop - start`` images to score
+                ``(m, C, H, W)`` on the model's device, and the image each one belongs to
+                ``(m,)`` (its target is that image's).
+
+        Returns:
+            ``(n,)`` float64 scores on the model's device.
+        """
+        out = torch.empty(n, dtype=torch.float64, device=self.device)
+
+        def chunk(start: int, stop: int) -> None:
+            z, rows = make(start, stop)
+            rows = torch.as_tensor(rows, device=self.device)
+            with torch.no_grad():
+                y = self.model(z)
+            out[start:stop] = self._scores(y, rows, first)
+            self.calls += stop - start
+
+        with HookSession() as session:
+            if self.training:
+                keep_buffers(self.model, session)
+            map_chunks(chunk, n, self.chunk_size(), device=self.device, progress=self.progress,
+                       desc=desc or self.name)
+        return out
+
+    def attributions(self, attribution, reduce: Optional[str] = "sum") -> torch.Tensor:
+        """``attribution`` (a tensor, an array or an explainer) as float64 on the model's device:
+        ``(B, H, W)`` relevance when ``reduce`` is given, else ``(B, C', H, W)``. Check tensors
+        with :func:`coerce_attribution` before building the scorer to fail before any model call."""
+        return coerce_attribution(attribution, self.x, self.classes, reduce=reduce, name=self.name)
+
+
+def _warn_if_training(model, name: str) -> bool:
+    if not isinstance(model, nn.Module):
+        return False
+    if model.training and any(isinstance(m, _STOCHASTIC_LAYERS) for m in model.modules()):
+        warnings.warn(f"{name}: the model is in training mode (BatchNorm / Dropout): scores then depend "
+                      "on the batch and on chance. Call model.eval() first.", XaiWarning, stacklevel=4)
+    return any(m.training for m in model.modules())
+
+
+def is_explainer(attribution) -> bool:
+    """Whether ``attribution`` is an explainer to call rather than attributions to check."""
+    return callable(attribution) and not isinstance(attribution, (torch.Tensor, np.ndarray))
+
+
+def coerce_attribution(attribution, x: torch.Tensor, classes: Optional[torch.Tensor] = None, *,
+                       reduce: Optional[str] = "sum", name: str = "attribution") -> torch.Tensor:
+    """Check an attribution against ``x`` ``(B, C, H, W)`` (or call the explainer that makes
+    it) and return it as float64 on ``x.device``: ``(B, H, W)`` if ``reduce`` else
+    ``(B, C', H, W)`` with ``C'`` = 1 or C."""
+    b, c, h, w = x.shape
+    if is_explainer(attribution):
+        target = classes.cpu() if classes is not None else None
+        attribution = attribution(x.clone(), target=target)
+    if isinstance(attribution, np.ndarray):
+        attribution = torch.from_numpy(np.ascontiguousarray(attribution))
+    if not isinstance(attribution, torch.Tensor):
+        raise XaiError(f"attribution must be a tensor, an array or an explainer; got {describe(attribution)}.")
+    a = attribution.detach()
+    if a.is_complex() or a.dtype == torch.bool:
+        raise XaiError(f"attribution must hold real numbers; got {describe(attribution)}.")
+    if a.ndim == 2 and b == 1:
+        a = a[None, None]
+    elif a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[0] != b or a.shape[2:] != (h, w) or a.shape[1] not in (1, c):
+        raise XaiError(
+            f"attribution must have shape ({b}, {c}, {h}, {w}), ({b}, 1, {h}, {w}) or ({b}, {h}, {w}) to "
+            f"match x of shape {tuple(x.shape)}; got {describe(attribution)}. CAMs at layer resolution "
+            "must be upsampled first (explain(...).attributions is already at input size)."
+        )
+    a = a.to(x.device, torch.float64)
+    if not bool(torch.isfinite(a).all()):
+        raise XaiError(f"{name}: the attribution has NaN or infinite values.")
+    return reduce_channels(a, reduce) if reduce is not None else a
+
+
+def to_result(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A result tensor as float64 on the user's device."""
+    return t.to(like.device, torch.float64)
+
+
+__all__ = ["Scorer", "SCORES", "REDUCTIONS", "reduce_channels", "descending_order", "coerce_attribution",
+           "is_explainer", "check_fraction", "to_result"]
