@@ -1,0 +1,541 @@
+"""Sanity checks for saliency maps: model-parameter randomisation (Adebayo et al. 2018).
+
+An explanation that stays the same when the model's learned weights are replaced by random
+ones cannot be explaining what the model learned. :func:`model_randomization` re-initialises
+the layers of a *copy* of the model, from the logits down (``"cascading"``) or one at a time
+(``"independent"``), explains the same images after each step and compares every map with the
+map of the intact model. The similarity functions (:func:`spearman`, :func:`pearson`,
+:func:`ssim`, :func:`hog_similarity`) are pure functions of batched maps ``(B, H, W) -> (B,)``.
+
+See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..batching import progress_bar
+from ..errors import XaiError, check_choice, check_input, describe
+from ..explainer import Explainer
+from ..hooks import HookSession
+from ..layers import find_layer
+from ._common import REDUCTIONS, Scorer, coerce_attribution, correlation, to_result
+
+#: similarity names :func:`model_randomization` knows.
+SIMILARITIES = ("spearman", "spearman_abs", "pearson", "ssim", "hog")
+MODES = ("cascading", "independent")
+INITS = ("reset", "normal")
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity of batched maps
+def _flat_pair(a, b, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.as_tensor(a)
+    b = torch.as_tensor(b)
+    if a.shape != b.shape or a.ndim < 2:
+        raise XaiError(f"{name} compares two batches of maps of the same shape (B, H, W) (or (B, N)); got "
+                       f"{describe(a)} and {describe(b)}.")
+    if a.is_complex() or b.is_complex() or a.dtype == torch.bool or b.dtype == torch.bool:
+        raise XaiError(f"{name} needs real-valued maps; got {describe(a)} and {describe(b)}.")
+    return a.detach().flatten(1).to(torch.float64), b.detach().flatten(1).to(a.device, torch.float64)
+
+
+def pearson(a, b) -> torch.Tensor:
+    """Pearson correlation of each pair of maps.
+
+    Args:
+        a, b: maps ``(B, H, W)`` (any trailing shape; each row is flattened).
+
+    Returns:
+        ``(B,)`` float64 in [-1, 1] on ``a.device``; NaN where a map is constant (the
+        correlation is undefined; scipy also returns NaN).
+
+    Shape:
+        ``(B, *) , (B, *) -> (B,)``.
+
+    Example:
+        >>> pearson(maps, 2 * maps + 1)       # tensor([1., 1., ...])
+    """
+    return correlation(*_flat_pair(a, b, "pearson"), dim=1)
+
+
+def rank(v: torch.Tensor) -> torch.Tensor:
+    """Average ranks (1..N) along the last dim of ``(B, N)`` values; ties share the mean of the
+    ranks they span (``scipy.stats.rankdata(method="average")``), batched in torch.
+
+    Shape:
+        ``(B, N) -> (B, N)`` float64.
+
+    Example:
+        >>> rank(torch.tensor([[3.0, 1.0, 3.0, 2.0]]))   # tensor([[3.5, 1.0, 3.5, 2.0]])
+    """
+    n = v.shape[-1]
+    sv, idx = torch.sort(v, dim=-1, stable=True)
+    pos = torch.arange(n, device=v.device, dtype=torch.float64).expand_as(sv)
+    starts = torch.ones_like(sv, dtype=torch.bool)
+    starts[..., 1:] = sv[..., 1:] != sv[..., :-1]
+    ends = torch.ones_like(starts)
+    ends[..., :-1] = starts[..., 1:]
+    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(-1).values
+    last = torch.where(ends, pos, torch.full_like(pos, n)).flip(-1).cummin(-1).values.flip(-1)
+    return torch.empty_like(pos).scatter_(-1, idx, (first + last) / 2 + 1)
+
+
+def spearman(a, b, absolute: bool = False) -> torch.Tensor:
+    """Spearman rank correlation of each pair of maps (Pearson of average ranks, so ties are
+    handled as ``scipy.stats.spearmanr``).
+
+    Args:
+        a, b: maps ``(B, H, W)`` (any trailing shape; each row is flattened).
+        absolute: rank ``|a|`` and ``|b|`` (the magnitude ordering; the paper's "ABS" variant
+            when the maps are signed).
+
+    Returns:
+        ``(B,)`` float64 in [-1, 1] on ``a.device``; NaN where a map is constant.
+
+    Shape:
+        ``(B, *) , (B, *) -> (B,)``.
+
+    Example:
+        >>> spearman(maps, maps.exp())        # tensor([1., ...]): any increasing map
+        >>> spearman(maps, -maps)             # tensor([-1., ...])
+    """
+    a, b = _flat_pair(a, b, "spearman")
+    if absolute:
+        a, b = a.abs(), b.abs()
+    return correlation(rank(a), rank(b), dim=1)
+
+
+def ssim(a, b, *, data_range: Optional[float] = None, win_size: int = 7) -> torch.Tensor:
+    """Structural similarity of each pair of maps, equal to
+    ``skimage.metrics.structural_similarity(a_i, b_i, data_range=..., win_size=7)`` (its
+    defaults: uniform 7x7 window, K1 = 0.01, K2 = 0.03, sample covariance, mean over the
+    windows that lie inside the image).
+
+    Args:
+        a, b: maps ``(B, H, W)``, H and W at least ``win_size``.
+        data_range: the value range L of the maps (C1 = (0.01 L)^2, C2 = (0.03 L)^2). ``None``:
+            per pair, the joint range ``max(a_i, b_i) - min(a_i, b_i)`` (skimage asks for it
+            explicitly on float maps). SSIM is not scale invariant: compare maps on one scale
+            (``model_randomization`` min-max normalises both to [0, 1], data_range 1).
+        win_size: the odd side of the square window.
+
+    Returns:
+        ``(B,)`` float64 on ``a.device``, 1 for identical maps; NaN where the range is 0.
+
+    Shape:
+        ``(B, H, W), (B, H, W) -> (B,)``.
+
+    Example:
+        >>> ssim(m1, m2, data_range=1.0)
+    """
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise XaiError(f"ssim compares two batches of maps of shape (B, H, W); got {describe(a)} and {describe(b)}.")
+    if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 3 or win_size % 2 == 0:
+        raise XaiError(f"win_size must be an odd integer >= 3; got {describe(win_size)}.")
+    if min(a.shape[1:]) < win_size:
+        raise XaiError(f"ssim with win_size={win_size} needs maps of at least {win_size}x{win_size}; got "
+                       f"{tuple(a.shape[1:])}. Pass a smaller odd win_size.")
+    a = a.detach().to(torch.float64)
+    b = b.detach().to(a.device, torch.float64)
+    if data_range is None:
+        both = torch.cat([a.flatten(1), b.flatten(1)], 1)
+        rng = both.amax(1) - both.amin(1)
+    else:
+        if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0:
+            raise XaiError(f"data_range must be a positive number or None; got {describe(data_range)}.")
+        rng = torch.full((a.shape[0],), float(data_range), dtype=torch.float64, device=a.device)
+    c1 = (0.01 * rng)[:, None, None, None] ** 2
+    c2 = (0.03 * rng)[:, None, None, None] ** 2
+    pool = torch.nn.functional.avg_pool2d
+    stack = torch.stack([a, b, a * a, b * b, a * b], 1)          # (B, 5, H, W)
+    mu_a, mu_b, m_aa, m_bb, m_ab = pool(stack, win_size, stride=1).split(1, 1)
+    n = win_size * win_size
+    cov = n / (n - 1)                                             # sample covariance, as skimage
+    var_a, var_b, cov_ab = cov * (m_aa - mu_a ** 2), cov * (m_bb - mu_b ** 2), cov * (m_ab - mu_a * mu_b)
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+def hog_similarity(a, b, **hog_kwargs) -> torch.Tensor:
+    """Pearson correlation of the HOG descriptors of each pair of maps, as in the paper:
+    ``pearson(skimage.feature.hog(a_i), skimage.feature.hog(b_i))``, one image at a time on
+    the CPU.
+
+    Args:
+        a, b: maps ``(B, H, W)``; with skimage's defaults (8x8-pixel cells, 3x3-cell blocks)
+            H and W must be at least 24. HOG's block normalisation has an epsilon, so bring
+            tiny-valued maps to a common scale first (``model_randomization`` min-max
+            normalises them).
+        **hog_kwargs: passed to ``skimage.feature.hog`` (``orientations=9``,
+            ``pixels_per_cell=(8, 8)``, ``cells_per_block=(3, 3)``, ``block_norm="L2-Hys"`` by
+            default).
+
+    Returns:
+        ``(B,)`` float64 on ``a.device``; NaN where a descriptor is constant.
+
+    Shape:
+        ``(B, H, W), (B, H, W) -> (B,)``.
+
+    Example:
+        >>> hog_similarity(m1, m2, pixels_per_cell=(16, 16))
+    """
+    from skimage.feature import hog
+
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise XaiError(f"hog_similarity compares two batches of maps of shape (B, H, W); got {describe(a)} and "
+                       f"{describe(b)}.")
+    ppc = hog_kwargs.get("pixels_per_cell", (8, 8))
+    cpb = hog_kwargs.get("cells_per_block", (3, 3))
+    need = (ppc[0] * cpb[0], ppc[1] * cpb[1])
+    if a.shape[1] < need[0] or a.shape[2] < need[1]:
+        raise XaiError(f"hog_similarity with pixels_per_cell={tuple(ppc)} and cells_per_block={tuple(cpb)} needs "
+                       f"maps of at least {need[0]}x{need[1]}; got {tuple(a.shape[1:])}.")
+    an = a.detach().to("cpu", torch.float64).numpy()
+    bn = b.detach().to("cpu", torch.float64).numpy()
+    da = np.stack([hog(m, channel_axis=None, **hog_kwargs) for m in an])
+    db = np.stack([hog(m, channel_axis=None, **hog_kwargs) for m in bn])
+    return correlation(torch.from_numpy(da), torch.from_numpy(db), dim=1).to(a.device)
+
+
+def _minmax(m: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max to [0, 1]; a constant map becomes 0."""
+    flat = m.flatten(1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    span = hi - lo
+    out = (flat - lo[:, None]) / torch.where(span > 0, span, torch.ones_like(span))[:, None]
+    return out.reshape(m.shape)
+
+
+_BUILTIN: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "spearman": lambda a, b: spearman(a, b),
+    "spearman_abs": lambda a, b: spearman(a, b, absolute=True),
+    "pearson": lambda a, b: pearson(a, b),
+    "ssim": lambda a, b: ssim(_minmax(a), _minmax(b), data_range=1.0),
+    "hog": lambda a, b: hog_similarity(_minmax(a), _minmax(b)),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Model-parameter randomisation
+@dataclass
+class RandomizationResult:
+    """What :func:`model_randomization` returns.
+
+    Attributes:
+        layers: the label of each randomisation step, in order (a dotted name, or the names of
+            a group joined by ``"+"``).
+        mode: ``"cascading"`` or ``"independent"``.
+        targets: ``(B,)`` the class explained for every model (the intact model's prediction
+            unless given); ``None`` for a callable target.
+        original: ``(B, H, W)`` the map of the intact model.
+        scores: similarity name -> ``(B, L)``: the similarity of step l's map to ``original``.
+        rerun: similarity name -> ``(B,)``: a second explanation of the intact model compared
+            with ``original`` (a determinism check: 1 for deterministic methods). Kept apart
+            from ``scores``, so that no average over layers includes it (Quantus averages its
+            "original" entry into the layers). Empty when ``rerun=False``.
+        maps: ``(B, L, H, W)`` the map after each step, when ``keep_maps=True``.
+    """
+
+    layers: list[str]
+    mode: str
+    targets: Optional[torch.Tensor]
+    original: torch.Tensor
+    scores: dict[str, torch.Tensor]
+    rerun: dict[str, torch.Tensor] = field(default_factory=dict)
+    maps: Optional[torch.Tensor] = None
+
+    def mean(self, name: str = "spearman") -> torch.Tensor:
+        """``(L,)`` the similarity ``name`` per step, averaged over the images (NaN ignored)."""
+        if name not in self.scores:
+            raise XaiError(f"no similarity {name!r} in this result; it has {sorted(self.scores)}.")
+        return self.scores[name].nanmean(0)
+
+
+def _own_state(module: nn.Module) -> list[torch.Tensor]:
+    return list(module.parameters(recurse=False)) + [b for b in module.buffers(recurse=False) if b is not None]
+
+
+def _randomisable(module: nn.Module) -> bool:
+    """A module :func:`model_randomization` re-initialises by default: it holds parameters of its
+    own (or BatchNorm statistics) and has ``reset_parameters``."""
+    return callable(getattr(module, "reset_parameters", None)) and len(_own_state(module)) > 0
+
+
+def _resolve_layers(model: nn.Module, layers, init: str) -> list[tuple[str, list[tuple[str, nn.Module]]]]:
+    """``layers`` -> [(label, [(name, module) to re-initialise])], checked before any model call."""
+    if isinstance(layers, (str, nn.Module)) or not isinstance(layers, Sequence) or len(layers) == 0:
+        raise XaiError(
+            "layers must be None (every Conv / Linear / BatchNorm ... from the logits down) or a non-empty list "
+            f"of dotted module names (an entry may be a list of names randomised in one step); got {describe(layers)}."
+        )
+    steps, owner = [], {}
+    for i, entry in enumerate(layers):
+        group = [entry] if isinstance(entry, (str, nn.Module)) else entry
+        if not isinstance(group, Sequence) or len(group) == 0:
+            raise XaiError(f"layers[{i}] must be a dotted module name or a non-empty list of them; "
+                           f"got {describe(entry)}.")
+        names, members = [], []
+        for spec in group:
+            name, module = find_layer(model, spec, f"layers[{i}]")
+            names.append(name)
+            for sub_name, sub in module.named_modules(prefix=name):
+                state = _own_state(sub)
+                if not state:
+                    continue
+                if init == "reset" and not callable(getattr(sub, "reset_parameters", None)):
+                    raise XaiError(f"layers[{i}]: {sub_name!r} ({type(sub).__name__}) holds parameters but has no "
+                                   "reset_parameters(); use init='normal' or leave it out.")
+                for t in state:
+                    if id(t) in owner and owner[id(t)] != i:
+                        raise XaiError(f"layers[{i}] ({name!r}) overlaps layers[{owner[id(t)]}]: a parameter would be "
+                                       "randomised twice. Give disjoint modules.")
+                    owner[id(t)] = i
+                members.append((sub_name, sub))
+        if not members:
+            raise XaiError(f"layers[{i}] ({'+'.join(names)!r}) has no parameters to randomise.")
+        steps.append(("+".join(names), members))
+    return steps
+
+
+def _resolve_similarity(similarity) -> dict[str, Callable]:
+    if isinstance(similarity, str):
+        similarity = (similarity,)
+    if isinstance(similarity, Mapping):
+        items = dict(similarity)
+        for k, fn in items.items():
+            if not isinstance(k, str) or not callable(fn):
+                raise XaiError(f"similarity as a dict maps names to functions (a, b) -> (B,); "
+                               f"got {k!r}: {describe(fn)}.")
+    elif isinstance(similarity, Sequence) and len(similarity) > 0:
+        items = {}
+        for s in similarity:
+            check_choice(s, "similarity", SIMILARITIES)
+            items[s] = _BUILTIN[s]
+    else:
+        raise XaiError(f"similarity must be a name from {list(SIMILARITIES)}, a non-empty list of them or a dict "
+                       f"name -> function; got {describe(similarity)}.")
+    if not items:
+        raise XaiError("similarity is empty; give at least one of " + ", ".join(SIMILARITIES) + ".")
+    return items
+
+
+def _save(members: list[tuple[str, nn.Module]]) -> list[dict[str, torch.Tensor]]:
+    return [{k: t.detach().clone() for k, t in (*m._parameters.items(), *m._buffers.items()) if t is not None}
+            for _, m in members]
+
+
+def _restore(members: list[tuple[str, nn.Module]], saved: list[dict[str, torch.Tensor]]) -> None:
+    """Put a step's saved values back (by attribute name: a reset that swapped a tensor is undone too)."""
+    with torch.no_grad():
+        for (_, m), values in zip(members, saved):
+            for k, v in values.items():
+                t = m._parameters[k] if k in m._parameters else m._buffers[k]
+                t.copy_(v)
+
+
+def _reinit(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
+    """Re-initialise every module of one step, reproducibly from ``seed``."""
+    torch.manual_seed(seed)  # inside fork_rng: the caller's global RNG state is restored
+    gen = torch.Generator().manual_seed(seed)
+    for _, m in members:
+        if init == "reset" and callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
+            continue
+        weight = getattr(m, "weight", None)
+        fan_in = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.ndim >= 2 else 1
+        std = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            for p in m.parameters(recurse=False):
+                draw = torch.empty(p.shape, dtype=torch.float64)
+                nn.init.trunc_normal_(draw, 0.0, std, -2 * std, 2 * std, generator=gen)
+                p.copy_(draw)
+        if callable(getattr(m, "reset_running_stats", None)):
+            m.reset_running_stats()
+
+
+def _build_explainer(explainer, model: nn.Module):
+    """The copied model and an explainer on it (see ``model_randomization``)."""
+    if isinstance(explainer, Explainer):
+        if explainer.model is not model:
+            raise XaiError(f"the explainer {type(explainer).__name__} explains a different model than `model`; "
+                           "build it on `model`, or pass a factory: lambda m: xt.GradCAM(m, layer=...).")
+        if explainer._sessions:
+            raise XaiError(f"the explainer {type(explainer).__name__} is inside an open `with` block (its hooks are on "
+                           "the model); call model_randomization outside it.")
+        try:  # one memo: the copied explainer's model and layers point into the copied model
+            model_copy, explainer_copy = copy.deepcopy((model, explainer))
+        except Exception as err:  # noqa: BLE001 - reported with the way out
+            raise XaiError(f"could not deep-copy {type(explainer).__name__} with its model ({err}); pass a factory "
+                           "lambda m: Explainer(m, ...) instead.") from err
+        return model_copy, explainer_copy
+    model_copy = copy.deepcopy(model)
+    built = explainer(model_copy)
+    if not callable(built):
+        raise XaiError(f"the explainer factory must return an explainer (a callable x, target= -> attributions); "
+                       f"it returned {describe(built)}.")
+    if isinstance(getattr(built, "model", None), nn.Module) and built.model is not model_copy:
+        raise XaiError("the explainer factory must build the explainer on the model it is given "
+                       "(lambda m: xt.GradCAM(m, layer=...)), not on another model.")
+    return model_copy, built
+
+
+def model_randomization(model: nn.Module, explainer, x: torch.Tensor, target=None, *, mode: str = "cascading",
+                        layers=None, init: str = "reset", seed: int = 42,
+                        similarity: Union[Sequence[str], Mapping[str, Callable]] = ("spearman", "spearman_abs",
+                                                                                     "ssim", "hog"),
+                        reduce: str = "sum", rerun: bool = True, keep_maps: bool = False,
+                        batch_size: Optional[int] = None, progress: Optional[bool] = None) -> RandomizationResult:
+    """Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency
+    Maps"): how similar the explanations of randomised models stay to the intact model's.
+
+    Everything happens on a deep copy of ``model``; the user's model (parameters, buffers,
+    hooks, modes) is never touched. The classes explained are fixed to the intact model's
+    prediction (or ``target``) for every randomised model. A method that passes the check
+    gives maps whose similarity falls as more layers are randomised; one that stays near 1
+    (guided backpropagation, Guided Grad-CAM in the paper) does not depend on the weights.
+
+    Args:
+        model: an ``nn.Module`` (see :mod:`xai_torch.metrics._common`).
+        explainer: an xai_torch explainer built on ``model`` (it is deep-copied together with
+            the model, so its configuration and layers carry over), or a factory
+            ``model -> explainer`` called once with the copy, e.g.
+            ``lambda m: xt.GradCAM(m, layer="layer4")`` (the way for any other callable
+            ``explainer(x, target=...)``).
+        x, target, reduce, batch_size, progress: see :mod:`xai_torch.metrics._common`.
+            ``batch_size`` applies to the clean forward; the explainer keeps its own.
+        mode: ``"cascading"`` randomises the steps cumulatively, in the order given (from the
+            logits down by default); ``"independent"`` restores the intact weights before
+            randomising each step alone.
+        layers: ``None``: every module that has parameters (or BatchNorm statistics) and
+            ``reset_parameters`` (Conv, Linear, BatchNorm, ...), in reverse order of first
+            execution (from a hooked pass of the clean forward); modules never called are left
+            out. Or a list of dotted names; an entry may be a list of names randomised in one
+            step (a block group), and a container name randomises all its layers at once.
+        init: ``"reset"``: ``reset_parameters()`` after ``torch.manual_seed(seed + step)``
+            (the layer's default initialiser, Quantus' choice; BatchNorm's reset also clears
+            its running statistics). ``"normal"``: every parameter drawn from a truncated
+            normal N(0, 1/fan_in) cut at 2 sigma (the paper's initialiser family; fan_in = 1
+            for 1-D weights), and running statistics reset. The draws depend on ``seed`` and
+            the step index only, so a step gets the same weights in both modes.
+        seed: the seed of the randomisation (the global RNG state is restored afterwards).
+        similarity: names from ``SIMILARITIES`` or a dict ``name -> f(a, b) -> (B,)`` (called
+            with the raw float64 maps of the intact and the randomised model).
+            ``"spearman"``: rank correlation of the maps; ``"spearman_abs"``: of their absolute
+            values; ``"pearson"``; ``"ssim"`` and ``"hog"``: on maps min-max normalised to
+            [0, 1] (SSIM with data_range 1; HOG needs maps of at least 24x24). With the
+            default ``reduce="sum"``, ``"spearman"`` is the paper's signed ("no ABS") variant;
+            its ABS variant (sum of |a| over channels) is ``reduce="abs"``.
+        rerun: explain the intact model a second time and report its similarity to the
+            first run (determinism check, ``result.rerun``).
+        keep_maps: keep every step's map in ``result.maps``.
+
+    Returns:
+        :class:`RandomizationResult`.
+
+    Shape:
+        ``x``: ``(B, C, H, W)``; ``original``: ``(B, H, W)``; ``scores[name]``: ``(B, L)``.
+
+    Raises:
+        XaiError: unknown layer names (with the closest names), an empty or overlapping layer
+        list, an unknown similarity / mode / init, or an explainer on another model; all
+        before any model call.
+
+    Example:
+        >>> res = model_randomization(model, lambda m: xt.GradCAM(m, layer="layer4"), x,
+        ...                           layers=["fc", "layer4", "layer3", "layer2", "layer1"])
+        >>> res.mean("spearman_abs")          # (5,): falls towards 0 for a sane method
+    """
+    x4, _ = check_input(x)
+    if not isinstance(model, nn.Module):
+        raise XaiError(f"model_randomization re-initialises layers: model must be an nn.Module; got {describe(model)}.")
+    check_choice(mode, "mode", MODES)
+    check_choice(init, "init", INITS)
+    check_choice(reduce, "reduce", REDUCTIONS)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise XaiError(f"seed must be an int; got {describe(seed)}.")
+    sims = _resolve_similarity(similarity)
+    if "hog" in sims and sims["hog"] is _BUILTIN["hog"] and min(x4.shape[2:]) < 24:
+        raise XaiError(f"similarity 'hog' needs images of at least 24x24 (8x8-pixel cells, 3x3 blocks); x is "
+                       f"{tuple(x4.shape[2:])}. Leave 'hog' out of similarity.")
+    if "ssim" in sims and sims["ssim"] is _BUILTIN["ssim"] and min(x4.shape[2:]) < 7:
+        raise XaiError(f"similarity 'ssim' needs images of at least 7x7; x is {tuple(x4.shape[2:])}.")
+    if not (isinstance(explainer, Explainer) or callable(explainer)):
+        raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; got "
+                       f"{describe(explainer)}.")
+    steps = _resolve_layers(model, layers, init) if layers is not None else None
+
+    model_copy, explain = _build_explainer(explainer, model)
+    copies = dict(model_copy.named_modules())
+    order: list[str] = []
+    with HookSession() as session:
+        if steps is None:
+            seen = set()
+            for name, module in model_copy.named_modules():
+                if _randomisable(module):
+                    def pre(mod, args, name=name):
+                        if name not in seen:
+                            seen.add(name)
+                            order.append(name)
+                    session.forward_pre_hook(module, pre)
+        scorer = Scorer(model_copy, x4, target, score="logit", batch_size=batch_size, progress=progress,
+                        name="model_randomization")
+    if steps is None:
+        if not order:
+            raise XaiError("the model has no layer with parameters and reset_parameters() that its forward calls; "
+                           "pass layers= explicitly.")
+        steps = [(n, [(n, copies[n])]) for n in reversed(order)]
+    else:  # the same modules, in the copy
+        steps = [(label, [(n, copies[n]) for n, _ in members]) for label, members in steps]
+
+    xd = scorer.x
+    tgt = scorer.classes.cpu() if scorer.classes is not None else target
+
+    def run() -> torch.Tensor:
+        attr = explain(xd.clone(), target=tgt)
+        return coerce_attribution(attr, xd, reduce=reduce, name="model_randomization")
+
+    def compare(m: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(fn(original, m)).to(original.device, torch.float64) for k, fn in sims.items()}
+
+    original = run()
+    reruns = compare(run()) if rerun else {}
+    saved = [_save(members) for _, members in steps] if mode == "independent" else None
+    devices = sorted({t.device.index or 0 for t in model_copy.parameters() if t.device.type == "cuda"})
+    per_step, maps = [], []
+    bar = progress_bar(len(steps), len(steps), progress, "model_randomization")
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for i, (_, members) in enumerate(steps):
+                _reinit(members, init, seed + i)
+                m = run()
+                per_step.append(compare(m))
+                if keep_maps:
+                    maps.append(m)
+                if saved is not None:
+                    _restore(members, saved[i])
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    scores = {k: to_result(torch.stack([s[k] for s in per_step], 1), x4) for k in sims}
+    return RandomizationResult(
+        layers=[label for label, _ in steps], mode=mode,
+        targets=None if scorer.classes is None else scorer.classes.to(x4.device),
+        original=to_result(original, x4), scores=scores, rerun={k: to_result(v, x4) for k, v in reruns.items()},
+        maps=to_result(torch.stack(maps, 1), x4) if keep_maps else None,
+    )
+
+
+__all__ = ["SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "rank",
+           "spearman", "ssim"]
