@@ -5,13 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import Counting, Scaled, SmallNet, assert_no_trace, snapshot
 from torch import nn
 
 import xai_torch as xt
 from xai_torch.metrics import faithfulness as F
 from xai_torch.metrics import localisation as L
 from xai_torch.metrics._common import Scorer, descending_order, reduce_channels
+
+from conftest import Counting, Scaled, SmallNet, assert_no_trace, snapshot
 
 
 class PixelLinear(nn.Module):

@@ -68,6 +68,15 @@ def descending_order(relevance: torch.Tensor) -> torch.Tensor:
     return torch.sort(relevance.flatten(1), dim=1, descending=True, stable=True).indices
 
 
+def correlation(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Pearson correlation of ``a`` and ``b`` along ``dim``; NaN where either is constant."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    den = (a.pow(2).sum(dim) * b.pow(2).sum(dim)).sqrt()
+    r = (a * b).sum(dim) / den
+    return torch.where(den > 0, r, torch.full_like(r, float("nan")))
+
+
 def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
     """A number in [0, 1] (ends excluded where asked)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
@@ -249,4 +258,4 @@ def to_result(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["Scorer", "SCORES", "REDUCTIONS", "reduce_channels", "descending_order", "coerce_attribution",
-           "is_explainer", "check_fraction", "to_result"]
+           "is_explainer", "check_fraction", "correlation", "to_result"]
