@@ -1,4 +1,4 @@
-"""GradCAM on resnet18 (random weights), layer4, 224 px, CPU, batch 1 and 8.
+"""GradCAM on resnet18 (random weights), layer4, 224 px, batch 1 and 8, on the GPU if any.
 
 Floor: the same forward + backward to the layer only, in plain torch (a forward hook keeps
 layer4's output, autograd.grad to it, the weighted sum). Reference: pytorch-grad-cam's GradCAM
@@ -15,18 +15,19 @@ import torchvision
 
 import xai_torch as xt
 
-from benchmarks.common import compare, table
+from benchmarks.common import compare, device, table
 
 
 def run(repeats: int = 15) -> str:
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
+    model = torchvision.models.resnet18(weights=None).eval().to(device())
     return "\n\n".join(_one(model, batch, repeats) for batch in (1, 8))
 
 
 def _one(model, batch: int, repeats: int) -> str:
-    x = torch.randn(batch, 3, 224, 224)
-    target = torch.arange(batch)
+    dev = device()
+    x = torch.randn(batch, 3, 224, 224).to(dev)
+    target = torch.arange(batch, device=dev)
 
     def floor():
         acts = []
@@ -66,9 +67,8 @@ def _one(model, batch: int, repeats: int) -> str:
         pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        medians = compare(fns, repeats=repeats)
-    return table(f"GradCAM resnet18 layer4, 224 px, batch {batch}, CPU, {torch.get_num_threads()} "
-                 f"threads, median of {repeats}", medians, rows)
+        medians = compare(fns, repeats=repeats, device=dev)
+    return table(f"GradCAM resnet18 layer4, 224 px, batch {batch}, {dev.type}, median of {repeats}", medians, rows)
 
 
 if __name__ == "__main__":

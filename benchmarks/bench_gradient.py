@@ -1,4 +1,4 @@
-"""Gradient and GuidedBackprop on resnet18 (random weights), 224 px, batch 4, CPU.
+"""Gradient and GuidedBackprop on resnet18 (random weights), 224 px, batch 4, on the GPU if any.
 
 Floor: the same forward + backward in plain torch (autograd.grad to the input). Reference:
 Captum's Saliency(abs=False) and GuidedBackprop, timed in the same run. Target: <= 1.10 x floor.
@@ -10,14 +10,15 @@ import torchvision
 
 import xai_torch as xt
 
-from benchmarks.common import compare, table
+from benchmarks.common import compare, device, table
 
 
 def run(repeats: int = 15) -> str:
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
-    x = torch.randn(4, 3, 224, 224)
-    target = torch.tensor([1, 2, 3, 4])
+    dev = device()
+    model = torchvision.models.resnet18(weights=None).eval().to(dev)
+    x = torch.randn(4, 3, 224, 224).to(dev)
+    target = torch.tensor([1, 2, 3, 4], device=dev)
 
     def floor():
         xg = x.detach().clone().requires_grad_(True)
@@ -40,8 +41,8 @@ def run(repeats: int = 15) -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        medians = compare(fns, repeats=repeats)
-    return table(f"resnet18, 224 px, batch 4, CPU, {torch.get_num_threads()} threads, median of {repeats}",
+        medians = compare(fns, repeats=repeats, device=dev)
+    return table(f"Gradient / GuidedBackprop, resnet18, 224 px, batch 4, {dev.type}, median of {repeats}",
                  medians, rows)
 
 

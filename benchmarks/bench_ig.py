@@ -24,7 +24,7 @@ import torchvision
 
 import xai_torch as xt
 
-from benchmarks.common import compare, table
+from benchmarks.common import compare, device, table
 
 
 def _model():
@@ -35,8 +35,8 @@ def _model():
 def bench_ig(model, x, b, repeats):
     steps, target = 50, 3
     alphas, weights = xt.path.gauss_legendre(steps)
-    a = alphas.float().view(-1, 1, 1, 1)
-    w = weights.float().view(-1, 1, 1, 1)
+    a = alphas.float().view(-1, 1, 1, 1).to(x.device)
+    w = weights.float().view(-1, 1, 1, 1).to(x.device)
 
     def floor():
         z = (b + a * (x - b)).requires_grad_(True)
@@ -58,7 +58,8 @@ def bench_ig(model, x, b, repeats):
                 ("ig.explain(x) (+ delta)", "ours explain", "captum IG + delta", 1.05, 1.0)]
     except ImportError:
         pass
-    return table("IntegratedGradients, 50 steps (gauss_legendre), batch 50", compare(fns, repeats=repeats), rows)
+    return table(f"IntegratedGradients, 50 steps (gauss_legendre), batch 50, {x.device.type}",
+                 compare(fns, repeats=repeats, device=x.device), rows)
 
 
 def bench_smoothgrad(model, x, repeats):
@@ -66,7 +67,7 @@ def bench_smoothgrad(model, x, repeats):
     std = 0.15 * float(x.max() - x.min())
 
     def floor():  # drawing the noise is part of the work
-        z = (x + std * torch.randn(samples, *x.shape[1:])).requires_grad_(True)
+        z = (x + std * torch.randn(samples, *x.shape[1:], device=x.device)).requires_grad_(True)
         (g,) = torch.autograd.grad(model(z)[:, target].sum(), z)
         return g.mean(0, keepdim=True)
 
@@ -83,7 +84,8 @@ def bench_smoothgrad(model, x, repeats):
         rows = [("xt.SmoothGrad(Gradient)", "ours", "captum NoiseTunnel(Saliency)", 1.05, 1.0)]
     except ImportError:
         pass
-    return table("SmoothGrad, 25 samples, batch 25", compare(fns, repeats=repeats), rows)
+    return table(f"SmoothGrad, 25 samples, batch 25, {x.device.type}", compare(fns, repeats=repeats, device=x.device),
+                 rows)
 
 
 def bench_guided_ig(model, x, repeats):
@@ -157,11 +159,12 @@ def bench_memory() -> str:
 def run(repeats: int = 11) -> str:
     model = _model()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    b = torch.zeros_like(x)
+    dev = device()
+    on_dev, x_dev = _model().to(dev), x.to(dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parts = [f"resnet18, 224 px, one image, CPU, {torch.get_num_threads()} threads, medians",
-                 bench_ig(model, x, b, repeats), bench_smoothgrad(model, x, repeats),
+        parts = [f"resnet18, 224 px, one image, {dev.type}, medians",
+                 bench_ig(on_dev, x_dev, torch.zeros_like(x_dev), repeats), bench_smoothgrad(on_dev, x_dev, repeats),
                  bench_guided_ig(model, x, max(3, repeats // 3)), bench_memory()]
     return "\n\n".join(parts)
 

@@ -1,11 +1,83 @@
-"""Timing helpers: interleaved repeats, medians, ratio tables."""
+"""Timing helpers: interleaved repeats, medians, peak memory, ratio tables, and the one summary
+table that ``python -m benchmarks`` prints at the end (every row any benchmark's ``table``
+made, with the machine it ran on)."""
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+#: peak memory (MB) of the last ``compare`` run of each function, by name
+PEAKS: dict[str, float] = {}
+#: rows of every ``table`` call in this process: (benchmark title, label, ms, x floor, x ref, ref, peak MB, status)
+SUMMARY: list[tuple] = []
+
+
+def device() -> torch.device:
+    """Where the benchmarks run: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine() -> str:
+    """One line naming the machine the numbers came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def _mmap_large_blocks() -> None:
+    """Make glibc serve every block of 1 MB or more by mmap and give it back on free (a fixed
+    threshold turns off glibc's growing one), so the resident set follows the memory in use and
+    its high-water mark is a true per-call peak."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_mmap_large_blocks()
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
+    """Memory one call of ``fn`` takes at its peak, in MB, above what was in use before it:
+    CUDA memory allocated on a GPU, else the process's resident set (its high-water mark is
+    reset through ``/proc/self/clear_refs`` first; NaN where Linux does not allow that)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    before = _rss_mb("VmRSS")
+    fn()
+    return _rss_mb("VmHWM") - before
 
 
 def sync(device: torch.device) -> None:
@@ -28,15 +100,18 @@ def compare(fns: dict[str, Callable[[], object]], repeats: int = 15, warmup: int
             fn()
             sync(device)
             times[name].append(time.perf_counter() - start)
+    for name, fn in fns.items():
+        PEAKS[name] = peak_memory(fn, device)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def table(title: str, medians: dict[str, float], rows: list[tuple]) -> str:
     """rows: ``(label, ours key, reference key or None, max ratio vs floor or None[, max ratio vs
     reference])``; a row's status is ``ok`` only when every target it names is met."""
-    lines = [title, f"{'method':<30}{'median ms':>10}{'x floor':>9}{'x ref':>8}  {'targets':<22}status"]
+    lines = [title, f"{'method':<30}{'median ms':>10}{'x floor':>9}{'x ref':>8}{'peak MB':>9}  {'targets':<22}status"]
     floor = medians["floor"]
-    lines.append(f"{'floor (plain torch)':<30}{floor * 1e3:>10.1f}{1.0:>9.2f}")
+    floor_peak = PEAKS.get("floor", float("nan"))
+    lines.append(f"{'floor (plain torch)':<30}{floor * 1e3:>10.1f}{1.0:>9.2f}{'':>8}{floor_peak:>9.0f}")
     for label, ours, ref, target, *rest in rows:
         ref_target = rest[0] if rest else None
         r_floor = medians[ours] / floor
@@ -49,8 +124,29 @@ def table(title: str, medians: dict[str, float], rows: list[tuple]) -> str:
             checks.append(r_ref <= ref_target)
             names.append(f"ref<={ref_target:.2f}")
         status = "" if not checks else ("ok" if all(checks) else "MISSED")
-        lines.append(f"{label:<30}{medians[ours] * 1e3:>10.1f}{r_floor:>9.2f}{r_ref:>8.2f}  "
+        peak = PEAKS.get(ours, float("nan"))
+        lines.append(f"{label:<30}{medians[ours] * 1e3:>10.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}  "
                      f"{' '.join(names):<22}{status}")
+        SUMMARY.append((title, label, medians[ours] * 1e3, r_floor, r_ref, ref or "", peak, status))
         if ref:
-            lines.append(f"{'  reference: ' + ref:<30}{medians[ref] * 1e3:>10.1f}{medians[ref] / floor:>9.2f}")
+            ref_peak = PEAKS.get(ref, float("nan"))
+            lines.append(f"{'  reference: ' + ref:<30}{medians[ref] * 1e3:>10.1f}{medians[ref] / floor:>9.2f}"
+                         f"{'':>8}{ref_peak:>9.0f}")
+    return "\n".join(lines)
+
+
+def add_row(title: str, label: str, ms: float, x_floor: float, x_ref: float, ref: str, peak: float = float("nan"),
+            status: str = "") -> None:
+    """A summary row for benchmarks that do not go through :func:`table`."""
+    SUMMARY.append((title, label, ms, x_floor, x_ref, ref, peak, status))
+
+
+def summary() -> str:
+    """Every row of this run in one table, with the machine it came from."""
+    lines = [f"SUMMARY on {machine()}",
+             f"{'benchmark':<44}{'method':<28}{'ms':>9}{'x floor':>9}{'x ref':>8}{'peak MB':>9}  "
+             f"{'reference':<26}status"]
+    for title, label, ms, r_floor, r_ref, ref, peak, status in SUMMARY:
+        short = title if len(title) <= 42 else title[:41] + "…"
+        lines.append(f"{short:<44}{label:<28}{ms:>9.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}  {ref:<26}{status}")
     return "\n".join(lines)
