@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# e.g. make demo DEMO_ARGS='--methods fast' (leaves out the slow perturbation methods; the default runs all)
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test demo bench lint clean
@@ -22,8 +24,8 @@ $(STAMP): setup.cfg pyproject.toml
 test: install  ## run the whole test suite (parity tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install  ## explain the packaged photos with the packaged model; writes out/demo/
-	$(BIN)/xai-torch demo --out out/demo
+demo: install  ## every method on the packaged photos with the packaged model; writes out/demo/report.html
+	$(BIN)/xai-torch demo --out out/demo $(DEMO_ARGS)
 
 bench: install  ## run the benchmarks and print ratios against the floor and the reference libraries
 	$(BIN)/python -m benchmarks

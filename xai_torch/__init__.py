@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import metrics, path, region, segmentation, viz, zoo
+from . import distributed, metrics, path, region, segmentation, viz, zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -65,6 +65,7 @@ __all__ = [
     "as_target",
     "find_layer",
     "find_layers",
+    "distributed",
     "metrics",
     "path",
     "Baseline",
