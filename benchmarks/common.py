@@ -36,19 +36,18 @@ def machine() -> str:
     return text
 
 
-def _mmap_large_blocks() -> None:
-    """Make glibc serve every block of 1 MB or more by mmap and give it back on free (a fixed
-    threshold turns off glibc's growing one), so the resident set follows the memory in use and
-    its high-water mark is a true per-call peak."""
+def _mmap_threshold(size: int) -> None:
+    """glibc's ``M_MMAP_THRESHOLD``: blocks of this size or more are mmapped and given back to
+    the system on free. :func:`peak_memory` lowers it to 1 MB for its one measured call, so the
+    resident set follows the memory in use and its high-water mark is the call's peak, then sets
+    32 MB, where glibc's own threshold settles (a low threshold costs page faults: Lite0 ran
+    1.8x slower with 1 MB)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)
     except (OSError, AttributeError):
         pass
-
-
-_mmap_large_blocks()
 
 
 def _rss_mb(field: str) -> float:
@@ -62,7 +61,8 @@ def _rss_mb(field: str) -> float:
 def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
     """Memory one call of ``fn`` takes at its peak, in MB, above what was in use before it:
     CUDA memory allocated on a GPU, else the process's resident set (its high-water mark is
-    reset through ``/proc/self/clear_refs`` first; NaN where Linux does not allow that)."""
+    reset through ``/proc/self/clear_refs`` first; NaN where Linux does not allow that). Memory
+    the allocator kept from before the call and reuses is not counted: a lower bound."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -70,14 +70,17 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    _mmap_threshold(1 << 20)
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
+        before = _rss_mb("VmRSS")
+        fn()
+        return _rss_mb("VmHWM") - before
     except OSError:
         return float("nan")
-    before = _rss_mb("VmRSS")
-    fn()
-    return _rss_mb("VmHWM") - before
+    finally:
+        _mmap_threshold(32 << 20)
 
 
 def sync(device: torch.device) -> None:

@@ -284,7 +284,10 @@ def plot_randomization(result, ax=None, *, similarity: Optional[str] = None, ind
         if extra["std"][label] is not None:
             a.fill_between(x, y - extra["std"][label], y + extra["std"][label], color=color, alpha=0.15)
     a.axhline(0, color="0.6", lw=0.8)
-    a.set_xticks(np.r_[0, x], ["intact (rerun)", *layers], rotation=60, ha="right", fontsize=7)
+    if any(r is not None for r in extra["rerun"].values()):
+        a.set_xticks(np.r_[0, x], ["intact (rerun)", *layers], rotation=60, ha="right", fontsize=7)
+    else:
+        a.set_xticks(x, list(layers), rotation=60, ha="right", fontsize=7)
     a.set_ylabel("similarity to the intact map")
     mode = getattr(next(iter(_named(result, "RandomizationResult", ("layers",)).values())), "mode", "")
     a.set_title(f"model randomisation ({mode})" if mode else "model randomisation")
