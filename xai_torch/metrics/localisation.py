@@ -42,7 +42,8 @@ def _masks(masks, b: int, h: int, w: int) -> torch.Tensor:
     return m
 
 
-def _relevance(attribution, masks, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _relevance(attribution, masks, reduce: str, positive_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, H, W)`` float64 relevance (clipped at 0 with ``positive_only``) and bool masks."""
     a = attribution
     if isinstance(a, np.ndarray):
         a = torch.from_numpy(np.ascontiguousarray(a))
@@ -57,6 +58,8 @@ def _relevance(attribution, masks, reduce: str) -> tuple[torch.Tensor, torch.Ten
     b, c, h, w = a.shape
     shape_like = torch.empty((), device=a.device).expand(b, c, h, w)
     rel = coerce_attribution(a, shape_like, reduce=reduce)
+    if positive_only:
+        rel = rel.clamp(min=0)
     return rel, _masks(masks, b, h, w).to(rel.device)
 
 
@@ -190,9 +193,7 @@ def relevance_mass(attribution, masks, *, positive_only: bool = True, reduce: st
     Example:
         >>> xt.metrics.relevance_mass(attr, masks).mean
     """
-    rel, m = _relevance(attribution, masks, reduce)
-    if positive_only:
-        rel = rel.clamp(min=0)
+    rel, m = _relevance(attribution, masks, reduce, positive_only)
     total = rel.flatten(1).sum(1)
     inside = (rel * m).flatten(1).sum(1)
     nan = torch.full_like(total, float("nan"))
@@ -214,9 +215,7 @@ def relevance_rank(attribution, masks, *, positive_only: bool = True, reduce: st
     Example:
         >>> xt.metrics.relevance_rank(attr, masks).score
     """
-    rel, m = _relevance(attribution, masks, reduce)
-    if positive_only:
-        rel = rel.clamp(min=0)
+    rel, m = _relevance(attribution, masks, reduce, positive_only)
     b = rel.shape[0]
     order = descending_order(rel)
     flat = m.flatten(1)
