@@ -71,6 +71,20 @@ def causal_auc(curve: torch.Tensor) -> torch.Tensor:
     return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / n
 
 
+def _rise_taps(size: int, sigma: float) -> torch.Tensor:
+    """The 1-D factor of :func:`rise_kernel`: scipy's ``gaussian_filter1d`` of a centred unit
+    impulse of length ``size`` with its ``"reflect"`` border."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (taps / sigma) ** 2)
+    g = g / g.sum()
+    # out[i] = sum_t g[t] * impulse[reflect(i + t)]: with half-sample symmetric reflection the
+    # index pattern repeats every 2 * size.
+    idx = (torch.arange(size)[:, None] + taps.long()[None, :]) % (2 * size)
+    idx = torch.where(idx >= size, 2 * size - 1 - idx, idx)
+    return (g[None, :] * (idx == size // 2)).sum(1)
+
+
 def rise_kernel(size: int = 11, sigma: float = 5.0, dtype=torch.float64) -> torch.Tensor:
     """RISE's blur kernel ``gkern(size, sigma)``: a centred unit impulse in a ``size x size``
     array smoothed by scipy's ``gaussian_filter(sigma)`` with its default ``"reflect"`` border,
@@ -79,30 +93,22 @@ def rise_kernel(size: int = 11, sigma: float = 5.0, dtype=torch.float64) -> torc
     Returns:
         ``(size, size)``, separable: ``outer(k, k)``.
     """
-    radius = int(4.0 * sigma + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (taps / sigma) ** 2)
-    g = g / g.sum()
-    # out[i] = sum_t g[t] * impulse[reflect(i + t)]: with half-sample symmetric reflection the
-    # index pattern repeats every 2 * size.
-    idx = torch.arange(size)[:, None] + taps.long()[None, :]
-    idx = idx % (2 * size)
-    idx = torch.where(idx >= size, 2 * size - 1 - idx, idx)
-    k1 = (g[None, :] * (idx == size // 2)).sum(1)
+    k1 = _rise_taps(size, sigma)
     return torch.outer(k1, k1).to(dtype)
 
 
 def rise_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
     """RISE's insertion substrate: each channel convolved with :func:`rise_kernel` (zero
-    padding, same size).
+    padding, same size), computed as two 1-D passes since the kernel is separable.
 
     Shape:
         ``(B, C, H, W) -> (B, C, H, W)``.
     """
-    c = x.shape[1]
-    k = rise_kernel(size, sigma, x.dtype).to(x.device)
-    weight = k.expand(c, 1, size, size)
-    return torch.nn.functional.conv2d(x, weight, padding=size // 2, groups=c)
+    c, pad = x.shape[1], size // 2
+    k1 = _rise_taps(size, sigma).to(device=x.device, dtype=x.dtype)
+    conv = torch.nn.functional.conv2d
+    rows = conv(x, k1.view(1, 1, size, 1).expand(c, 1, size, 1), padding=(pad, 0), groups=c)
+    return conv(rows, k1.view(1, 1, 1, size).expand(c, 1, 1, size), padding=(0, pad), groups=c)
 
 
 def causal_images(start: torch.Tensor, finish: torch.Tensor, rank: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
@@ -124,7 +130,7 @@ def _substrate(spec, x: torch.Tensor, normalize, input_range, name: str) -> torc
     if isinstance(spec, str) and spec == "zeros":
         return torch.zeros_like(x)
     if isinstance(spec, str) and spec == "rise_blur":
-        return rise_blur(x.double()).to(x.dtype)
+        return rise_blur(x)
     if isinstance(spec, str) and spec not in BASELINE_NAMES:
         raise XaiError(f"{name} must be one of {list(SUBSTRATES)}, an xt.Baseline, a number, a tensor or a "
                        f"callable x -> tensor; got {spec!r}.")
@@ -160,9 +166,15 @@ def _causal(mode: str, model, x, attribution, target, step, substrate, score, re
     changed = (torch.arange(n + 1, device=scorer.device) * step).clamp(max=hw)
 
     def make(lo: int, hi: int):
-        s = torch.arange(lo, hi, device=scorer.device)
-        img, point = s // (n + 1), s % (n + 1)
-        return causal_images(start[img], finish[img], rank[img], changed[point]), img
+        # samples lo..hi-1 are (image, point) pairs, image-major: each image's run of points is
+        # made by one broadcast `where` straight into the chunk (no gathered copies of x)
+        z = torch.empty((hi - lo, *start.shape[1:]), dtype=start.dtype, device=scorer.device)
+        for i in range(lo // (n + 1), (hi - 1) // (n + 1) + 1):
+            a, e = max(lo, i * (n + 1)), min(hi, (i + 1) * (n + 1))
+            points = changed[a - i * (n + 1):e - i * (n + 1)]
+            take = rank[i] < points.view(-1, 1, 1)
+            torch.where(take[:, None], finish[i], start[i], out=z[a - lo:e - lo])
+        return z, torch.arange(lo, hi, device=scorer.device) // (n + 1)
 
     curve = scorer.evaluate(b * (n + 1), make, desc=name).reshape(b, n + 1)
     return CausalCurve(
