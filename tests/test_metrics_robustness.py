@@ -63,17 +63,6 @@ def noise_pert(std: float = 0.05, seed: int = 5, raw: bool = True):
     return f
 
 
-@pytest.fixture
-def net():
-    torch.manual_seed(0)
-    return SmallNet().eval()
-
-
-@pytest.fixture
-def xs():
-    return torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(2))
-
-
 # --------------------------------------------------------------------------------------------
 # Model-free numerics
 def test_infidelity_terms_closed_form():
@@ -145,9 +134,9 @@ def test_infidelity_linear_closed_forms():
     assert torch.allclose(norm.beta, torch.full((2,), 0.5, dtype=torch.float64))
 
 
-def test_infidelity_square_removes_one_square(net):
+def test_infidelity_square_removes_one_square(small):
     x = torch.ones(2, 3, 9, 9)
-    counting = Counting(net, keep_inputs=True)
+    counting = Counting(small, keep_inputs=True)
     infidelity(counting, x, torch.ones(2, 1, 9, 9), perturbation="square", square=4, samples=30, seed=1)
     z = torch.cat(counting.inputs[1:])  # after the clean forward
     assert z.shape[0] == 60
@@ -165,39 +154,39 @@ def test_infidelity_square_removes_one_square(net):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("normalize", [False, True])
-def test_infidelity_matches_captum(net, xs, normalize):
+def test_infidelity_matches_captum(small, small_x, normalize):
     from captum.metrics import infidelity as captum_infidelity
     from captum.metrics import infidelity_perturb_func_decorator
 
-    cls = net(xs).argmax(1)
-    attr = xt.InputXGradient(net)(xs, target=cls)
+    cls = small(small_x).argmax(1)
+    attr = xt.InputXGradient(small)(small_x, target=cls)
     # the same perturbations: each side gets an identically seeded perturb_func, called once
     # on the (B * samples) repeat_interleaved images
-    ours = infidelity(net, xs, attr, perturbation=noise_pert(), samples=7, normalize=normalize)
-    ref = captum_infidelity(net, noise_pert(), xs, attr, target=cls, n_perturb_samples=7, normalize=normalize)
+    ours = infidelity(small, small_x, attr, perturbation=noise_pert(), samples=7, normalize=normalize)
+    ref = captum_infidelity(small, noise_pert(), small_x, attr, target=cls, n_perturb_samples=7, normalize=normalize)
     assert torch.allclose(ours.infidelity, ref.double(), rtol=1e-5, atol=0)
     # global attributions with a baseline: Captum's infidelity_perturb_func_decorator(True)
-    base = torch.full_like(xs, 0.3)
-    ours = infidelity(net, xs, attr, perturbation=noise_pert(raw=False), samples=7, normalize=normalize,
+    base = torch.full_like(small_x, 0.3)
+    ours = infidelity(small, small_x, attr, perturbation=noise_pert(raw=False), samples=7, normalize=normalize,
                       global_attribution=True, baseline=0.3)
-    ref = captum_infidelity(net, infidelity_perturb_func_decorator(True)(noise_pert(raw=False)), xs, attr,
+    ref = captum_infidelity(small, infidelity_perturb_func_decorator(True)(noise_pert(raw=False)), small_x, attr,
                             baselines=base, target=cls, n_perturb_samples=7, normalize=normalize)
     assert torch.allclose(ours.infidelity, ref.double(), rtol=1e-5, atol=0)
 
 
-def test_infidelity_calls_seeds_and_result(net, xs):
-    counting = Counting(net)
+def test_infidelity_calls_seeds_and_result(small, small_x):
+    counting = Counting(small)
     attr = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
-    res = infidelity(counting, xs, attr, samples=5, batch_size=4)
+    res = infidelity(counting, small_x, attr, samples=5, batch_size=4)
     assert counting.sizes == [3, 4, 4, 4, 3]
     assert res.infidelity.shape == (3,) and res.infidelity.dtype == torch.float64
     # the same seed gives the same value for any batch_size; another seed another one
-    again = infidelity(net, xs, attr, samples=5, batch_size=7)
+    again = infidelity(small, small_x, attr, samples=5, batch_size=7)
     assert torch.equal(res.infidelity, again.infidelity)
-    sq = infidelity(net, xs, attr[:, :1], perturbation="square", samples=5, batch_size=2, seed=4)
-    assert torch.equal(sq.infidelity, infidelity(net, xs, attr[:, :1], perturbation="square", samples=5,
+    sq = infidelity(small, small_x, attr[:, :1], perturbation="square", samples=5, batch_size=2, seed=4)
+    assert torch.equal(sq.infidelity, infidelity(small, small_x, attr[:, :1], perturbation="square", samples=5,
                                                  seed=4).infidelity)
-    assert not torch.equal(res.infidelity, infidelity(net, xs, attr, samples=5, seed=1).infidelity)
+    assert not torch.equal(res.infidelity, infidelity(small, small_x, attr, samples=5, seed=1).infidelity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,20 +212,20 @@ def test_max_sensitivity_closed_forms():
 
 
 @pytest.mark.parity
-def test_max_sensitivity_matches_captum(net, xs):
+def test_max_sensitivity_matches_captum(small, small_x):
     from captum.attr import Saliency
     from captum.metrics import sensitivity_max
 
-    cls = net(xs).argmax(1)
+    cls = small(small_x).argmax(1)
     for seed, batch_size in ((0, None), (3, 4)):
-        ours = max_sensitivity(xt.Gradient(net, abs=True), xs, samples=6, seed=seed, batch_size=batch_size)
+        ours = max_sensitivity(xt.Gradient(small, abs=True), small_x, samples=6, seed=seed, batch_size=batch_size)
         torch.manual_seed(seed)  # Captum's default noise: one uniform_ draw on the global generator
-        ref = sensitivity_max(Saliency(net).attribute, xs, target=cls, n_perturb_samples=6)
+        ref = sensitivity_max(Saliency(small).attribute, small_x, target=cls, n_perturb_samples=6)
         assert torch.allclose(ours.max_sensitivity, ref.double(), rtol=1e-6, atol=1e-9)
 
 
-def test_max_sensitivity_pins_clean_class_and_batches(net, xs):
-    counting = Counting(net)
+def test_max_sensitivity_pins_clean_class_and_batches(small, small_x):
+    counting = Counting(small)
     seen = []
     grad = xt.Gradient(counting)
 
@@ -244,19 +233,19 @@ def test_max_sensitivity_pins_clean_class_and_batches(net, xs):
         seen.append(torch.as_tensor(target).clone())
         return grad(x, target=target)
 
-    clean = net(xs).argmax(1)
-    res = max_sensitivity(explainer, xs, samples=5, radius=20.0, model=counting, batch_size=4)
+    clean = small(small_x).argmax(1)
+    res = max_sensitivity(explainer, small_x, samples=5, radius=20.0, model=counting, batch_size=4)
     # one forward pins the classes, one explanation of x, then chunks of at most 4 noisy images
     assert counting.sizes == [3, 3, 4, 4, 4, 3]
     assert torch.equal(torch.cat(seen[1:]), clean.repeat_interleave(5))
     # the noise (seed 0: the same stream as one uniform_ draw) flips some argmax, and the clean
     # class is kept anyway
     noise = torch.empty(15, 3, 12, 12).uniform_(-20.0, 20.0, generator=torch.Generator().manual_seed(0))
-    assert (net(xs.repeat_interleave(5, 0) + noise).argmax(1) != clean.repeat_interleave(5)).any()
+    assert (small(small_x.repeat_interleave(5, 0) + noise).argmax(1) != clean.repeat_interleave(5)).any()
     assert (res.max_sensitivity >= res.avg_sensitivity).all()
     # an xai_torch explainer reports its own classes: no extra forward
     counting.sizes.clear()
-    again = max_sensitivity(xt.Gradient(counting), xs, samples=5, radius=20.0, batch_size=4)
+    again = max_sensitivity(xt.Gradient(counting), small_x, samples=5, radius=20.0, batch_size=4)
     assert counting.sizes == [3, 4, 4, 4, 3]
     assert torch.allclose(again.max_sensitivity, res.max_sensitivity, rtol=1e-12)
 
@@ -279,50 +268,50 @@ def test_sensitivity_n_linear_gxi_is_one(features):
     assert ones.sums[:, 0].eq(per).all() and ones.sums[:, 1].eq(2 * per).all()
 
 
-def test_sensitivity_n_calls_baseline_and_seeds(net, xs):
-    counting = Counting(net, keep_inputs=True)
+def test_sensitivity_n_calls_baseline_and_seeds(small, small_x):
+    counting = Counting(small, keep_inputs=True)
     attr = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
-    res = sensitivity_n(counting, xs, attr, n=[1, 5], subsets=3, baseline=-7.0, batch_size=7)
+    res = sensitivity_n(counting, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0, batch_size=7)
     assert counting.sizes == [3, 7, 7, 4]
     z = torch.cat(counting.inputs[1:]).view(2, 3, 3, 3, 12, 12)  # (n, draw, image, C, H, W)
     removed = (z == -7.0).all(3)
     assert removed[0].flatten(2).sum(-1).eq(1).all() and removed[1].flatten(2).sum(-1).eq(5).all()
     assert torch.equal(z[0, :, 1][~removed[0, :, 1][:, None].expand(-1, 3, -1, -1)],
-                       xs[1].expand(3, -1, -1, -1)[~removed[0, :, 1][:, None].expand(-1, 3, -1, -1)])
+                       small_x[1].expand(3, -1, -1, -1)[~removed[0, :, 1][:, None].expand(-1, 3, -1, -1)])
     # the subsets of the same seed do not depend on batch_size
-    again = sensitivity_n(net, xs, attr, n=[1, 5], subsets=3, baseline=-7.0)
+    again = sensitivity_n(small, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0)
     assert torch.equal(res.sums, again.sums) and torch.allclose(res.deltas, again.deltas, rtol=1e-12)
-    other = sensitivity_n(net, xs, attr, n=[1, 5], subsets=3, baseline=-7.0, seed=1)
+    other = sensitivity_n(small, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0, seed=1)
     assert not torch.equal(res.sums, other.sums)
 
 
 # --------------------------------------------------------------------------------------------
 # Bad inputs: refused before any model call; no trace
-def test_bad_inputs_before_any_call(net, xs):
-    counting = Counting(net)
+def test_bad_inputs_before_any_call(small, small_x):
+    counting = Counting(small)
     attr = torch.ones(3, 3, 12, 12)
     bad = [
-        lambda: infidelity(counting, xs, torch.ones(3, 3, 6, 6)),
-        lambda: infidelity(counting, xs, attr, perturbation="uniform"),
-        lambda: infidelity(counting, xs, attr, std=0.0),
-        lambda: infidelity(counting, xs, attr, samples=0),
-        lambda: infidelity(counting, xs, attr, baseline=torch.zeros(2, 3, 12, 12)),
-        lambda: infidelity(counting, xs, attr, target=[[1, 2]] * 3),
-        lambda: infidelity(counting, xs.long(), attr),
-        lambda: max_sensitivity(lambda x, target=None: x, xs),  # no class to pin
-        lambda: max_sensitivity("grad", xs, target=0),
-        lambda: max_sensitivity(xt.Gradient(counting), xs, radius=-1.0),
-        lambda: max_sensitivity(xt.Gradient(counting), xs, norm="nuc"),
-        lambda: max_sensitivity(xt.Gradient(counting), xs, target=[[0, 1]] * 3),
-        lambda: max_sensitivity(xt.Gradient(counting), xs, perturbation=3),
-        lambda: sensitivity_n(counting, xs, attr, subsets=1),
-        lambda: sensitivity_n(counting, xs, attr, n=[0, 3]),
-        lambda: sensitivity_n(counting, xs, attr, n=145),
-        lambda: sensitivity_n(counting, xs, attr, features="patch"),
-        lambda: sensitivity_n(counting, xs, attr, features=13),
-        lambda: sensitivity_n(counting, xs, attr, reduce="median"),
-        lambda: sensitivity_n(counting, xs, attr, baseline=float("nan")),
-        lambda: sensitivity_n(counting, xs, torch.full((3, 12, 12), float("nan"))),
+        lambda: infidelity(counting, small_x, torch.ones(3, 3, 6, 6)),
+        lambda: infidelity(counting, small_x, attr, perturbation="uniform"),
+        lambda: infidelity(counting, small_x, attr, std=0.0),
+        lambda: infidelity(counting, small_x, attr, samples=0),
+        lambda: infidelity(counting, small_x, attr, baseline=torch.zeros(2, 3, 12, 12)),
+        lambda: infidelity(counting, small_x, attr, target=[[1, 2]] * 3),
+        lambda: infidelity(counting, small_x.long(), attr),
+        lambda: max_sensitivity(lambda x, target=None: x, small_x),  # no class to pin
+        lambda: max_sensitivity("grad", small_x, target=0),
+        lambda: max_sensitivity(xt.Gradient(counting), small_x, radius=-1.0),
+        lambda: max_sensitivity(xt.Gradient(counting), small_x, norm="nuc"),
+        lambda: max_sensitivity(xt.Gradient(counting), small_x, target=[[0, 1]] * 3),
+        lambda: max_sensitivity(xt.Gradient(counting), small_x, perturbation=3),
+        lambda: sensitivity_n(counting, small_x, attr, subsets=1),
+        lambda: sensitivity_n(counting, small_x, attr, n=[0, 3]),
+        lambda: sensitivity_n(counting, small_x, attr, n=145),
+        lambda: sensitivity_n(counting, small_x, attr, features="patch"),
+        lambda: sensitivity_n(counting, small_x, attr, features=13),
+        lambda: sensitivity_n(counting, small_x, attr, reduce="median"),
+        lambda: sensitivity_n(counting, small_x, attr, baseline=float("nan")),
+        lambda: sensitivity_n(counting, small_x, torch.full((3, 12, 12), float("nan"))),
     ]
     for call in bad:
         with pytest.raises(XaiError):
@@ -330,18 +319,18 @@ def test_bad_inputs_before_any_call(net, xs):
     assert counting.sizes == []
     # a perturbation callable that returns the wrong shape is named in the error
     with pytest.raises(XaiError, match="perturbed images"):
-        infidelity(net, xs, attr, perturbation=lambda xr, gen: xr[:1])
+        infidelity(small, small_x, attr, perturbation=lambda xr, gen: xr[:1])
 
 
-def test_no_trace(xs):
+def test_no_trace(small_x):
     torch.manual_seed(0)
     model = SmallNet().train()  # BatchNorm statistics must come back
     attr = torch.randn(3, 3, 12, 12)
-    before = snapshot(model, xs, attr)
+    before = snapshot(model, small_x, attr)
     with pytest.warns(xt.XaiWarning):
-        infidelity(model, xs, attr, samples=3)
+        infidelity(model, small_x, attr, samples=3)
     with pytest.warns(xt.XaiWarning):
-        sensitivity_n(model, xs, attr, n=[2], subsets=3)
+        sensitivity_n(model, small_x, attr, n=[2], subsets=3)
     with pytest.warns(xt.XaiWarning):
-        max_sensitivity(xt.Gradient(model), xs, samples=2)
-    assert_no_trace(before, snapshot(model, xs, attr))
+        max_sensitivity(xt.Gradient(model), small_x, samples=2)
+    assert_no_trace(before, snapshot(model, small_x, attr))
