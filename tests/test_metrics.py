@@ -252,6 +252,21 @@ def test_completeness_of_integrated_gradients_and_of_gradient_x_input():
     torch.testing.assert_close(off.delta, gxi.flatten(1).sum(1) - (weight * (x - 0.5)).flatten(1).sum(1))
 
 
+def test_per_image_substrates_and_baselines(small, small_x):
+    per_image = torch.stack([torch.full((3, 12, 12), v) for v in (-1.0, 0.0, 1.0)])
+    res = xt.metrics.deletion(small, small_x, torch.rand(3, 12, 12, generator=rng(16)), step=36,
+                              substrate=per_image, score="logit")
+    with torch.no_grad():
+        ref = small(per_image)
+    torch.testing.assert_close(res.curve[:, -1], ref.gather(1, res.targets[:, None])[:, 0].double(),
+                               atol=1e-5, rtol=0)
+    attr = torch.rand(3, 3, 12, 12, generator=rng(17))
+    met = xt.metrics.completeness(small, small_x, attr, baseline=per_image)
+    torch.testing.assert_close(met.score_difference, met.attribution_sum - met.delta)
+    torch.testing.assert_close(met.score_difference + ref.gather(1, met.targets[:, None])[:, 0].double(),
+                               Scorer(small, small_x, met.targets, score="logit").clean, atol=1e-5, rtol=0)
+
+
 def test_completeness_agrees_with_ig_delta(small, small_x):
     ig = xt.IntegratedGradients(small, steps=16)
     res = ig.explain(small_x, baseline=0.0)

@@ -152,10 +152,10 @@ def _causal(mode: str, model, x, attribution, target, step, substrate, score, re
     check_space(normalize, input_range)
     name = mode
     given = None if is_explainer(attribution) else coerce_attribution(attribution, x4, reduce=reduce, name=name)
-    _substrate(substrate, x4[:1], normalize, input_range, "substrate")  # fail before any model call
+    base = _substrate(substrate, x4.detach(), normalize, input_range, "substrate")  # fails before any model call
     scorer = Scorer(model, x4, target, score=score, batch_size=batch_size, progress=progress, name=name)
     relevance = scorer.attributions(attribution, reduce) if given is None else given.to(scorer.device)
-    base = _substrate(substrate, scorer.x, normalize, input_range, "substrate")
+    base = base.to(scorer.device)
     start, finish = (scorer.x, base) if mode == "deletion" else (base, scorer.x)
 
     order = descending_order(relevance)                               # (B, HW)
@@ -282,10 +282,10 @@ def completeness(model, x, attribution, target=None, *, baseline=0.0, score: str
     if score == "accuracy":
         raise XaiError("completeness compares scores: score must be 'logit', 'softmax' or 'log_softmax'.")
     given = None if is_explainer(attribution) else coerce_attribution(attribution, x4, reduce=None)
-    _substrate(baseline, x4[:1], normalize, input_range, "baseline")
+    base = _substrate(baseline, x4.detach(), normalize, input_range, "baseline")
     scorer = Scorer(model, x4, target, score=score, batch_size=batch_size, name="completeness")
     attr = scorer.attributions(attribution, reduce=None) if given is None else given.to(scorer.device)
-    base = _substrate(baseline, scorer.x, normalize, input_range, "baseline")
+    base = base.to(scorer.device)
     f_base = scorer.evaluate(x4.shape[0], lambda a, b: (base[a:b].clone(), torch.arange(a, b)))
     diff = scorer.clean - f_base
     total = attr.flatten(1).sum(1)
