@@ -201,3 +201,14 @@ def test_dilation_equals_scikit_image(chelsea):
     for m in (0, int(labels.max())):
         ref = dilation(masks[m].numpy(), footprint=disk(5))
         assert np.array_equal(convolved[m].numpy(), ref)
+
+
+def test_top_fraction_keeps_whole_regions_or_exactly_the_fraction():
+    maps = torch.tensor([[[3.0, 2.0, 2.0, 2.0], [1.0, 1.0, 0.0, 0.0]]])   # 8 pixels, a 3-pixel tie at 2
+    whole = xt.region.top_fraction(maps, 0.25)
+    exact = xt.region.top_fraction(maps, 0.25, exact=True)
+    assert whole.sum() == 4 and exact.sum() == 2          # the tied region kept whole / cut in raster order
+    assert exact[0, 0].tolist() == [True, True, False, False]
+    assert xt.region.top_fraction(maps, 0.0, exact=True).sum() == 0
+    with pytest.raises(xt.XaiError, match=r"\(0, 1\]"):
+        xt.region.top_fraction(maps, 0.0)

@@ -41,7 +41,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .errors import XaiError, describe
+from .errors import XaiError, check_choice, describe
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 Color = tuple[int, int, int]
@@ -167,12 +167,6 @@ def _one_map(m, what: str = "map", reduce: str = "sum") -> np.ndarray:
     return t.numpy()
 
 
-def _check_choice(value, name: str, choices) -> str:
-    if value not in choices:
-        raise XaiError(f"{name} must be one of {list(choices)}; got {value!r}.")
-    return value
-
-
 def _percentile(v: torch.Tensor, q: float) -> torch.Tensor:
     """Per image ``q``-th percentile (NumPy's linear interpolation) of ``(B, H, W)``, as ``(B, 1, 1)``."""
     if not 0 <= q <= 100:
@@ -207,7 +201,7 @@ def captum_scale(attr: ArrayLike, outlier_perc: float = 2.0, sign: str = "all") 
         >>> norm = viz.captum_scale(ig_attributions, outlier_perc=2, sign="absolute")
     """
     sign = "absolute" if sign == "absolute_value" else sign
-    _check_choice(sign, "sign", SIGNS)
+    check_choice(sign, "sign", SIGNS)
     if not 0 <= outlier_perc <= 100:
         raise XaiError(f"outlier_perc must be in [0, 100]; got {outlier_perc!r}.")
     v = as_maps(attr).sum(1)
@@ -252,7 +246,7 @@ def grayscale(attr: ArrayLike, percentile: float = 99.0, *, method: str = "pair"
         >>> heat = viz.grayscale(xt.IntegratedGradients(model)(x))[0]
         >>> viz.save_png("ig.png", viz.heatmap_overlay(photo, heat))
     """
-    _check_choice(method, "method", METHODS)
+    check_choice(method, "method", METHODS)
     if method == "captum":
         return captum_scale(as_maps(attr, layout), outlier_perc, sign="absolute")
     v = as_maps(attr, layout).abs().sum(1)
@@ -288,7 +282,7 @@ def diverging(attr: ArrayLike, percentile: float = 99.0, *, method: str = "pair"
         >>> signed = viz.diverging(xt.InputXGradient(model)(x))[0]
         >>> viz.save_png("ixg.png", viz.diverging_overlay(photo, signed))
     """
-    _check_choice(method, "method", METHODS)
+    check_choice(method, "method", METHODS)
     if method == "captum":
         return captum_scale(as_maps(attr, layout), outlier_perc, sign="all")
     v = as_maps(attr, layout).sum(1)
@@ -555,7 +549,7 @@ def superpixel_overlay(image, segments, weights, *, top: Optional[int] = None, t
     from skimage.segmentation import find_boundaries
 
     _check_alpha(alpha)
-    _check_choice(boundaries, "boundaries", ("kept", "all", None))
+    check_choice(boundaries, "boundaries", ("kept", "all", None))
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 0):
         raise XaiError(f"top must be None or an integer >= 0; got {top!r}.")
     seg, w = _segment_weights(segments, weights)
@@ -599,14 +593,9 @@ def top_fraction_mask(heat: ArrayLike, fraction: float = 0.3) -> np.ndarray:
         >>> viz.top_fraction_mask(xrai_map, 0.3).mean()
         0.3
     """
-    if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise XaiError(f"fraction must be a number in [0, 1]; got {fraction!r}.")
-    h = _one_map(heat, "map")
-    k = int(round(fraction * h.size))
-    order = np.argsort(-h.ravel(), kind="stable")
-    mask = np.zeros(h.size, bool)
-    mask[order[:k]] = True
-    return mask.reshape(h.shape)
+    from .region.xrai import top_fraction
+
+    return top_fraction(torch.from_numpy(_one_map(heat, "map"))[None], fraction, exact=True)[0].numpy()
 
 
 def top_fraction_overlay(image, heat: ArrayLike, fraction: float = 0.3, dim: float = 0.3) -> np.ndarray:

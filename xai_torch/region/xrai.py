@@ -169,12 +169,16 @@ def rank_map(regions: list, shape) -> torch.Tensor:
     return ranks
 
 
-def top_fraction(maps: torch.Tensor, fraction: float = 0.3) -> torch.Tensor:
-    """Keep the most important ``fraction`` of each image: ``maps >= quantile(1 - fraction)``
-    per image (the IG chapter's "top 30 %" XRAI masks, as PAIR's notebook computes them).
+def top_fraction(maps: torch.Tensor, fraction: float = 0.3, *, exact: bool = False) -> torch.Tensor:
+    """Keep the most important ``fraction`` of each image (the IG chapter's "top 30 %" XRAI masks).
 
     Args:
         maps: ``(B, 1, H, W)`` (or ``(B, H, W)``) maps, e.g. XRAI's.
+        fraction: in (0, 1] (``[0, 1]`` with ``exact``).
+        exact: ``False``: ``maps >= quantile(1 - fraction)`` per image, as PAIR's notebook
+            computes it (a tie at the threshold is kept whole, so XRAI regions are never cut and
+            more than ``fraction`` can be kept). ``True``: exactly ``round(fraction * H * W)``
+            pixels, ties broken in raster order by a stable sort.
 
     Returns:
         A bool tensor of the same shape.
@@ -183,9 +187,16 @@ def top_fraction(maps: torch.Tensor, fraction: float = 0.3) -> torch.Tensor:
         >>> keep = xt.region.top_fraction(xrai(x), 0.3)
         >>> shown = x * keep
     """
-    if not 0 < fraction <= 1:
-        raise XaiError(f"fraction must lie in (0, 1]; got {fraction!r}.")
+    valid = "[0, 1]" if exact else "(0, 1]"
+    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
+    if not number or not (0 < fraction <= 1 or (exact and fraction == 0)):
+        raise XaiError(f"fraction must lie in {valid}; got {fraction!r}.")
     flat = maps.flatten(1).to(_F64)
+    if exact:
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep.scatter_(1, order[:, :int(round(fraction * flat.shape[1]))], True)
+        return keep.view(maps.shape)
     threshold = torch.quantile(flat, 1 - fraction, dim=1, keepdim=True)
     return (flat >= threshold).view(maps.shape)
 
