@@ -184,7 +184,7 @@ def test_float16_options_targets_and_labels(tmp_path, images):
     ({"options": {"stepz": 3}, "method": "integrated_gradients"}, "does not take option"),
     ({"metrics": ["accuracy"]}, "unknown metric"),
     ({"target": "label", "data": "flat"}, "needs labelled images"),
-    ({"weights": "bad.pt"}, "do not fit model"),
+    ({"weights": "bad.pt"}, "do not fit"),
 ])
 def test_bad_arguments_raise_xai_error(tmp_path, images, kwargs, message):
     (tmp_path / "empty").mkdir()

@@ -273,8 +273,7 @@ def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, devi
         spec: ``"efficientnet_lite0"`` (the packaged, trained model), ``"torchvision:NAME"``
             (built with ``weights=None``), ``"package.module:function"`` (a factory called
             with no argument that returns an ``nn.Module``), or an ``nn.Module``.
-        weights: a state-dict file (``torch.save(model.state_dict())``, or a checkpoint with
-            a ``"state_dict"`` / ``"model"`` entry) loaded strictly into the model.
+        weights: a state-dict file loaded strictly into the model (see ``xai_torch.cli.load_weights``).
         device: where the model goes.
 
     Returns:
@@ -310,25 +309,9 @@ def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, devi
         raise XaiError(f"unknown model {spec!r}; give 'efficientnet_lite0', 'torchvision:NAME' (e.g. "
                        "torchvision:resnet50 with --weights FILE) or a factory 'package.module:function'.")
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise XaiError(f"weights file {str(path)!r} does not exist.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file
-            raise XaiError(f"cannot read weights file {str(path)!r} as a state dict: {err}") from None
-        for key in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        if not isinstance(state, dict):
-            raise XaiError(f"weights file {str(path)!r} holds a {type(state).__name__}, not a state dict.")
-        if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-            state = {k[len("module."):]: v for k, v in state.items()}
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()][:6]
-            raise XaiError(f"weights {str(path)!r} do not fit model {spec!r}: " + " ".join(lines)) from None
+        from .cli import load_weights  # the command line's loader: checks keys and shapes one by one
+
+        load_weights(model, weights, spec if isinstance(spec, str) else type(spec).__name__)
     return model.eval().to(device)
 
 
