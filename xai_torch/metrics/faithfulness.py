@@ -111,19 +111,23 @@ def rise_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tens
     return conv(rows, k1.view(1, 1, 1, size).expand(c, 1, 1, size), padding=(0, pad), groups=c)
 
 
-def causal_images(start: torch.Tensor, finish: torch.Tensor, rank: torch.Tensor, changed: torch.Tensor) -> torch.Tensor:
+def causal_images(start: torch.Tensor, finish: torch.Tensor, rank: torch.Tensor, changed: torch.Tensor,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Curve points: each image with its ``changed`` most relevant pixels taken from ``finish``.
 
     Args:
-        start, finish: ``(m, C, H, W)`` the images at the start and the end of the curve.
-        rank: ``(m, H, W)`` each pixel's position in the relevance order (0 = most relevant).
+        start, finish: ``(m, C, H, W)`` the images at the start and the end of the curve, or
+            ``(C, H, W)`` / ``(1, C, H, W)`` for one image shared by all ``m`` points.
+        rank: ``(m, H, W)`` or ``(H, W)``: each pixel's position in the relevance order (0 =
+            most relevant).
         changed: ``(m,)`` how many pixels are changed in each image.
+        out: where to write the ``(m, C, H, W)`` result (no intermediate copies).
 
     Shape:
         ``(m, C, H, W)``.
     """
     take = rank < changed.reshape(-1, 1, 1)
-    return torch.where(take[:, None], finish, start)
+    return torch.where(take[:, None], finish, start, out=out)
 
 
 def _substrate(spec, x: torch.Tensor, normalize, input_range, name: str) -> torch.Tensor:
@@ -172,8 +176,7 @@ def _causal(mode: str, model, x, attribution, target, step, substrate, score, re
         for i in range(lo // (n + 1), (hi - 1) // (n + 1) + 1):
             a, e = max(lo, i * (n + 1)), min(hi, (i + 1) * (n + 1))
             points = changed[a - i * (n + 1):e - i * (n + 1)]
-            take = rank[i] < points.view(-1, 1, 1)
-            torch.where(take[:, None], finish[i], start[i], out=z[a - lo:e - lo])
+            causal_images(start[i], finish[i], rank[i], points, out=z[a - lo:e - lo])
         return z, torch.arange(lo, hi, device=scorer.device) // (n + 1)
 
     curve = scorer.evaluate(b * (n + 1), make, desc=name).reshape(b, n + 1)
