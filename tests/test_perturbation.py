@@ -10,7 +10,7 @@ from torch import nn
 
 import xai_torch as xt
 import xai_torch.perturbation as pert
-from xai_torch.path.base import make_generator
+from xai_torch.seeding import make_generator
 from xai_torch.perturbation import RISE, Occlusion
 
 from conftest import Counting, assert_no_trace, snapshot, torchvision_model

@@ -26,7 +26,7 @@ from .batching import map_chunks
 from .errors import XaiError, check_choice, check_fill, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
 from .hooks import HookSession
-from .path.base import check_seed, make_generator
+from .seeding import check_seed, make_generator
 from .path.engine import Engine, fix_target, repeat_rows
 from .targets import ClassTarget, Target
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation, model_device, result_dtype
-from .path.base import check_seed, make_generator
+from .seeding import check_seed, make_generator
 from .path.engine import Engine, fix_target
 from .targets import ClassTarget, Target
 

@@ -26,8 +26,8 @@ from typing import Optional
 import torch
 
 from ..errors import XaiError, check_input, check_positive_int, describe
-from ..path.baselines import NAMES as BASELINE_NAMES
-from ..path.baselines import check_baselines, check_space, make_baselines, value_range
+from ..space import NAMES as BASELINE_NAMES
+from ..space import check_baselines, check_space, make_baselines, value_range
 from ._common import Scorer, coerce_attribution, descending_order, is_explainer, to_result
 
 #: the substrate names understood besides the path baselines (``"black"``, ``"blur"``...).

@@ -30,8 +30,8 @@ import torch
 from ..batching import auto_batch_size, check_batch_size, map_chunks
 from ..errors import XaiError, check_fill, check_input, check_positive_int, describe
 from ..explainer import Explainer, model_device
-from ..path.base import check_seed, make_generator
-from ..path.baselines import broadcast_to_images
+from ..seeding import check_seed, make_generator
+from ..space import broadcast_to_images
 from ..targets import ClassTarget, FunctionTarget, as_target
 from ._common import Scorer, coerce_attribution, correlation, is_explainer, to_result
 

@@ -7,7 +7,7 @@
   :class:`GuidedIG`, :class:`ExpectedGradients`.
 """
 from .base import PathExplainer, PathExplanation
-from .baselines import Baseline, make_baselines, value_range
+from ..space import Baseline, make_baselines, value_range
 from .blur import gaussian_blur
 from .blur_ig import BlurIG, blur_sigmas
 from .guided_ig import GuidedIG, guided_ig_path

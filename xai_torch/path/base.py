@@ -21,11 +21,11 @@ from typing import Optional
 
 import torch
 
-from ..errors import XaiError, describe
 from ..explainer import Explainer, Explanation, model_device, result_dtype
 from ..hooks import HookSession
 from ..targets import ClassTarget, Target
-from .baselines import check_baselines, check_space, make_baselines, value_range
+from ..seeding import check_seed, make_generator
+from ..space import check_baselines, check_space, make_baselines, value_range
 from .engine import Engine, fix_target
 
 
@@ -69,19 +69,6 @@ class Paths:
     scores: torch.Tensor  # (R, J, S)
     probs: Optional[torch.Tensor]  # (R, J, S)
     grad: torch.Tensor  # (R, J, S)
-
-
-def make_generator(seed: Optional[int], device: torch.device) -> Optional[torch.Generator]:
-    """A fresh generator seeded with ``seed`` on ``device`` (``None``: torch's global RNG)."""
-    if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def check_seed(seed) -> Optional[int]:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise XaiError(f"seed must be None or an int; got {describe(seed)}.")
-    return seed
 
 
 class PathExplainer(Explainer):

@@ -60,8 +60,8 @@ from ..batching import map_chunks
 from ..errors import XaiError, check_choice, check_fill, describe
 from ..explainer import Explainer, Explanation, model_device, result_dtype
 from ..hooks import HookSession
-from ..path.base import check_seed, make_generator
-from ..path.baselines import broadcast_to_images, check_space, value_range
+from ..seeding import check_seed, make_generator
+from ..space import broadcast_to_images, check_space, value_range
 from ..path.blur import gaussian_blur
 from ..path.engine import Engine, fix_target
 from ..segmentation import SEGMENTERS, check_segments, get_segmenter

@@ -1,4 +1,8 @@
-"""Baselines for path methods: where the path starts.
+"""The model's input space and the baselines built in it.
+
+``normalize=(mean, std)`` or ``input_range=(lo, hi)`` tells where black and white lie in the
+model's input space (:func:`check_space`, :func:`value_range`). Path methods start there, and
+the metrics and region methods fill removed or hidden pixels with the same values.
 
 A ``baseline`` argument is one of:
 
@@ -9,7 +13,7 @@ A ``baseline`` argument is one of:
 * ``"uniform"``: uniform noise over the valid range, per element.
 * ``"gaussian"``: ``clip(x + N(0, s^2))`` with ``s = 0.15 * (hi - lo)``.
 * ``"blur"``: ``x`` blurred with a Gaussian of ``sigma = 10`` pixels (zero padding, see
-  :func:`~xai_torch.path.gaussian_blur`).
+  :func:`~xai_torch.imageops.gaussian_blur`).
 * ``"max_distance"``: per element the valid value farthest from ``x`` (``hi`` where ``x`` is
   below the middle of the range, else ``lo``); note that it still encodes the image.
 * :class:`Baseline`: one of the names above with other parameters,
@@ -30,8 +34,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import XaiError, describe
-from .blur import gaussian_blur
+from .errors import XaiError, describe
 
 NAMES = ("black", "white", "uniform", "gaussian", "blur", "max_distance")
 _DEFAULTS = {"gaussian": {"sigma": 0.15}, "blur": {"sigma": 10.0}}
@@ -83,6 +86,8 @@ class Baseline:
             e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return torch.minimum(torch.maximum(x + e * self.sigma * (hi - lo), lo), hi)
         if name == "blur":
+            from .path.blur import gaussian_blur  # until the blur leaves path/ for imageops (a cycle)
+
             return gaussian_blur(x, self.sigma)
         return torch.where(x < (lo + hi) / 2, hi.expand_as(x), lo.expand_as(x))  # max_distance
 
