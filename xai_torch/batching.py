@@ -39,7 +39,7 @@ def auto_batch_size(sample_numel: int, device: torch.device) -> int:
     return max(1, budget // max(1, int(sample_numel)))
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
     return isinstance(err, oom) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
@@ -80,7 +80,7 @@ def map_chunks(
             try:
                 results.append(fn(start, stop))
             except BaseException as err:  # noqa: BLE001 - re-raised unless it is a CUDA OOM
-                if device.type != "cuda" or size == 1 or not _is_oom(err):
+                if device.type != "cuda" or size == 1 or not is_oom(err):
                     raise
                 retry = True
             if retry:  # outside the except block, so the failed chunk's tensors are freed

@@ -21,7 +21,24 @@ import torch
 
 from .errors import XaiError, describe
 
-_SCORES = ("logit", "softmax", "log_softmax")
+#: every way a class is scored from ``(n, num_classes)`` outputs: the raw logit (Captum's and
+#: PAIR's default), the softmax probability, its logarithm, or correctness (1.0 when the
+#: model's top-1 is the class; not differentiable, for metrics only).
+SCORES = ("logit", "softmax", "log_softmax", "accuracy")
+#: the differentiable kinds, which :class:`ClassTarget` accepts.
+CLASS_SCORES = SCORES[:3]
+
+
+def score_classes(output: torch.Tensor, classes: torch.Tensor, score: str = "logit") -> torch.Tensor:
+    """The ``score`` (one of :data:`SCORES`) of class ``classes[i]`` in row ``i`` of
+    ``(n, num_classes)`` outputs, ``(n,)`` in the output's dtype."""
+    if score == "accuracy":
+        return (output.argmax(1) == classes).to(output.dtype)
+    if score == "softmax":
+        output = output.softmax(dim=1)
+    elif score == "log_softmax":
+        output = output.log_softmax(dim=1)
+    return output.gather(1, classes[:, None])[:, 0]
 
 
 class Target:
@@ -77,8 +94,8 @@ class ClassTarget(Target):
     """
 
     def __init__(self, classes=None, score: str = "logit") -> None:
-        if score not in _SCORES:
-            raise XaiError(f"score must be one of {list(_SCORES)}; got {score!r}.")
+        if score not in CLASS_SCORES:
+            raise XaiError(f"score must be one of {list(CLASS_SCORES)}; got {score!r}.")
         self.score = score
         self.classes = None if classes is None else _class_tensor(classes)
         self.k = int(self.classes.shape[1]) if self.classes is not None and self.classes.ndim == 2 else None
@@ -126,11 +143,7 @@ class ClassTarget(Target):
                     f"target class(es) {values} out of range: the model returns {num_classes} "
                     f"classes, so targets must lie in [0, {num_classes - 1}]."
                 )
-        if self.score == "softmax":
-            output = output.softmax(dim=1)
-        elif self.score == "log_softmax":
-            output = output.log_softmax(dim=1)
-        return output.gather(1, idx[:, None])[:, 0], idx
+        return score_classes(output, idx, self.score), idx
 
 
 class FunctionTarget(Target):

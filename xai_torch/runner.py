@@ -1,0 +1,373 @@
+"""The one model runner: every model call of every explainer and metric goes through it.
+
+A :class:`ModelRunner` holds the model, its device, the chunk size (``batch_size``, or an
+automatic size from one input image), the progress setting and the model-call count of one
+call. It
+
+* runs work in chunks (:meth:`ModelRunner.map`, CUDA out-of-memory back-off included),
+* scores the clean images once and pins argmax targets (:meth:`ModelRunner.pin`),
+* scores samples forward-only (:meth:`ModelRunner.scores`) and takes input gradients with one
+  forward + ``torch.autograd.grad`` on a private leaf (:meth:`ModelRunner.grad`).
+
+It never hands the model a view of the user's input (inputs sharing memory with a protected
+tensor are copied first), counts the samples the model saw, and works under the user's
+``torch.inference_mode()``. A ``RuntimeError`` that the model raises in its first layer on the
+first call (the input does not fit: wrong channel count, size or dtype) comes back as an
+:class:`~xai_torch.errors.XaiError` naming the input shape and the model, the original chained;
+any other error, and ``KeyboardInterrupt``, propagates unchanged.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional, TypeVar
+
+import torch
+from torch import nn
+
+from .batching import auto_batch_size, check_batch_size, is_oom, map_chunks
+from .errors import XaiError, XaiWarning, describe
+from .hooks import HookSession
+from .targets import ClassTarget, Target
+
+T = TypeVar("T")
+
+_STOCHASTIC_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+class Pinned(NamedTuple):
+    """What :meth:`ModelRunner.pin` returns: the pinned target, then per row (image x target
+    column) the clean score ``F(x)`` (in the images' dtype), the class (or ``None``) and its
+    softmax probability (or ``None``)."""
+
+    target: Target
+    scores: torch.Tensor
+    classes: Optional[torch.Tensor]
+    probs: Optional[torch.Tensor]
+
+
+class Scored(NamedTuple):
+    """What :meth:`ModelRunner.scores` returns, per sample: score, class (or ``None``) and
+    softmax probability of the class (or ``None``)."""
+
+    scores: torch.Tensor
+    classes: Optional[torch.Tensor]
+    probs: Optional[torch.Tensor]
+
+
+class Grad(NamedTuple):
+    """What :meth:`ModelRunner.grad` returns, per sample: ``dF/dz``, the score ``F(z)``, the
+    softmax probability of the class (or ``None``) and the class (or ``None``)."""
+
+    grad: torch.Tensor
+    scores: torch.Tensor
+    probs: Optional[torch.Tensor]
+    classes: Optional[torch.Tensor]
+
+
+def model_device(model: Any, default: torch.device) -> torch.device:
+    """The device of the model's first parameter or buffer (``default`` if it has none)."""
+    if isinstance(model, nn.Module):
+        for t in model.parameters():
+            return t.device
+        for t in model.buffers():
+            return t.device
+    return default
+
+
+def result_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of results for input ``x``: float64 for float64 inputs, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def keep_buffers(model: nn.Module, session: HookSession) -> None:
+    """Restore every buffer of ``model`` (BatchNorm running statistics...) when ``session``
+    closes: a forward in training mode updates them, and the user's model keeps no trace."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+    session.callback(restore)
+
+
+def warn_if_training(model: Any, name: str, stacklevel: int = 4) -> bool:
+    """Warn when the model is in training mode with BatchNorm / Dropout; return whether any
+    module is in training mode (its buffers must then be restored after the work)."""
+    if not isinstance(model, nn.Module):
+        return False
+    if model.training:
+        kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _STOCHASTIC_LAYERS)})
+        if kinds:
+            warnings.warn(
+                f"{name}: the model is in training mode and has {', '.join(kinds)}: each image's "
+                "result then depends on the rest of the batch and on chance. Call model.eval() first "
+                "(xai_torch never changes the mode for you).",
+                XaiWarning,
+                stacklevel=stacklevel,
+            )
+    return any(m.training for m in model.modules())
+
+
+def probability(out: Any, classes: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Softmax probability of ``classes`` in a ``(n, num_classes)`` output (else ``None``)."""
+    if classes is None or not isinstance(out, torch.Tensor) or out.ndim != 2:
+        return None
+    return out.detach().softmax(1).gather(1, classes.to(out.device)[:, None])[:, 0]
+
+
+def repeat_rows(output: Any, k: int) -> Any:
+    """Each row of a model output repeated ``k`` times (row ``i`` -> ``i*k .. i*k+k-1``), so the
+    ``K`` targets of an image are scored from one forward."""
+    if k == 1:
+        return output
+    if isinstance(output, torch.Tensor):
+        return output.repeat_interleave(k, dim=0)
+    if isinstance(output, dict):
+        return {key: repeat_rows(v, k) if isinstance(v, torch.Tensor) else v for key, v in output.items()}
+    if isinstance(output, list):
+        return [o for o in output for _ in range(k)]
+    raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
+
+
+def _leaves(model: nn.Module) -> dict[nn.Module, str]:
+    return {m: name or type(m).__name__ for name, m in model.named_modules() if next(m.children(), None) is None}
+
+
+class ModelRunner:
+    """Chunked model evaluation for one call of an explainer or metric.
+
+    Args:
+        model: the ``nn.Module`` or callable ``x -> output``.
+        batch_size: the most samples one model call may see; ``None``: automatic, from the
+            size of ``sample``.
+        progress: tqdm progress bar (``None``: shown on long work on a terminal).
+        name: names the work in progress bars and error messages.
+        sample: one input image ``(C, H, W)`` (or a batch; its first image is used): sets the
+            automatic chunk size and the dtype of pinned scores.
+        target: the bound target that ``rows`` index (:meth:`pin` replaces it).
+        device: the device for a model without parameters (default: ``sample``'s, else CPU).
+
+    Attributes:
+        calls: samples the model has evaluated (forward, or forward + backward).
+        clean_scores: ``F(x)`` per row once :meth:`pin` ran, else ``None``.
+        training: whether any module of the model is in training mode.
+
+    Example:
+        >>> runner = ModelRunner(model, batch_size=64, sample=x[0], name="Occlusion")
+        >>> pinned = runner.pin(x, xt.as_target(None, len(x)))   # one forward per image
+        >>> scored = runner.scores(lambda a, b: (z[a:b], rows[a:b]), len(z))
+    """
+
+    def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None,
+                 name: str = "", sample: Optional[torch.Tensor] = None, target: Optional[Target] = None,
+                 device: Optional[torch.device] = None) -> None:
+        if not callable(model):
+            raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
+        self.model = model
+        self.batch_size = check_batch_size(batch_size)
+        self.progress = progress
+        self.name = name or type(model).__name__
+        fallback = device if device is not None else sample.device if sample is not None else torch.device("cpu")
+        self.device = model_device(model, fallback)
+        self.sample_numel = 0 if sample is None else int(sample[0].numel() if sample.ndim == 4 else sample.numel())
+        self.dtype = torch.float32 if sample is None else sample.dtype
+        self.target = target
+        self.calls = 0
+        self.clean_scores: Optional[torch.Tensor] = None
+        self.training = isinstance(model, nn.Module) and any(m.training for m in model.modules())
+        self._protected: set[int] = set()
+        self._ok = False  # whether a model call succeeded (the input fits the model)
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @property
+    def chunk(self) -> int:
+        """Samples per model call."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if not self.sample_numel:
+            raise XaiError(f"{self.name}: batch_size=None needs a sample image to size the chunks.")
+        return auto_batch_size(self.sample_numel, self.device)
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` detached on the model's device, protected: the model never sees its memory."""
+        xd = x.detach().to(self.device)
+        self.protect(x, xd)
+        return xd
+
+    def protect(self, *tensors: torch.Tensor) -> None:
+        """Model inputs that share memory with these tensors are copied before each call."""
+        for t in tensors:
+            self._protected.add(t.untyped_storage().data_ptr())
+
+    def session(self) -> HookSession:
+        """A :class:`HookSession` that restores the model's buffers on close when the model is
+        in training mode (use it as ``with runner.session():`` around work outside an explainer)."""
+        session = HookSession()
+        if self.training:
+            keep_buffers(self.model, session)
+        return session
+
+    def map(self, fn: Callable[[int, int], T], n: int, *, desc: Optional[str] = None) -> list[T]:
+        """``fn(start, stop)`` over ``[0, n)`` in chunks of at most :attr:`chunk` samples, with
+        the progress bar and CUDA out-of-memory back-off of :func:`~xai_torch.batching.map_chunks`."""
+        return map_chunks(fn, n, self.chunk, device=self.device, progress=self.progress, desc=desc or self.name)
+
+    def forward(self, z: torch.Tensor, *, grad: bool = False) -> Any:
+        """``model(z)``, counted, under ``torch.no_grad`` unless ``grad``."""
+        if grad:
+            return self._call(self.model, z)
+        with torch.no_grad():
+            return self._call(self.model, z)
+
+    def _call(self, fn: Callable[[torch.Tensor], Any], z: torch.Tensor) -> Any:
+        if self._protected and z.untyped_storage().data_ptr() in self._protected:
+            z = z.clone()
+        try:
+            out = fn(z)
+        except RuntimeError as err:
+            if not self._ok and not is_oom(err):
+                layer = self._failing_first_layer(z)
+                if layer is not None:
+                    raise XaiError(
+                        f"{self.name}: the model {type(self.model).__name__} cannot take x with images of "
+                        f"shape {tuple(z.shape[1:])} and dtype {z.dtype} (model input {tuple(z.shape)}): "
+                        f"its first layer {layer} failed with: {str(err).rstrip(".")}. Give x as (B, C, H, W) with the "
+                        "channel count, size and dtype the model expects."
+                    ) from err
+            raise
+        self._ok = True
+        self.calls += z.shape[0]
+        return out
+
+    def _failing_first_layer(self, z: torch.Tensor) -> Optional[str]:
+        """The shape probe after a model error on the first call: the model runs once more on one
+        image with hooks recording which leaf layers start and finish. If it fails again in the
+        first leaf layer it reached, before any layer finished, the input does not fit the model:
+        return that layer's name and type. Otherwise (the error comes from later in the model,
+        or does not repeat, or the model is not an ``nn.Module``) return ``None``."""
+        if not isinstance(self.model, nn.Module):
+            return None
+        leaves = _leaves(self.model)
+        entered: list[nn.Module] = []
+        finished: list[nn.Module] = []
+        with HookSession() as session, torch.no_grad():
+            if self.training:
+                keep_buffers(self.model, session)
+            for m in leaves:
+                session.forward_pre_hook(m, lambda mod, args: entered.append(mod))
+                session.forward_hook(m, lambda mod, args, out: finished.append(mod))
+            try:
+                self.model(z[:1].clone())
+            except RuntimeError:
+                pass
+            else:
+                return None
+        if finished or not entered:
+            return None
+        return f"'{leaves[entered[-1]]}' ({type(entered[-1]).__name__})"
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _target(self, target: Optional[Target]) -> Target:
+        t = target if target is not None else self.target
+        if t is None:
+            raise XaiError(f"{self.name}: the runner has no target; pin one or pass target=.")
+        return t
+
+    def pin(self, x: torch.Tensor, target: Target) -> Pinned:
+        """Score the clean images ``x`` (on the model's device) once, one forward per image
+        whatever K is, and pin argmax targets to the class found there (perturbed or path points
+        are scored for the class of ``x``, not their own argmax). Sets :attr:`target` and
+        :attr:`clean_scores`.
+
+        Returns:
+            :class:`Pinned`, per row (image x target column).
+        """
+        self.protect(x)
+        if not self.sample_numel:
+            self.sample_numel, self.dtype = int(x[0].numel()), x.dtype
+        k = target.k or 1
+        b = x.shape[0]
+        record = torch.full((3, b * k), float("nan"), dtype=torch.float64, device=self.device)
+        found: list[bool] = []
+
+        def chunk(start: int, stop: int) -> None:
+            out = repeat_rows(self.forward(x[start:stop]), k)
+            rows = torch.arange(start * k, stop * k, device=self.device)
+            s, classes = target.scores(out, rows)
+            record[0, start * k:stop * k] = s.detach()
+            if classes is not None:
+                record[1, start * k:stop * k] = classes
+                p = probability(out, classes)
+                if p is not None:
+                    record[2, start * k:stop * k] = p
+                found.append(p is not None)
+
+        self.map(chunk, b)
+        scores = record[0].to(self.dtype)
+        classes = record[1].long() if found else None
+        probs = record[2].to(self.dtype) if found and all(found) else None
+        self.clean_scores = scores
+        if isinstance(target, ClassTarget) and target.classes is None and classes is not None:
+            target = ClassTarget(classes.cpu(), target.score).bind(b)
+        self.target = target
+        return Pinned(target, scores, classes, probs)
+
+    def scores(self, inputs: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], n: int, *,
+               target: Optional[Target] = None, desc: Optional[str] = None) -> Scored:
+        """Forward only, under ``torch.no_grad``: :class:`Scored` of ``n`` samples, where
+        ``inputs(start, stop) -> (z, rows)`` gives the model inputs and their target rows."""
+        tgt = self._target(target)
+
+        def chunk(start: int, stop: int) -> Scored:
+            z, rows = inputs(start, stop)
+            out = self.forward(z)
+            s, classes = tgt.scores(out, rows)
+            return Scored(s.detach(), classes, probability(out, classes))
+
+        parts = self.map(chunk, n, desc=desc)
+        classes = None if parts[0].classes is None else torch.cat([p.classes for p in parts if p.classes is not None])
+        probs = None if parts[0].probs is None else torch.cat([p.probs for p in parts if p.probs is not None])
+        return Scored(torch.cat([p.scores for p in parts]), classes, probs)
+
+    def grad(self, z: torch.Tensor, rows: torch.Tensor, *, target: Optional[Target] = None,
+             forward: Optional[Callable[[torch.Tensor], Any]] = None) -> Grad:
+        """One forward and ``torch.autograd.grad`` of the summed target scores with respect to a
+        private leaf copy of ``z`` (one chunk; never ``.backward()``, so no parameter's
+        ``.grad`` changes).
+
+        Args:
+            z: ``(n, ...)`` model inputs; rows: ``(n,)`` their target rows.
+            forward: runs the model on the leaf (default: the model itself), e.g. under a
+                rectifier rule.
+
+        Raises:
+            XaiError: when the score does not depend on ``z`` through autograd.
+        """
+        tgt = self._target(target)
+        fn = self.model if forward is None else forward
+        with torch.inference_mode(False), torch.enable_grad():
+            # a leaf that requires grad: the model cannot modify it in place (autograd refuses);
+            # tensors made under the user's torch.inference_mode() must be copied out of it
+            shared = bool(self._protected) and z.untyped_storage().data_ptr() in self._protected
+            zg = (z.detach().clone() if shared or z.is_inference() else z.detach()).requires_grad_(True)
+            out = self._call(fn, zg)
+            s, classes = tgt.scores(out, rows)
+            if not s.requires_grad:
+                raise XaiError(
+                    f"{self.name}: the target score does not depend on x through autograd (the model or "
+                    "the target callable detaches it, or runs under torch.no_grad), so it has no gradient."
+                )
+            (g,) = torch.autograd.grad(s.sum(), zg)
+        return Grad(g.detach(), s.detach(), probability(out, classes), classes)
+
+    def gradients(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dF/dz, F(z))`` for every row of ``z``, chunked (all gradients are kept)."""
+        parts = self.map(lambda a, b: self.grad(z[a:b], rows[a:b]), z.shape[0])
+        return torch.cat([p.grad for p in parts]), torch.cat([p.scores for p in parts])
+
+
+__all__ = ["Grad", "ModelRunner", "Pinned", "Scored", "keep_buffers", "model_device", "probability",
+           "repeat_rows", "result_dtype", "warn_if_training"]
