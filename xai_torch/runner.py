@@ -231,10 +231,11 @@ class ModelRunner:
             if not self._ok and not is_oom(err):
                 layer = self._failing_first_layer(z)
                 if layer is not None:
+                    cause = str(err).rstrip(". ")
                     raise XaiError(
                         f"{self.name}: the model {type(self.model).__name__} cannot take x with images of "
                         f"shape {tuple(z.shape[1:])} and dtype {z.dtype} (model input {tuple(z.shape)}): "
-                        f"its first layer {layer} failed with: {str(err).rstrip(".")}. Give x as (B, C, H, W) with the "
+                        f"its first layer {layer} failed with: {cause}. Give x as (B, C, H, W) with the "
                         "channel count, size and dtype the model expects."
                     ) from err
             raise
