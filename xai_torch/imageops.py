@@ -8,7 +8,7 @@ Pure tensor functions on the caller's device, imported from below by ``path``, `
 * :func:`rise_blur`: RISE's insertion substrate (its 11 x 11 ``gkern``, zero padding);
 * :func:`minmax`: per-map min-max scaling to [0, 1] (CAMs, as pytorch-grad-cam), zeros for a
   map whose range is rounding noise;
-* :func:`upsample`: bilinear resize of maps to the input size (OpenCV's ``INTER_LINEAR``);
+* :func:`upsample_to`: bilinear resize of maps to the input size (OpenCV's ``INTER_LINEAR``);
 * :func:`top_fraction`: the most important fraction of each map (XRAI's "top 30 %").
 """
 from __future__ import annotations
@@ -192,7 +192,7 @@ def minmax(maps: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     return torch.where(noise, torch.zeros_like(scaled), scaled)
 
 
-def upsample(maps: torch.Tensor, size: Sequence[int], *, align_corners: bool = False) -> torch.Tensor:
+def upsample_to(maps: torch.Tensor, size: Sequence[int], *, align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize of the last two dims to ``size``; returned as is when already that size.
 
     ``align_corners=False`` is OpenCV's ``INTER_LINEAR`` (pytorch-grad-cam's resize).
@@ -209,7 +209,7 @@ def upsample(maps: torch.Tensor, size: Sequence[int], *, align_corners: bool = F
         ``(B, C, h, w)`` -> ``(B, C, H, W)``.
 
     Example:
-        >>> upsample(cam_maps, x.shape[-2:])
+        >>> upsample_to(cam_maps, x.shape[-2:])
     """
     target = (int(size[0]), int(size[1]))
     if tuple(maps.shape[-2:]) == target:
