@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .errors import XaiError, describe
+from ..errors import XaiError, describe
 
 
 def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 3.4)):
