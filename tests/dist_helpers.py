@@ -1,7 +1,14 @@
-"""Helpers that torchrun subprocesses import (``dist_helpers:...``, with tests/ on PYTHONPATH)."""
+"""Helpers of the tests/test_distributed_*.py files; torchrun subprocesses import the model and
+dataset factories (``dist_helpers:...``, with tests/ on PYTHONPATH), so pytest is imported only
+where it is used."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,3 +82,64 @@ def write_images(root: Path, n: int = 10) -> list[str]:
         cv2.imwrite(str(folder / f"img{i:02d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         names.append(f"{folder.name}/img{i:02d}.png")
     return sorted(names)
+
+
+def image_folder(root: Path) -> Path:
+    """``root`` holding 10 small PNGs in an ImageFolder layout (:func:`write_images`)."""
+    write_images(root, 10)
+    return root
+
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "dist_helpers:tiny_model"
+COMMON = ["--model", MODEL, "--input-size", "32", "--threads", "1", "--no-progress"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_cli(args: list[str], nproc: int = 0) -> subprocess.CompletedProcess:
+    """``xai-torch run`` in a fresh interpreter: plain (nproc=0) or under torchrun."""
+    import pytest
+
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+               "-m", "xai_torch", "run", *args]
+    else:
+        cmd = [sys.executable, "-m", "xai_torch", "run", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers: the group this test started
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish in 180 s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def run_in_process(out: Any, data: Any, **kwargs: Any) -> Any:
+    """``explain_dataset`` in one process, one torch thread (as each torchrun rank), in this interpreter."""
+    from xai_torch import distributed as xd
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return xd.explain_dataset(out, data, **{"model": MODEL, "input_size": 32, "progress": False, **kwargs})
+    finally:
+        torch.set_num_threads(threads)
+
+
+def same(a: Any, b: Any) -> None:
+    """Two :class:`~xai_torch.distributed.DatasetExplanation` hold the same results."""
+    assert a.ids == b.ids
+    for key in ("indices", "targets", "predictions", "labels"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-6, atol=1e-7)
+    assert a.metrics.keys() == b.metrics.keys()
+    for key in a.metrics:
+        np.testing.assert_allclose(a.metrics[key], b.metrics[key], rtol=1e-6, atol=1e-7)

@@ -4,16 +4,17 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Optional, Union
 
 from torch import nn
 
-from ..errors import XaiError, XaiWarning, closest_names
+from ..errors import XaiError, XaiWarning
 from ..explainer import Explainer
+from ..models import IMAGENET_NORMALIZE, load_model, load_weights
+from ..presets import METHODS, MethodSpec
 from .config import import_object
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: one input statistic: a scalar or one value per channel
 Stat = Union[float, tuple[float, ...]]
 #: ``(mean, std)`` of a model's input space for pixels in [0, 1]
@@ -28,7 +29,7 @@ def normalisation(model_spec: object) -> Normalize:
 
     if model_spec == "efficientnet_lite0":
         return zoo.NORMALIZE
-    return (IMAGENET_MEAN, IMAGENET_STD)
+    return IMAGENET_NORMALIZE
 
 
 def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, device: Any = "cpu") -> nn.Module:
@@ -38,7 +39,7 @@ def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, devi
         spec: ``"efficientnet_lite0"`` (the packaged, trained model), ``"torchvision:NAME"``
             (built with ``weights=None``), ``"package.module:function"`` (a factory called
             with no argument that returns an ``nn.Module``), or an ``nn.Module``.
-        weights: a state-dict file loaded strictly into the model (see ``xai_torch.cli.load_weights``).
+        weights: a state-dict file loaded strictly into the model (:func:`xai_torch.models.load_weights`).
         device: where the model goes.
 
     Returns:
@@ -47,25 +48,15 @@ def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, devi
     Example:
         >>> model = build_model("torchvision:resnet18", weights="resnet18.pth")
     """
-    from .. import zoo
-
+    if isinstance(spec, str) and (spec == "efficientnet_lite0" or spec.startswith("torchvision:")):
+        loaded = load_model(spec, weights, device=device).model
+        if spec.startswith("torchvision:") and weights is None:
+            warnings.warn(f"{spec} has random weights (built with weights=None): pass a state-dict file "
+                          "(--weights FILE) to explain a trained model.", XaiWarning, stacklevel=2)
+        return loaded
     model: nn.Module
     if isinstance(spec, nn.Module):
         model = spec
-    elif spec == "efficientnet_lite0":
-        model = zoo.efficientnet_lite0()
-    elif isinstance(spec, str) and spec.startswith("torchvision:"):
-        import torchvision
-
-        name = spec.split(":", 1)[1]
-        available = torchvision.models.list_models()
-        if name not in available:
-            raise XaiError(f"unknown torchvision model {name!r}; close names: "
-                           f"{closest_names(name, available) or available[:10]}.")
-        model = torchvision.models.get_model(name, weights=None)
-        if weights is None:
-            warnings.warn(f"{spec} has random weights (built with weights=None): pass a state-dict file "
-                          "(--weights FILE) to explain a trained model.", XaiWarning, stacklevel=2)
     elif isinstance(spec, str) and ":" in spec:
         factory = import_object(spec, "model factory")
         made = factory() if callable(factory) else factory
@@ -76,8 +67,6 @@ def build_model(spec: Union[str, nn.Module], weights: Optional[str] = None, devi
         raise XaiError(f"unknown model {spec!r}; give 'efficientnet_lite0', 'torchvision:NAME' (e.g. "
                        "torchvision:resnet50 with --weights FILE) or a factory 'package.module:function'.")
     if weights is not None:
-        from ..cli import load_weights  # the command line's loader: checks keys and shapes one by one
-
         load_weights(model, weights, spec if isinstance(spec, str) else type(spec).__name__)
     return model.eval().to(device)
 
@@ -111,7 +100,7 @@ def build_explainer(method: Method, model: nn.Module, options: Optional[dict[str
     """The explainer of a run.
 
     Args:
-        method: a name from ``xai_torch.cli.METHODS`` (``"gradient"``, ``"smoothgrad"``,
+        method: a name from ``xai_torch.presets.METHODS`` (``"gradient"``, ``"smoothgrad"``,
             ``"integrated_gradients"``...; options override its preset configuration), the
             name of an explainer class of the package (``"GradCAM"``, ``"IntegratedGradients"``:
             built as ``cls(model, **options)``), ``"package.module:function"`` (called as
@@ -127,35 +116,12 @@ def build_explainer(method: Method, model: nn.Module, options: Optional[dict[str
     Example:
         >>> build_explainer("integrated_gradients", model, {"steps": 16})
     """
-    from .. import zoo
-    from ..cli import METHODS
-
     options = dict(options or {})
     explainer: object
     if callable(method) and not isinstance(method, str):
         explainer = method(model, **options)
     elif method in METHODS:
-        factory = METHODS[method][0]
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}  # type: ignore[assignment]
-        kwargs = {}  # presets that take the model's CAM layer / input normalisation get them
-        if "layer" in params and "layer" in options:
-            kwargs["layer"] = options["layer"]
-        if "normalize" in params and normalize is not None and "normalize" not in options:
-            kwargs["normalize"] = normalize
-        try:
-            made = factory(model, **kwargs)
-        except XaiError as err:
-            raise XaiError(f"method {method!r} does not fit this model ({err}). A CAM needs the model's layer: "
-                           "--option layer=NAME (e.g. layer4 of a ResNet).") from None
-        changes = dict(options)
-        cfg = made._config()
-        if (normalize is not None and "normalize" not in options and cfg.get("normalize") == zoo.NORMALIZE
-                and tuple(normalize) != tuple(zoo.NORMALIZE)):
-            changes["normalize"] = normalize
-        explainer = recreate(made, model, changes) if changes else made
+        explainer = _build_preset(METHODS[method], model, options, normalize)
     elif (cls := _explainer_class(method)) is not None:
         try:
             explainer = cls(model, **options)
@@ -173,6 +139,41 @@ def build_explainer(method: Method, model: nn.Module, options: Optional[dict[str
     if not isinstance(explainer, Explainer):
         raise XaiError(f"method {method!r} must give an xai_torch Explainer; got {type(explainer).__name__}.")
     return explainer
+
+
+def _build_preset(spec: MethodSpec, model: nn.Module, options: dict[str, Any],
+                  normalize: Optional[Normalize]) -> Explainer:
+    """A registry method: its preset for this model (CAM layer, input normalisation), with
+    ``options`` replacing the preset's keywords."""
+    layer = options.get("layer") if spec.layer else None
+    norm = options.get("normalize", normalize) if spec.normalize else None
+    try:
+        preset = spec.build(model, layer=layer, normalize=norm)
+    except XaiError as err:
+        raise XaiError(f"method {spec.name!r} does not fit this model ({err}). A CAM needs the model's layer: "
+                       "--option layer=NAME (e.g. layer4 of a ResNet).") from None
+    given = {k: v for k, v in options.items()
+             if not ((k == "layer" and spec.layer) or (k == "normalize" and spec.normalize))}
+    if not given:
+        return preset
+    try:  # the options replace the preset's keywords
+        return replace(spec, keywords={**spec.keywords, **given}).build(model, layer=layer, normalize=norm)
+    except XaiError:
+        accepted = sorted(preset._config())
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise XaiError(f"{spec.cls} does not take option(s) {unknown}; its options: {', '.join(accepted)}.") \
+                from None
+        raise
+
+
+def rebuild_with_seed(method: Method, model: nn.Module, options: Optional[dict[str, Any]],
+                      normalize: Optional[Normalize], explainer: Explainer, seed: int) -> Explainer:
+    """The run's explainer with another seed (one per shard): a preset or class name is built
+    again with ``seed`` among its options; a factory's explainer is re-created from its configuration."""
+    if isinstance(method, str) and (method in METHODS or _explainer_class(method) is not None):
+        return build_explainer(method, model, {**(options or {}), "seed": seed}, normalize)
+    return recreate(explainer, model, {"seed": seed})
 
 
 def is_seeded(explainer: Explainer) -> bool:

@@ -3,6 +3,7 @@ per-image metrics and write the shard file."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from ..errors import XaiError
 from ..explainer import Explainer
-from .build import is_seeded, recreate
+from .build import is_seeded
 from .config import Target, shard_seed
 from .shards import Record, shard_name, write_shard
 from .sources import Source
@@ -28,12 +29,14 @@ class ImageError(Exception):
 
 
 class ShardWorker:
-    """What a rank needs to explain any shard of the run, and :meth:`compute` to do it."""
+    """What a rank needs to explain any shard of the run, and :meth:`compute` to do it
+    (``reseeded(seed)``: the run's explainer with another seed, for a seeded explainer)."""
 
-    def __init__(self, out: Path, source: Source, model: nn.Module, explainer: Explainer, *, shard_size: int,
+    def __init__(self, out: Path, source: Source, model: nn.Module, explainer: Explainer,
+                 reseeded: Callable[[int], Explainer], *, shard_size: int,
                  dtype: str, target: Target, metrics: list[str], seed: int, device: torch.device, rank: int,
                  config_hash: str) -> None:
-        self.out, self.source, self.model, self.explainer = out, source, model, explainer
+        self.out, self.source, self.model, self.explainer, self.reseeded = out, source, model, explainer, reseeded
         self.shard_size, self.dtype, self.target, self.metrics = shard_size, dtype, target, metrics
         self.seed, self.device, self.rank, self.config_hash = seed, device, rank, config_hash
         self.seeded = is_seeded(explainer)
@@ -46,7 +49,7 @@ class ShardWorker:
         """The explainer of shard ``k``: re-created with the shard's seed when it is seeded."""
         s = shard_seed(self.seed, k)
         torch.manual_seed(s)  # for anything drawing from the global RNG
-        return recreate(self.explainer, self.model, {"seed": s}) if self.seeded else self.explainer
+        return self.reseeded(s) if self.seeded else self.explainer
 
     def compute(self, k: int) -> Record:
         """Explain shard ``k`` and write its file; the manifest record."""

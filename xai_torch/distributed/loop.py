@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import XaiError
 from ..explainer import Explainer
-from .build import Method, build_explainer, build_model, normalisation
+from .build import Method, Normalize, build_explainer, build_model, normalisation, rebuild_with_seed
 from .comm import Comm, agree
 from .compute import ImageError, ShardWorker
 from .config import FORMAT, CollectiveError, RankFailure, Target, canonical, check_args, hash_json, weights_sha256
@@ -74,7 +74,7 @@ def explain_dataset(out: Union[str, os.PathLike[str]], data: Any, *,
         model: ``"efficientnet_lite0"``, ``"torchvision:NAME"``, ``"package.module:function"``
             or an ``nn.Module``.
         weights: state-dict file for the model.
-        method: preset name (``xai_torch.cli.METHODS``), explainer class name, factory
+        method: preset name (``xai_torch.presets.METHODS``), explainer class name, factory
             ``"package.module:function"`` or callable ``model -> Explainer``.
         options: explainer constructor keywords.
         shard_size: images per shard (and per explainer call).
@@ -126,6 +126,7 @@ class _Setup:
     source: Source
     model: nn.Module
     explainer: Explainer
+    normalize: Normalize
     config: dict[str, Any]
     config_hash: str
 
@@ -154,7 +155,7 @@ def _setup(data: Any, model_spec: Union[str, nn.Module], weights: Optional[str],
                     "ids_sha256": hashlib.sha256("\n".join(source.ids).encode()).hexdigest()},
         "shard_size": shard_size, "dtype": dtype, "target": target, "metrics": sorted(metrics), "seed": seed,
     }
-    return _Setup(source, model, explainer, config, hash_json(config))
+    return _Setup(source, model, explainer, norm, config, hash_json(config))
 
 
 def _explain_dataset(comm: Comm, out: Path, data: Any, model_spec: Union[str, nn.Module], weights: Optional[str],
@@ -196,7 +197,10 @@ def _explain_dataset(comm: Comm, out: Path, data: Any, model_spec: Union[str, nn
                              "num_shards": num_shards, "shards": {}, "complete": False, "runs": runs}
     if comm.rank == 0:
         write_manifest(out, state, done)
-    worker = ShardWorker(out, source, s.model, s.explainer, shard_size=shard_size, dtype=dtype, target=target,
+    def reseeded(seed: int) -> Explainer:  # the explainer of one shard
+        return rebuild_with_seed(method, s.model, opts, s.normalize, s.explainer, seed)
+
+    worker = ShardWorker(out, source, s.model, s.explainer, reseeded, shard_size=shard_size, dtype=dtype, target=target,
                          metrics=metrics, seed=seed, device=device, rank=comm.rank, config_hash=config_hash)
     bar = None
     if comm.rank == 0:
