@@ -22,19 +22,23 @@ Call arguments:
 """
 from __future__ import annotations
 
-import warnings
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import torch
-from torch import nn
 
-from .batching import auto_batch_size, check_batch_size, map_chunks
-from .errors import XaiError, XaiWarning, check_input
+from .batching import check_batch_size
+from .errors import XaiError, check_input
 from .hooks import HookSession
+from .runner import ModelRunner, keep_buffers, warn_if_training
+from .runner import model_device as model_device  # re-exported while subclasses move to the runner
+from .runner import result_dtype as result_dtype
 from .targets import Target, as_target
 
-_STOCHASTIC_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,34 +55,22 @@ class Explanation:
 
     attributions: torch.Tensor
     targets: Optional[torch.Tensor]
-    scores: torch.Tensor
+    scores: Optional[torch.Tensor]
 
 
-def model_device(model, default: torch.device) -> torch.device:
-    """The device of the model's first parameter or buffer (``default`` if it has none)."""
-    if isinstance(model, nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
-    return default
+@functools.cache
+def _takes_details(method: Callable[..., Any]) -> bool:
+    """Whether an ``_explain`` override accepts ``details=`` (transitional: the others still
+    read ``self._details``)."""
+    return "details" in inspect.signature(method).parameters
 
 
-def result_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def keep_buffers(model: nn.Module, session: HookSession) -> None:
-    """Restore every buffer of ``model`` (BatchNorm running statistics...) when ``session``
-    closes: a forward in training mode updates them, and the user's model keeps no trace."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-
-    def restore() -> None:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
-
-    session.callback(restore)
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    subs: list[type] = cls.__subclasses__()
+    for sub in subs:
+        out += [sub, *_subclasses(sub)]
+    return out
 
 
 class Explainer:
@@ -91,9 +83,11 @@ class Explainer:
     """
 
     #: per-call keyword arguments this explainer accepts besides ``target`` (``baseline``...).
-    call_keywords: tuple = ()
+    call_keywords: tuple[str, ...] = ()
+    #: transitional: the running call's ``details`` for overrides that do not take it yet.
+    _details: bool = True
 
-    def __init__(self, model, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+    def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         self.model = model
@@ -102,7 +96,7 @@ class Explainer:
         self._sessions: list[HookSession] = []
 
     # -- configuration --------------------------------------------------------------------
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         """Constructor keywords shown by ``repr`` (subclasses extend it)."""
         return {"batch_size": self.batch_size, "progress": self.progress}
 
@@ -112,7 +106,7 @@ class Explainer:
         return f"{type(self).__name__}(model={model}, {args})"
 
     # -- context manager ------------------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self: Any) -> Any:
         session = HookSession()
         self._sessions.append(session)
         try:
@@ -123,32 +117,43 @@ class Explainer:
             raise
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: Any) -> bool:
         if not self._sessions:
             return False
-        return self._sessions.pop().__exit__(*exc)
+        return bool(self._sessions.pop().__exit__(*exc))
 
     def _open(self, session: HookSession) -> None:
         """Register state that lives for the whole ``with`` block (none by default)."""
 
     # -- calling --------------------------------------------------------------------------
-    #: whether the running call wants the full result (``explain``) or only the attributions
-    #: (``__call__``): methods may skip work that only feeds the extra fields (IG's delta).
-    _details: bool = True
-
-    def __call__(self, x: torch.Tensor, target=None, **kwargs) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, target: Any = None, **kwargs: Any) -> torch.Tensor:
         """``explain(x, target, ...).attributions`` (without the work that only the other
         fields of the result need)."""
         return self._run(x, target, kwargs, details=False).attributions
 
-    def explain(self, x: torch.Tensor, target=None, **kwargs) -> Explanation:
+    def explain(self, x: torch.Tensor, target: Any = None, **kwargs: Any) -> Explanation:
         """Explain ``x`` for ``target``; see the subclass for extra fields of the result."""
         return self._run(x, target, kwargs, details=True)
 
-    def _run(self, x: torch.Tensor, target, kwargs: dict, details: bool) -> Explanation:
+    def from_output(self, output: Any, target: Any = None) -> Explanation:
+        """Attached mode: the explanation from the output of the user's own forward inside
+        ``with explainer:``, without a second forward. Only explainers that capture what they
+        need during that forward support it; the others raise :class:`XaiError`."""
+        supported = sorted({c.__name__ for c in _subclasses(Explainer)
+                            if getattr(c, "from_output", None) is not Explainer.from_output
+                            and not c.__name__.startswith("_")})
+        names = ", ".join(supported) if supported else "none yet"
+        raise XaiError(
+            f"{type(self).__name__} has no attached mode (from_output): it needs its own model calls. "
+            f"Call it on x instead: {type(self).__name__}(model)(x, target). Explainers with attached mode: {names}."
+        )
+
+    def _run(self, x: torch.Tensor, target: Any, kwargs: dict[str, Any], details: bool) -> Explanation:
+        """The call: check the arguments and the input, bind the target, run :meth:`_explain`
+        in a :class:`HookSession` (buffers restored when the model is in training mode)."""
         unknown = sorted(set(kwargs) - set(self.call_keywords))
         if unknown:
-            accepted = ", ".join(("target",) + self.call_keywords)
+            accepted = ", ".join(("target",) + tuple(self.call_keywords))
             raise XaiError(
                 f"{type(self).__name__} got unexpected call argument(s) {unknown}; it accepts "
                 f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
@@ -156,62 +161,62 @@ class Explainer:
         x4, _ = check_input(x)
         tgt = self._coerce_target(target, x4.shape[0])
         training = self._warn_if_training()
-        previous, self._details = self._details, details
-        try:
-            with HookSession() as session:
-                if training:
-                    keep_buffers(self.model, session)
-                return self._explain(x4, tgt, session, **kwargs)
-        finally:
-            self._details = previous
+        with HookSession() as session:
+            if training:
+                keep_buffers(self.model, session)
+            if _takes_details(type(self)._explain):
+                result = self._explain(x4, tgt, session, details=details, **kwargs)
+            else:
+                previous, self._details = self._details, details
+                try:
+                    result = self._explain(x4, tgt, session, **kwargs)
+                finally:
+                    self._details = previous
+        return result
 
-    def _coerce_target(self, target, batch: int) -> Target:
+    def _coerce_target(self, target: Any, batch: int) -> Target:
         """The call's ``target`` as a bound :class:`Target` (methods that score probabilities
         by default override it)."""
         return as_target(target, batch)
 
-    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, **kwargs) -> Explanation:
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 **kwargs: Any) -> Explanation:
+        """The method: attributions of ``x`` ``(B, C, H, W)`` for the bound ``target``.
+        ``details=False`` (``__call__``) lets it skip work that only feeds the other fields."""
         raise NotImplementedError
 
     # -- helpers for subclasses -----------------------------------------------------------
-    def _map_samples(self, x: torch.Tensor, target: Target, fn) -> list:
-        """Run ``fn(x_chunk, rows)`` over the ``B * K`` samples (image ``r // K`` with target
-        column ``r % K``) on the model's device, at most ``batch_size`` samples per call."""
-        device = model_device(self.model, x.device)
-        k = target.k or 1
-        x_dev = x.to(device)
+    def runner(self, x: torch.Tensor, target: Optional[Target] = None) -> ModelRunner:
+        """A :class:`~xai_torch.runner.ModelRunner` for one call on images ``x`` (the model's
+        model, ``batch_size``, ``progress``; its name is the class name)."""
+        return ModelRunner(self.model, batch_size=self.batch_size, progress=self.progress,
+                           name=type(self).__name__, sample=x[0], target=target, device=x.device)
 
-        def chunk(start: int, stop: int):
-            rows = torch.arange(start, stop, device=device)
+    def _map_samples(self, x: torch.Tensor, target: Target, fn: Callable[[torch.Tensor, torch.Tensor], T]) -> list[T]:
+        """Run ``fn(x_chunk, rows)`` over the ``B * K`` samples (image ``r // K`` with target
+        column ``r % K``) on the model's device, at most ``batch_size`` samples per call.
+        ``x_chunk`` may share memory with ``x``: ``fn`` must not hand it to the model as it is."""
+        run = self.runner(x, target)
+        k = target.k or 1
+        x_dev = x.to(run.device)
+
+        def chunk(start: int, stop: int) -> T:
+            rows = torch.arange(start, stop, device=run.device)
             return fn(x_dev[rows // k] if k > 1 else x_dev[start:stop], rows)
 
-        return map_chunks(chunk, x.shape[0] * k, self._chunk_size(x, device), device=device,
-                          progress=self.progress, desc=type(self).__name__)
+        return run.map(chunk, x.shape[0] * k)
 
     @staticmethod
-    def _per_image(items: list, x: torch.Tensor, target: Target, dtype=None) -> torch.Tensor:
+    def _per_image(items: list[torch.Tensor], x: torch.Tensor, target: Target,
+                   dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Concatenate per-sample chunk results, back on ``x.device``, as ``(B, [K,] ...)``."""
         t = torch.cat(items).to(device=x.device, dtype=dtype)
         return t.reshape(x.shape[0], target.k, *t.shape[1:]) if target.k is not None else t
 
     def _chunk_size(self, x: torch.Tensor, device: torch.device) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return auto_batch_size(x[0].numel(), device)
+        """Samples per model call for images ``x`` (``batch_size``, or automatic)."""
+        return ModelRunner(self.model, batch_size=self.batch_size, sample=x[0], device=device).chunk
 
     def _warn_if_training(self) -> bool:
         """Warn when the model is in training mode; return whether any module is."""
-        model = self.model
-        if not isinstance(model, nn.Module):
-            return False
-        if model.training:
-            kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _STOCHASTIC_LAYERS)})
-            if kinds:
-                warnings.warn(
-                    f"{type(self).__name__}: the model is in training mode and has {', '.join(kinds)}: "
-                    "each image's explanation then depends on the rest of the batch and on chance. "
-                    "Call model.eval() first (xai_torch never changes the mode for you).",
-                    XaiWarning,
-                    stacklevel=4,
-                )
-        return any(m.training for m in model.modules())
+        return warn_if_training(self.model, type(self).__name__, stacklevel=5)

@@ -7,13 +7,13 @@ rectifier-rule explainers in :mod:`xai_torch.backprop` reuse.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-from .errors import XaiError
-from .explainer import Explainer, Explanation, result_dtype
+from .explainer import Explainer, Explanation
 from .hooks import HookSession
+from .runner import Grad, result_dtype
 from .targets import Target
 
 
@@ -21,7 +21,7 @@ class InputGradientExplainer(Explainer):
     """Engine for attributions built from ``dF_c/dx``: override :meth:`_attribute` (how the
     gradient becomes an attribution) and/or :meth:`_forward` (how the model is run)."""
 
-    def _forward(self, x: torch.Tensor, state: dict):
+    def _forward(self, x: torch.Tensor, state: dict[str, Any]) -> Any:
         """Run the model on ``x`` (which requires grad). ``state`` is shared by the chunks of
         one call."""
         return self.model(x)
@@ -29,32 +29,29 @@ class InputGradientExplainer(Explainer):
     def _attribute(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
-    def _make_result(self, attributions, targets, scores, state: dict) -> Explanation:
+    def _make_result(self, attributions: torch.Tensor, targets: Optional[torch.Tensor], scores: torch.Tensor,
+                     state: dict[str, Any]) -> Explanation:
         return Explanation(attributions, targets, scores)
 
-    def _explain(self, x: torch.Tensor, target: Target, session: HookSession) -> Explanation:
-        state: dict = {}
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 **kwargs: Any) -> Explanation:
+        state: dict[str, Any] = {}
+        run = self.runner(x, target)
+        k = target.k or 1
+        xd = run.place(x)  # the runner copies chunks of it before the model sees them
 
-        def chunk(xc: torch.Tensor, rows: torch.Tensor):
-            with torch.inference_mode(False), torch.enable_grad():
-                xg = xc.detach().clone().requires_grad_(True)
-                out = self._forward(xg, state)
-                scores, classes = target.scores(out, rows)
-                if not scores.requires_grad:
-                    raise XaiError(
-                        f"{type(self).__name__}: the target score does not depend on x through "
-                        "autograd (the model or the target callable detaches it, or runs under "
-                        "torch.no_grad), so it has no gradient."
-                    )
-                (grad,) = torch.autograd.grad(scores.sum(), xg)
-                attr = self._attribute(xg.detach(), grad)
-            return attr.detach(), scores.detach(), classes
+        def chunk(start: int, stop: int) -> tuple[torch.Tensor, Grad]:
+            rows = torch.arange(start, stop, device=run.device)
+            xc = xd[rows // k] if k > 1 else xd[start:stop]
+            g = run.grad(xc, rows, forward=lambda z: self._forward(z, state))
+            return self._attribute(xc, g.grad).detach(), g
 
-        parts = self._map_samples(x, target, chunk)
+        parts = run.map(chunk, x.shape[0] * k)
         dtype = result_dtype(x)
-        classes = None if parts[0][2] is None else self._per_image([p[2] for p in parts], x, target)
-        return self._make_result(self._per_image([p[0] for p in parts], x, target, dtype), classes,
-                                 self._per_image([p[1] for p in parts], x, target, dtype), state)
+        classes = [p[1].classes for p in parts]
+        targets = None if classes[0] is None else self._per_image([c for c in classes if c is not None], x, target)
+        return self._make_result(self._per_image([p[0] for p in parts], x, target, dtype), targets,
+                                 self._per_image([p[1].scores for p in parts], x, target, dtype), state)
 
 
 class Gradient(InputGradientExplainer):
@@ -75,15 +72,15 @@ class Gradient(InputGradientExplainer):
         >>> grads = xt.Gradient(model)(x, target=281)
     """
 
-    def __init__(self, model, *, abs: bool = False, batch_size: Optional[int] = None,
+    def __init__(self, model: Any, *, abs: bool = False, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
         self.abs = bool(abs)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"abs": self.abs, **super()._config()}
 
-    def _attribute(self, x, grad):
+    def _attribute(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return grad.abs() if self.abs else grad
 
 
@@ -97,5 +94,5 @@ class InputXGradient(InputGradientExplainer):
         >>> attr = xt.InputXGradient(model)(x)      # (B, C, H, W)
     """
 
-    def _attribute(self, x, grad):
+    def _attribute(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return x * grad

@@ -12,15 +12,16 @@ fraction of each image's value range and ``variant="mean"`` is the default.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from .errors import XaiError, check_choice, check_positive_int, describe
-from .explainer import Explainer, Explanation, model_device, result_dtype
+from .explainer import Explainer, Explanation
+from .hooks import HookSession
+from .runner import result_dtype
 from .seeding import check_seed, make_generator
-from .path.engine import Engine, fix_target
 from .targets import ClassTarget, Target
 
 VARIANTS = ("mean", "square", "var")
@@ -38,7 +39,7 @@ class SmoothGradExplanation(Explanation):
             explainer reports one (path methods), else ``None``.
     """
 
-    noise_std: torch.Tensor = None
+    noise_std: Optional[torch.Tensor] = None
     draw_delta: Optional[torch.Tensor] = None
 
 
@@ -48,7 +49,7 @@ class _Repeated(Target):
     def __init__(self, inner: Target, n: int, first: int) -> None:
         self.inner, self.n, self.first, self.k = inner, n, first, inner.k
 
-    def scores(self, output, rows):
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         k = self.k or 1
         image = rows // (k * self.n) + self.first
         return self.inner.scores(output, image * k + rows % k)
@@ -97,29 +98,31 @@ class SmoothGrad(Explainer):
         self.variant = check_choice(variant, "variant", VARIANTS)
         self.seed = check_seed(seed)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"explainer": self.explainer, "samples": self.samples, "noise": self.noise,
                 "variant": self.variant, "seed": self.seed, "progress": self.progress}
 
     def __repr__(self) -> str:
         return f"SmoothGrad({', '.join(f'{k}={v!r}' for k, v in self._config().items())})"
 
-    def _open(self, session) -> None:
+    def _open(self, session: HookSession) -> None:
         session.enter(self.explainer)
 
     def _warn_if_training(self) -> bool:
         # the wrapped explainer warns; our own clean forward still needs the buffers restored
         return isinstance(self.model, nn.Module) and any(m.training for m in self.model.modules())
 
-    def _coerce_target(self, target, batch):
+    def _coerce_target(self, target: Any, batch: int) -> Target:
         return self.explainer._coerce_target(target, batch)  # e.g. RISE and LIME score probabilities
 
-    def _explain(self, x, target, session, **kwargs) -> SmoothGradExplanation:
-        device = model_device(self.model, x.device)
-        xd = x.detach().to(device)
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 **kwargs: Any) -> SmoothGradExplanation:
+        run = self.runner(x, target)
+        device = run.device
+        xd = run.place(x)
         scores = classes = None
-        if self._details or (isinstance(target, ClassTarget) and target.classes is None):
-            target, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
+        if details or (isinstance(target, ClassTarget) and target.classes is None):
+            target, scores, classes, _ = run.pin(xd, target)
         b, n = x.shape[0], self.samples
         flat = xd.flatten(1)
         std = self.noise * (flat.max(1).values - flat.min(1).values)
@@ -129,25 +132,29 @@ class SmoothGrad(Explainer):
         # does not grow with `samples`
         per_call = max(1, SAMPLES_PER_CALL // n)
         part = min(n, SAMPLES_PER_CALL)
-        results, deltas = [], []
+        results: list[torch.Tensor] = []
+        deltas: list[torch.Tensor] = []
         for first in range(0, b, per_call):
             last = min(b, first + per_call)
-            total = square = None
-            draw = []
+            total: Optional[torch.Tensor] = None
+            square: Optional[torch.Tensor] = None
+            draw: list[torch.Tensor] = []
             for done in range(0, n, part):
                 c = min(part, n - done)
                 clean = xd[first:last].repeat_interleave(c, 0)
                 eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
                 noisy = clean + eps * std[first:last].repeat_interleave(c).view(-1, 1, 1, 1)
                 call = {key: _repeat(value, b, first, last, c, key) for key, value in kwargs.items()}
-                res = self.explainer._run(noisy, _Repeated(target, c, first), call, details=self._details)
+                res = self.explainer._run(noisy, _Repeated(target, c, first), call, details=details)
                 a = res.attributions.to(device)
                 a = a.view(last - first, c, *a.shape[1:]).to(torch.float64)
                 total = a.sum(1) if total is None else total + a.sum(1)
                 if self.variant != "mean":
                     square = (a * a).sum(1) if square is None else square + (a * a).sum(1)
-                if getattr(res, "delta", None) is not None:
-                    draw.append(res.delta.view(last - first, c, *res.delta.shape[1:]).movedim(1, -1))
+                delta = getattr(res, "delta", None)
+                if isinstance(delta, torch.Tensor):
+                    draw.append(delta.view(last - first, c, *delta.shape[1:]).movedim(1, -1))
+            assert total is not None
             results.append(self._reduce(total / n, None if square is None else square / n))
             if draw:
                 deltas.append(torch.cat(draw, -1))
@@ -161,16 +168,17 @@ class SmoothGrad(Explainer):
             draw_delta=torch.cat(deltas).to(x.device) if deltas else None,
         )
 
-    def _reduce(self, mean: torch.Tensor, mean_square) -> torch.Tensor:
+    def _reduce(self, mean: torch.Tensor, mean_square: Optional[torch.Tensor]) -> torch.Tensor:
         """The variant from the float64 mean and mean square over the noisy copies."""
         if self.variant == "mean":
             return mean
+        assert mean_square is not None
         if self.variant == "square":
             return mean_square
         return (mean_square - mean * mean).clamp_min(0)  # population variance, as NoiseTunnel
 
 
-def _repeat(value, batch: int, first: int, last: int, n: int, key: str = ""):
+def _repeat(value: Any, batch: int, first: int, last: int, n: int, key: str = "") -> Any:
     """Per-image call arguments for the noisy copies of images ``first..last-1``: a
     ``(B, C, H, W)`` tensor (baselines, base attributions, pixel images), a ``(B, H, W)`` label
     map (``segments``), or a list of such tensors; anything else is passed as it is."""

@@ -25,24 +25,19 @@ Results are dataclasses of per-image float64 tensors on ``x.device``.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..batching import auto_batch_size, check_batch_size, map_chunks
-from ..errors import XaiError, XaiWarning, check_choice, describe
-from ..explainer import _STOCHASTIC_LAYERS, keep_buffers, model_device
-from ..hooks import HookSession
-from ..targets import ClassTarget, as_target
+from ..errors import XaiError, check_choice, describe
+from ..runner import ModelRunner, warn_if_training
+from ..targets import SCORES, ClassTarget, Target, as_target, score_classes
 
-#: what a class target is scored by: the softmax probability (RISE's deletion/insertion, SIC),
-#: the logit (ROAD in pytorch-grad-cam, infidelity), its log-probability, or correctness
-#: (1.0 when the model's top-1 is the target class: AIC, ROAD accuracy).
-SCORES = ("softmax", "logit", "log_softmax", "accuracy")
+# what a class target is scored by (targets.SCORES): the softmax probability (RISE's
+# deletion/insertion, SIC), the logit (ROAD in pytorch-grad-cam, infidelity), its
+# log-probability, or correctness (1.0 when the model's top-1 is the target class: AIC, ROAD).
 REDUCTIONS = ("sum", "abs", "max_abs", "max", "l2", "mean")
 
 
@@ -77,7 +72,7 @@ def correlation(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor
     return torch.where(den > 0, r, torch.full_like(r, float("nan")))
 
 
-def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
+def check_fraction(value: Any, name: str, *, low_open: bool = False, high_open: bool = False) -> float:
     """A number in [0, 1] (ends excluded where asked)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise XaiError(f"{name} must be a number in [0, 1]; got {describe(value)}.")
@@ -90,7 +85,8 @@ def check_fraction(value, name: str, *, low_open: bool = False, high_open: bool 
 
 
 class Scorer:
-    """Scores images for one fixed target per image, batched, under ``torch.no_grad``.
+    """Scores images for one fixed target per image, batched, under ``torch.no_grad``, through
+    a :class:`~xai_torch.runner.ModelRunner`.
 
     The clean images are scored once on construction; argmax targets are pinned to the clean
     prediction (perturbed images are scored for the class of ``x``, not their own argmax).
@@ -104,41 +100,47 @@ class Scorer:
         calls: images forwarded so far (the model-call count in samples).
     """
 
-    def __init__(self, model, x: torch.Tensor, target=None, *, score: str = "softmax",
+    def __init__(self, model: Any, x: torch.Tensor, target: Any = None, *, score: str = "softmax",
                  batch_size: Optional[int] = None, progress: Optional[bool] = None,
                  name: str = "metric") -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         check_choice(score, "score", SCORES)
+        self.runner = ModelRunner(model, batch_size=batch_size, progress=progress, name=name, sample=x[0],
+                                  device=x.device)
         self.model = model
         self.name = name
         self.score = score
-        self.batch_size = check_batch_size(batch_size)
+        self.batch_size = self.runner.batch_size
         self.progress = progress
-        self.device = model_device(model, x.device)
+        self.device = self.runner.device
         self.x = x.detach().to(self.device, copy=True)
-        self.calls = 0
-        self.training = _warn_if_training(model, name)
+        self.training = warn_if_training(model, name, stacklevel=5)
         tgt = as_target(target, x.shape[0])
         if tgt.k is not None:
             raise XaiError(
                 f"{name} takes one target per image; got a ({x.shape[0]}, {tgt.k}) target. "
                 "Call it once per target column."
             )
-        self._custom = None if isinstance(tgt, ClassTarget) else tgt
+        self._custom: Optional[Target] = None if isinstance(tgt, ClassTarget) else tgt
         if self._custom is not None and score not in ("softmax", "logit"):
             raise XaiError(f"score={score!r} needs class targets; a callable target gives its own scores.")
-        self.classes = None
-        self.clean_top1 = None
+        self.classes: Optional[torch.Tensor] = None
+        self.clean_top1: Optional[torch.Tensor] = None
         self._pin = isinstance(tgt, ClassTarget) and tgt.classes is None
         if isinstance(tgt, ClassTarget):
             b = x.shape[0]
-            self.classes = (torch.empty(b, dtype=torch.long, device=self.device) if self._pin
+            self.classes = (torch.empty(b, dtype=torch.long, device=self.device) if self._pin or tgt.classes is None
                             else tgt.classes.to(self.device))
             self.clean_top1 = torch.empty(b, dtype=torch.long, device=self.device)
         self.clean = self.evaluate(x.shape[0], lambda a, b: (self.x[a:b].clone(), torch.arange(a, b)), first=True)
 
-    def _scores(self, out, rows: torch.Tensor, first: bool) -> torch.Tensor:
+    @property
+    def calls(self) -> int:
+        """Images forwarded so far."""
+        return self.runner.calls
+
+    def _scores(self, out: Any, rows: torch.Tensor, first: bool) -> torch.Tensor:
         if self._custom is not None:
             return self._custom.scores(out, rows)[0].detach().double()
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
@@ -146,9 +148,10 @@ class Scorer:
                 f"{self.name} needs a model output of shape (B, num_classes); this model returned a "
                 f"{describe(out)}. Pass target=callable(output) -> (B,) scores."
             )
+        assert self.classes is not None and self.clean_top1 is not None
         out = out.detach()
-        top1 = out.argmax(1)
         if first:
+            top1 = out.argmax(1)
             self.clean_top1[rows] = top1
             if self._pin:
                 self.classes[rows] = top1
@@ -156,21 +159,13 @@ class Scorer:
         if bool(((c < 0) | (c >= out.shape[1])).any()):
             raise XaiError(f"target classes must lie in [0, {out.shape[1] - 1}] for this model; "
                            f"got {sorted(set(c.tolist()))[:5]}.")
-        if self.score == "accuracy":
-            return (top1 == c).double()
-        out = out.double()
-        if self.score == "softmax":
-            out = out.softmax(1)
-        elif self.score == "log_softmax":
-            out = out.log_softmax(1)
-        return out.gather(1, c[:, None])[:, 0]
+        return score_classes(out.double(), c, self.score)
 
     def chunk_size(self) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        return auto_batch_size(self.x[0].numel(), self.device)
+        """Images per model call."""
+        return self.runner.chunk
 
-    def evaluate(self, n: int, make: Callable[[int, int], tuple], *, first: bool = False,
+    def evaluate(self, n: int, make: Callable[[int, int], tuple[torch.Tensor, Any]], *, first: bool = False,
                  desc: Optional[str] = None) -> torch.Tensor:
         """Scores of ``n`` perturbed images, in chunks of at most ``batch_size``.
 
@@ -187,40 +182,25 @@ class Scorer:
         def chunk(start: int, stop: int) -> None:
             z, rows = make(start, stop)
             rows = torch.as_tensor(rows, device=self.device)
-            with torch.no_grad():
-                y = self.model(z)
-            out[start:stop] = self._scores(y, rows, first)
-            self.calls += stop - start
+            out[start:stop] = self._scores(self.runner.forward(z), rows, first)
 
-        with HookSession() as session:
-            if self.training:
-                keep_buffers(self.model, session)
-            map_chunks(chunk, n, self.chunk_size(), device=self.device, progress=self.progress,
-                       desc=desc or self.name)
+        with self.runner.session():
+            self.runner.map(chunk, n, desc=desc)
         return out
 
-    def attributions(self, attribution, reduce: Optional[str] = "sum") -> torch.Tensor:
+    def attributions(self, attribution: Any, reduce: Optional[str] = "sum") -> torch.Tensor:
         """``attribution`` (a tensor, an array or an explainer) as float64 on the model's device:
         ``(B, H, W)`` relevance when ``reduce`` is given, else ``(B, C', H, W)``. Check tensors
         with :func:`coerce_attribution` before building the scorer to fail before any model call."""
         return coerce_attribution(attribution, self.x, self.classes, reduce=reduce, name=self.name)
 
 
-def _warn_if_training(model, name: str) -> bool:
-    if not isinstance(model, nn.Module):
-        return False
-    if model.training and any(isinstance(m, _STOCHASTIC_LAYERS) for m in model.modules()):
-        warnings.warn(f"{name}: the model is in training mode (BatchNorm / Dropout): scores then depend "
-                      "on the batch and on chance. Call model.eval() first.", XaiWarning, stacklevel=4)
-    return any(m.training for m in model.modules())
-
-
-def is_explainer(attribution) -> bool:
+def is_explainer(attribution: Any) -> bool:
     """Whether ``attribution`` is an explainer to call rather than attributions to check."""
     return callable(attribution) and not isinstance(attribution, (torch.Tensor, np.ndarray))
 
 
-def coerce_attribution(attribution, x: torch.Tensor, classes: Optional[torch.Tensor] = None, *,
+def coerce_attribution(attribution: Any, x: torch.Tensor, classes: Optional[torch.Tensor] = None, *,
                        reduce: Optional[str] = "sum", name: str = "attribution") -> torch.Tensor:
     """Check an attribution against ``x`` ``(B, C, H, W)`` (or call the explainer that makes
     it) and return it as float64 on ``x.device``: ``(B, H, W)`` if ``reduce`` else
