@@ -30,9 +30,9 @@ def colormap_id(colormap: Union[str, int, None]) -> int:
 
     names = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
     if colormap is None:
-        return cv2.COLORMAP_JET
+        return int(cv2.COLORMAP_JET)
     if isinstance(colormap, str) and colormap.lower() in names:
-        return names[colormap.lower()]
+        return int(names[colormap.lower()])
     if isinstance(colormap, (int, np.integer)) and not isinstance(colormap, bool) and int(colormap) in names.values():
         return int(colormap)
     raise XaiError(f"unknown colormap {colormap!r}; use a cv2.COLORMAP_* number or one of {', '.join(sorted(names))}.")
@@ -60,10 +60,12 @@ def colorize(heat: ArrayLike, colormap: Union[str, int, None] = "jet") -> np.nda
 
     h = _one_map(heat, "heat")
     levels = np.uint8(np.clip(h, 0, 1) * 255)  # truncation, as before (and as pytorch-grad-cam)
-    return np.ascontiguousarray(cv2.applyColorMap(levels, colormap_id(colormap))[..., ::-1])
+    bgr: np.ndarray = cv2.applyColorMap(levels, colormap_id(colormap))
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def heatmap_overlay(image, heat: ArrayLike, alpha: float = 0.5, colormap: Union[str, int, None] = None) -> np.ndarray:
+def heatmap_overlay(image: ArrayLike, heat: ArrayLike, alpha: float = 0.5,
+                    colormap: Union[str, int, None] = None) -> np.ndarray:
     """Blend an OpenCV colour map of ``heat`` (values in [0, 1]) onto ``image``.
 
     ``out = (1 - alpha) * image + alpha * colorize(heat)``, rounded down to uint8.
@@ -87,7 +89,7 @@ def heatmap_overlay(image, heat: ArrayLike, alpha: float = 0.5, colormap: Union[
     h = _one_map(heat, "heat")
     image = as_image(image, h.shape)
     colored = colorize(h, colormap)
-    return np.uint8(np.clip((1 - alpha) * image + alpha * colored, 0, 255))
+    return np.clip((1 - alpha) * image + alpha * colored, 0, 255).astype(np.uint8)
 
 
 def signed_colorize(signed: ArrayLike, negative: Color = (0, 0, 255), positive: Color = (255, 0, 0),
@@ -113,10 +115,11 @@ def signed_colorize(signed: ArrayLike, negative: Color = (0, 0, 255), positive: 
     s = np.clip(_one_map(signed, "signed"), -1, 1)[..., None]
     mid, pos, neg = _color(middle, "middle"), _color(positive, "positive"), _color(negative, "negative")
     out = mid + np.clip(s, 0, 1) * (pos - mid) + np.clip(-s, 0, 1) * (neg - mid)
-    return np.uint8(np.round(out))
+    pic: np.ndarray = np.round(out).astype(np.uint8)
+    return pic
 
 
-def diverging_overlay(image, signed: ArrayLike, alpha: float = 0.6, positive: Color = (0, 255, 0),
+def diverging_overlay(image: ArrayLike, signed: ArrayLike, alpha: float = 0.6, positive: Color = (0, 255, 0),
                       negative: Color = (255, 0, 0)) -> np.ndarray:
     """Tint a grey copy of the photo: ``positive`` colour where ``signed`` > 0, ``negative`` where < 0.
 
@@ -146,4 +149,5 @@ def diverging_overlay(image, signed: ArrayLike, alpha: float = 0.6, positive: Co
     pos, neg = np.clip(s, 0, 1)[..., None], np.clip(-s, 0, 1)[..., None]
     color = pos * _color(positive, "positive") + neg * _color(negative, "negative")
     weight = alpha * np.maximum(pos, neg)
-    return np.uint8(np.clip((1 - weight) * grey + weight * color, 0, 255))
+    pic: np.ndarray = np.clip((1 - weight) * grey + weight * color, 0, 255).astype(np.uint8)
+    return pic

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import XaiError, describe
-from .inputs import as_image
+from .inputs import ArrayLike, as_image
 
 
 def _put_text(canvas: np.ndarray, text: str, x: int, y: int, width: int, height: int) -> None:
@@ -18,7 +18,11 @@ def _put_text(canvas: np.ndarray, text: str, x: int, y: int, width: int, height:
 
     font, text = cv2.FONT_HERSHEY_SIMPLEX, str(text).encode("ascii", "replace").decode()  # Hershey fonts are ASCII
     scale = min(0.5, max(0.3, height / 40))
-    size = lambda t, sc: cv2.getTextSize(t, font, sc, 1)[0]  # noqa: E731
+
+    def size(t: str, sc: float) -> tuple[int, int]:
+        (w, h), _ = cv2.getTextSize(t, font, sc, 1)
+        return int(w), int(h)
+
     while scale > 0.3 and size(text, scale)[0] > width:
         scale = round(scale - 0.05, 2)
     while len(text) > 1 and size(text, scale)[0] > width:
@@ -28,7 +32,7 @@ def _put_text(canvas: np.ndarray, text: str, x: int, y: int, width: int, height:
                 cv2.LINE_AA)
 
 
-def labelled_grid(rows: Sequence[Sequence], labels: Sequence[str] = (), pad: int = 4, *,
+def labelled_grid(rows: Sequence[Sequence[ArrayLike]], labels: Sequence[str] = (), pad: int = 4, *,
                   row_labels: Sequence[str] = (), label_height: int = 22, row_label_width: int = 80,
                   column_labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Tile equally sized panels into a white grid, a caption over each column (e.g. images x methods).
@@ -81,7 +85,7 @@ def labelled_grid(rows: Sequence[Sequence], labels: Sequence[str] = (), pad: int
     return out
 
 
-def save_png(path: Union[str, Path], rgb) -> Path:
+def save_png(path: Union[str, Path], rgb: ArrayLike) -> Path:
     """Write a uint8 picture as PNG (RGB, RGBA or grey), creating parent folders.
 
     Args:

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
 from ..errors import XaiError, describe
 
+#: maps, images and weights: a tensor (any device, any float dtype) or a NumPy array
 ArrayLike = Union[torch.Tensor, np.ndarray]
+#: an RGB colour, each of 0..255
 Color = tuple[int, int, int]
 
 
-def _channels_last(shape: tuple) -> bool:
+def _channels_last(shape: Sequence[int]) -> bool:
     return shape[-1] in (1, 3, 4) and shape[-3] not in (1, 3, 4)
 
 
@@ -61,7 +63,7 @@ def as_maps(attr: ArrayLike, layout: str = "auto") -> torch.Tensor:
     return t
 
 
-def as_image(image, shape: Optional[Sequence[int]] = None) -> np.ndarray:
+def as_image(image: ArrayLike, shape: Optional[Sequence[int]] = None) -> np.ndarray:
     """A picture as uint8 RGB ``(H, W, 3)``.
 
     Args:
@@ -106,7 +108,7 @@ def as_image(image, shape: Optional[Sequence[int]] = None) -> np.ndarray:
     return arr
 
 
-def _one_map(m, what: str = "map", reduce: str = "sum") -> np.ndarray:
+def _one_map(m: ArrayLike, what: str = "map", reduce: str = "sum") -> np.ndarray:
     """One ``(H, W)`` float64 map from ``(H, W)``, ``(1, H, W)``, ``(1, 1, H, W)`` (channels summed)."""
     t = as_maps(m)
     if t.shape[0] != 1:
@@ -120,7 +122,7 @@ def _check_alpha(alpha: float, name: str = "alpha") -> None:
         raise XaiError(f"{name} must be a number in [0, 1]; got {alpha!r}.")
 
 
-def _color(c, name: str) -> np.ndarray:
+def _color(c: Any, name: str) -> np.ndarray:
     arr = np.asarray(c, dtype=np.float64)
     if arr.shape != (3,) or not ((arr >= 0) & (arr <= 255)).all():
         raise XaiError(f"{name} must be an (R, G, B) triple of 0..255; got {c!r}.")

@@ -14,15 +14,21 @@ your own axes. Also reachable as ``xai_torch.viz.plot_*``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 import torch
 
 from ..errors import XaiError, describe
 
+if TYPE_CHECKING:  # matplotlib is an optional extra, imported on first use
+    from matplotlib.figure import Figure
 
-def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 3.4)):
+#: what a path curve is drawn from: an explanation with path fields, or a mapping of arrays
+PathCurve = Union[Any, Mapping[str, Any]]
+
+
+def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.4)) -> tuple[Figure, list[Any]]:
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -32,7 +38,7 @@ def _figure(ncols: int = 1, nrows: int = 1, size=(5.0, 3.4)):
     return fig, axes
 
 
-def _axes(ax, panels: int, nrows: int = 1) -> tuple[Any, list]:
+def _axes(ax: Any, panels: int, nrows: int = 1) -> tuple[Figure, list[Any]]:
     """(figure, one Axes per panel): new ones, or the caller's (one Axes is shared by all panels)."""
     if ax is None:
         return _figure(ncols=panels // nrows, nrows=nrows)
@@ -42,11 +48,11 @@ def _axes(ax, panels: int, nrows: int = 1) -> tuple[Any, list]:
     return axes[0].figure, axes
 
 
-def _np(t) -> np.ndarray:
+def _np(t: Any) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
 
 
-def _named(obj, cls_name: str, attrs: Sequence[str]) -> dict:
+def _named(obj: Any, cls_name: str, attrs: Sequence[str]) -> dict[str, Any]:
     """``{label: obj}`` from one result or a mapping of them, checking the fields exist."""
     items = dict(obj) if isinstance(obj, Mapping) and not all(hasattr(obj, a) for a in attrs) else {"": obj}
     if not items:
@@ -60,7 +66,7 @@ def _named(obj, cls_name: str, attrs: Sequence[str]) -> dict:
 
 
 # --- path curve -------------------------------------------------------------------------------------
-def _path_arrays(exp, index: int, target: int, probability: bool) -> dict:
+def _path_arrays(exp: PathCurve, index: int, target: int, probability: bool) -> dict[str, Any]:
     if isinstance(exp, Mapping):
         alphas = exp.get("alphas")
         curve = exp.get("probs") if probability and exp.get("probs") is not None else exp.get("scores")
@@ -69,7 +75,7 @@ def _path_arrays(exp, index: int, target: int, probability: bool) -> dict:
         if alphas is None or curve is None:
             raise XaiError("a path-curve mapping needs 'alphas' and 'probs' or 'scores' (arrays (S,) or (J, S)); "
                            f"got keys {sorted(exp)}.")
-        out = {"alphas": _np(alphas), "curve": _np(curve), "grad": None if grad is None else _np(grad)}
+        out: dict[str, Any] = {"alphas": _np(alphas), "curve": _np(curve), "grad": None if grad is None else _np(grad)}
     else:
         _named(exp, "PathExplanation", ("alphas", "path_scores", "path_grad"))
         use_probs = probability and getattr(exp, "path_probs", None) is not None
@@ -99,8 +105,8 @@ def _path_arrays(exp, index: int, target: int, probability: bool) -> dict:
     return {"alphas": alphas, "curve": curve, "grad": grad, "is_prob": is_prob}
 
 
-def plot_path_curve(explanation_or_arrays, ax=None, *, index: int = 0, target: int = 0, probability: bool = True,
-                    labels: Optional[Sequence[str]] = None):
+def plot_path_curve(explanation_or_arrays: Union[PathCurve, Sequence[PathCurve]], ax: Any = None, *, index: int = 0,
+                    target: int = 0, probability: bool = True, labels: Optional[Sequence[str]] = None) -> Figure:
     """The path curve of a path method (seed figures 4-3, 4-5 and 4-6).
 
     Top: the target's softmax probability (``path_probs``; ``path_scores`` when there is none
@@ -165,7 +171,8 @@ def plot_path_curve(explanation_or_arrays, ax=None, *, index: int = 0, target: i
 
 
 # --- deletion / insertion ---------------------------------------------------------------------------
-def plot_causal_curves(deletion_result, insertion_result=None, ax=None, *, index: Optional[int] = None):
+def plot_causal_curves(deletion_result: Any, insertion_result: Any = None, ax: Any = None, *,
+                       index: Optional[int] = None) -> Figure:
     """Deletion and insertion curves (RISE) with their AUC in the legend.
 
     Args:
@@ -221,7 +228,8 @@ def plot_causal_curves(deletion_result, insertion_result=None, ax=None, *, index
 
 
 # --- model randomisation ----------------------------------------------------------------------------
-def _randomization_lines(result, similarity, index) -> tuple[list[str], dict, dict]:
+def _randomization_lines(result: Any, similarity: Optional[str], index: Optional[int]
+                         ) -> tuple[list[str], dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """(layer labels, {line label: (L,) mean}, {line label: (L,) std or rerun})."""
     items = _named(result, "RandomizationResult", ("layers", "scores"))
     single = list(items) == [""]
@@ -248,7 +256,8 @@ def _randomization_lines(result, similarity, index) -> tuple[list[str], dict, di
     return layers, lines, {"std": spread, "rerun": rerun}
 
 
-def plot_randomization(result, ax=None, *, similarity: Optional[str] = None, index: Optional[int] = None):
+def plot_randomization(result: Any, ax: Any = None, *, similarity: Optional[str] = None,
+                       index: Optional[int] = None) -> Figure:
     """Model-randomisation sanity check: similarity of each step's map to the intact model's.
 
     A method that passes falls towards 0 as more layers are randomised. The first point,
@@ -296,7 +305,7 @@ def plot_randomization(result, ax=None, *, similarity: Optional[str] = None, ind
     return fig
 
 
-def randomization_table(result, *, similarity: Optional[str] = None, index: Optional[int] = None,
+def randomization_table(result: Any, *, similarity: Optional[str] = None, index: Optional[int] = None,
                         digits: int = 3) -> str:
     """The model-randomisation result as a Markdown table (rows: steps; columns: similarities or methods).
 

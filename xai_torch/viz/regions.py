@@ -1,18 +1,21 @@
 """Region pictures: LIME's green / red superpixels with boundaries, XRAI's top fraction."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Optional
+from collections.abc import Mapping, Sequence
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
-from ..errors import XaiError, check_choice, describe
+from ..errors import XaiError, describe
 from ..imageops import top_fraction
 from .inputs import ArrayLike, Color, _check_alpha, _color, _one_map, as_image
 
+#: superpixel weights: one per label (tensor, array or sequence) or a mapping ``{label: weight}``
+Weights = Union[ArrayLike, Sequence[float], Mapping[int, float]]
 
-def _segment_weights(segments, weights) -> tuple[np.ndarray, np.ndarray]:
+
+def _segment_weights(segments: ArrayLike, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
     seg = segments.detach().cpu().numpy() if isinstance(segments, torch.Tensor) else np.asarray(segments)
     while seg.ndim > 2 and seg.shape[0] == 1:
         seg = seg[0]
@@ -37,8 +40,8 @@ def _segment_weights(segments, weights) -> tuple[np.ndarray, np.ndarray]:
     return seg.astype(np.int64), w
 
 
-def superpixel_overlay(image, segments, weights, *, top: Optional[int] = None, threshold: float = 0.0,
-                       alpha: float = 0.5, boundaries: Optional[str] = "kept",
+def superpixel_overlay(image: ArrayLike, segments: ArrayLike, weights: Weights, *, top: Optional[int] = None,
+                       threshold: float = 0.0, alpha: float = 0.5, boundaries: Optional[str] = "kept",
                        boundary_color: Color = (255, 255, 0)) -> np.ndarray:
     """LIME's picture (seed figure 4-27): positive superpixels green, negative red, boundaries drawn.
 
@@ -76,7 +79,8 @@ def superpixel_overlay(image, segments, weights, *, top: Optional[int] = None, t
     from skimage.segmentation import find_boundaries
 
     _check_alpha(alpha)
-    check_choice(boundaries, "boundaries", ("kept", "all", None))
+    if boundaries not in ("kept", "all", None):
+        raise XaiError(f"boundaries must be one of ['kept', 'all', None]; got {boundaries!r}.")
     if top is not None and (not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 0):
         raise XaiError(f"top must be None or an integer >= 0; got {top!r}.")
     seg, w = _segment_weights(segments, weights)
@@ -95,9 +99,10 @@ def superpixel_overlay(image, segments, weights, *, top: Optional[int] = None, t
         out = (1 - s) * image + s * target
     if boundaries is not None:
         lab = seg + 1 if boundaries == "all" else np.where(np.isin(seg, keep), seg + 1, 0)
-        edge = find_boundaries(lab, mode="outer", background=0) if lab.any() else np.zeros(seg.shape, bool)
+        edge = find_boundaries(lab, mode="outer", background=0) if lab.any() else np.zeros(seg.shape, bool)  # type: ignore[no-untyped-call]
         out[edge] = _color(boundary_color, "boundary_color")
-    return np.uint8(np.clip(np.round(out), 0, 255))
+    pic: np.ndarray = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return pic
 
 
 def top_fraction_mask(heat: ArrayLike, fraction: float = 0.3) -> np.ndarray:
@@ -123,7 +128,7 @@ def top_fraction_mask(heat: ArrayLike, fraction: float = 0.3) -> np.ndarray:
     return top_fraction(torch.from_numpy(_one_map(heat, "map"))[None], fraction, exact=True)[0].numpy()
 
 
-def top_fraction_overlay(image, heat: ArrayLike, fraction: float = 0.3, dim: float = 0.3) -> np.ndarray:
+def top_fraction_overlay(image: ArrayLike, heat: ArrayLike, fraction: float = 0.3, dim: float = 0.3) -> np.ndarray:
     """The photo with every pixel outside the map's top ``fraction`` darkened (XRAI, seed figure 4-18).
 
     Pixels in :func:`top_fraction_mask` keep their value; the others are multiplied by ``dim``
@@ -148,4 +153,4 @@ def top_fraction_overlay(image, heat: ArrayLike, fraction: float = 0.3, dim: flo
     mask = top_fraction_mask(heat, fraction)
     image = as_image(image, mask.shape)
     out = np.where(mask[..., None], image.astype(np.float64), image * float(dim))
-    return np.uint8(np.round(out))
+    return np.round(out).astype(np.uint8)
