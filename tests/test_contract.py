@@ -1,12 +1,18 @@
 """Cross-method contract checks (found by review): inputs never written, inference mode,
 training-mode buffers, wrapped explainers keep their scoring, per-image arguments."""
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
 import xai_torch as xt
+import xai_torch.metrics as xm
 
-from conftest import SmallNet
+from conftest import SmallNet, assert_no_trace, snapshot
 
 
 @pytest.fixture
@@ -75,3 +81,463 @@ def test_xrai_fast_without_a_pixel_floor_has_no_nan(small, small_x):
 def test_relative_delta_of_a_path_of_length_zero(small):
     res = xt.IntegratedGradients(small, steps=4).explain(torch.full((1, 3, 12, 12), 0.5))
     assert float(res.relative_delta) == 0.0 and float(res.delta) == 0.0
+
+
+# ============================================================================================
+# The contract, parametrized over every public explainer and metric (issue 14, item 6).
+#
+# Explainers are found by introspection (every ``xt.Explainer`` subclass in ``xt.__all__``),
+# metrics as every function in ``xt.metrics.__all__``; each needs one recipe below, and
+# ``test_every_public_explainer_and_metric_has_a_recipe`` names the ones without. A new public
+# explainer or metric is therefore in the contract as soon as it is exported.
+H = W = 10        # tiny images: every check runs in milliseconds
+CLASSES = 5       # SmallNet's outputs; target CLASSES is out of range
+
+
+class Faulty(nn.Module):
+    """SmallNet behind a wrapper that counts forwards, records the exceptions they raise, and
+    on call ``fail_at`` raises ``error`` inside the inner forward (after conv1, bn and the
+    reused ReLU ran, before conv2): the failure happens mid-work, with hooks live."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = SmallNet(classes=CLASSES)
+        self.calls, self.fail_at, self.raised = 0, 0, []
+        self.error: BaseException = RuntimeError("injected failure")
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            self.net.fail_with = self.error
+        try:
+            return self.net(x)
+        except BaseException as err:
+            self.raised.append(err)
+            raise
+        finally:
+            self.net.fail_with = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on busy cores: intra-op threads only wait on each other (20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def user_model() -> Faulty:
+    """A model as a user hands it over: eval mode, one frozen parameter, one parameter with a
+    ``.grad`` from their own training step (a method must neither zero nor accumulate it)."""
+    model = Faulty().eval()
+    model.net.conv1.bias.requires_grad_(False)
+    model.net.fc.weight.grad = torch.full_like(model.net.fc.weight, 0.5)
+    return model
+
+
+def images(b: int = 2, c: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.rand(b, c, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def grid(x: torch.Tensor, cells: int = 2) -> torch.Tensor:
+    """(B, H, W) integer segments: a cells x cells grid."""
+    h, w = x.shape[-2:]
+    rows, cols = torch.arange(h) * cells // h, torch.arange(w) * cells // w
+    return (rows[:, None] * cells + cols[None, :]).expand(x.shape[0] if x.ndim == 4 else 1, h, w).clone()
+
+
+def region_masks(x: torch.Tensor) -> list:
+    """XRAI's per-image candidate masks: the grid cells, as (n, H, W) bool."""
+    seg = grid(x)
+    return [torch.stack([s == v for v in s.unique()]) for s in seg]
+
+
+def attribution_of(x: torch.Tensor) -> torch.Tensor:
+    """A fixed, tie-free attribution of the same shape as ``x``."""
+    return (x * torch.linspace(-1.0, 1.0, x.numel()).reshape(x.shape)).detach()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to build and call one explainer on the tiny model.
+
+    build: (model, x, **options) -> explainer; options hold ``batch_size`` (and the wrapped
+        explainer's for SmoothGrad); ``x`` only gives shapes (ExpectedGradients' background).
+    call: x -> the per-call keywords (``segments=``, ``base_attribution=``...).
+    """
+
+    build: Callable[..., Any]
+    call: Callable[[torch.Tensor], dict] = lambda x: {}
+
+
+def _cam(cls, **kw):
+    return Recipe(lambda m, x, **o: cls(m, layer="net.conv2", **kw, **o))
+
+
+def _background(x: torch.Tensor) -> torch.Tensor:
+    return torch.rand(4, *x.shape[-3:], generator=torch.Generator().manual_seed(9))
+
+
+EXPLAINER_RECIPES: dict[str, Recipe] = {
+    "Gradient": Recipe(lambda m, x, **o: xt.Gradient(m, **o)),
+    "InputXGradient": Recipe(lambda m, x, **o: xt.InputXGradient(m, **o)),
+    "GuidedBackprop": Recipe(lambda m, x, **o: xt.GuidedBackprop(m, **o)),
+    "Deconvnet": Recipe(lambda m, x, **o: xt.Deconvnet(m, **o)),
+    "CAM": _cam(xt.CAM),
+    "GradCAM": _cam(xt.GradCAM),
+    "GradCAMPlusPlus": _cam(xt.GradCAMPlusPlus),
+    "HiResCAM": _cam(xt.HiResCAM),
+    "XGradCAM": _cam(xt.XGradCAM),
+    "LayerCAM": _cam(xt.LayerCAM),
+    "ScoreCAM": _cam(xt.ScoreCAM),
+    "GuidedGradCAM": _cam(xt.GuidedGradCAM),
+    "IntegratedGradients": Recipe(lambda m, x, **o: xt.IntegratedGradients(m, steps=4, **o)),
+    "BlurIG": Recipe(lambda m, x, **o: xt.BlurIG(m, steps=4, max_sigma=2.0, **o)),
+    "GuidedIG": Recipe(lambda m, x, **o: xt.GuidedIG(m, steps=4, **o)),
+    "ExpectedGradients": Recipe(lambda m, x, **o: xt.ExpectedGradients(m, _background(x), samples=4, seed=0, **o)),
+    "XRAI": Recipe(lambda m, x, **o: xt.XRAI(m, steps=4, min_pixel_diff=0, **o),
+                   lambda x: {"segments": region_masks(x)}),
+    "LIME": Recipe(lambda m, x, **o: xt.LIME(m, samples=8, seed=0, **o), lambda x: {"segments": grid(x)}),
+    "KernelSHAP": Recipe(lambda m, x, **o: xt.KernelSHAP(m, samples=8, seed=0, **o), lambda x: {"segments": grid(x)}),
+    "Occlusion": Recipe(lambda m, x, **o: xt.Occlusion(m, window=5, **o)),
+    "RISE": Recipe(lambda m, x, **o: xt.RISE(m, masks=8, cell=5, seed=0, **o)),
+    "SmoothGrad": Recipe(lambda m, x, **o: xt.SmoothGrad(xt.Gradient(m, **o), samples=3, seed=0)),
+}
+
+
+def metric_explainer(model):
+    return xt.Gradient(model)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetric:
+    """A metric that runs the model: ``run(model, x, target, batch_size) -> result``."""
+
+    run: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PureMetric:
+    """A model-free function: ``args()`` / ``bad()`` give ``(args, kwargs)`` of a valid call
+    and of a call that must raise ``xt.XaiError``."""
+
+    args: Callable[[], tuple]
+    bad: Callable[[], tuple]
+
+
+def _maps(b: int = 2, seed: int = 3) -> torch.Tensor:
+    return torch.rand(b, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def _boxes(b: int = 2) -> torch.Tensor:
+    m = torch.zeros(b, H, W, dtype=torch.bool)
+    m[:, 2:6, 3:8] = True
+    return m
+
+
+def _road_mask() -> torch.Tensor:
+    m = torch.zeros(1, H, W, dtype=torch.bool)
+    m[0, 3:6, 4:7] = True
+    return m
+
+
+def _pic_results() -> list:
+    x = images()
+    return [xm.pic(Faulty().eval(), x, attribution_of(x), input_range=(0.0, 1.0), min_pred_value=0.0, workers=1)]
+
+METRIC_RECIPES: dict[str, Any] = {
+    "deletion": ModelMetric(lambda m, x, t=None, bs=None: xm.deletion(m, x, attribution_of(x), t, step=20,
+                                                                       batch_size=bs)),
+    "insertion": ModelMetric(lambda m, x, t=None, bs=None: xm.insertion(m, x, attribution_of(x), t, step=20,
+                                                                         batch_size=bs)),
+    "completeness": ModelMetric(lambda m, x, t=None, bs=None: xm.completeness(m, x, attribution_of(x), t,
+                                                                               batch_size=bs)),
+    "pic": ModelMetric(lambda m, x, t=None, bs=None: xm.pic(m, x, attribution_of(x), t, input_range=(0.0, 1.0),
+                                                             thresholds=(0.1, 0.5), min_pred_value=0.0,
+                                                             workers=1, batch_size=bs)),
+    "road": ModelMetric(lambda m, x, t=None, bs=None: xm.road(m, x, attribution_of(x), t, fractions=(0.2, 0.6),
+                                                               batch_size=bs)),
+    "infidelity": ModelMetric(lambda m, x, t=None, bs=None: xm.infidelity(m, x, attribution_of(x), t, samples=4,
+                                                                           batch_size=bs)),
+    "sensitivity_n": ModelMetric(lambda m, x, t=None, bs=None: xm.sensitivity_n(m, x, attribution_of(x), t, n=5,
+                                                                                 subsets=4, batch_size=bs)),
+    "max_sensitivity": ModelMetric(lambda m, x, t=None, bs=None: xm.max_sensitivity(
+        xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
+    "model_randomization": ModelMetric(lambda m, x, t=None, bs=None: xm.model_randomization(
+        m, xt.Gradient(m, batch_size=bs), x, t, similarity=("spearman",), batch_size=bs)),
+    # model-free functions
+    "pointing_game": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
+    "relevance_mass": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
+    "relevance_rank": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
+    "causal_auc": PureMetric(lambda: ((torch.rand(2, 6, generator=torch.Generator().manual_seed(1)),), {}),
+                             lambda: ((torch.rand(2, 1),), {})),
+    "pearson": PureMetric(lambda: ((_maps(), _maps(seed=4)), {}), lambda: ((_maps(), _maps(3)), {})),
+    "spearman": PureMetric(lambda: ((_maps(), _maps(seed=4)), {}), lambda: ((_maps(), _maps(3)), {})),
+    "ssim": PureMetric(lambda: ((_maps(), _maps(seed=4)), {}), lambda: ((_maps(), _maps(3)), {})),
+    "hog_similarity": PureMetric(lambda: ((_maps(), _maps(seed=4)), {"pixels_per_cell": (4, 4),
+                                                                     "cells_per_block": (1, 1)}),
+                                 lambda: ((_maps(), _maps(3)), {})),
+    "coerce_attribution": PureMetric(lambda: ((attribution_of(images()), images()), {}),
+                                     lambda: ((torch.rand(2, 3, 4, 4), images()), {})),
+    "descending_order": PureMetric(lambda: ((_maps(),), {}), lambda: ((torch.rand(3),), {})),
+    "reduce_channels": PureMetric(lambda: ((images(),), {}), lambda: ((images(),), {"how": "nope"})),
+    "rise_blur": PureMetric(lambda: ((images(),), {}), lambda: ((images(),), {"size": 0})),
+    "generate_random_mask": PureMetric(lambda: ((H, W), {"fraction": 0.2, "batch": 2, "seed": 0}),
+                                       lambda: ((H, W), {"fraction": 2.0})),
+    "noisy_linear_impute": PureMetric(lambda: ((images(1), _road_mask()),
+                                               {"generator": torch.Generator().manual_seed(0)}),
+                                      lambda: ((images(1), _road_mask()[:, :5]), {})),
+    "aggregate": PureMetric(lambda: ((_pic_results(),), {}), lambda: ((_pic_results(),), {"method": "nope"})),
+}
+
+
+def _is_explainer(obj) -> bool:
+    return inspect.isclass(obj) and issubclass(obj, xt.Explainer) and obj is not xt.Explainer
+
+
+PUBLIC_EXPLAINERS = sorted(n for n in xt.__all__ if _is_explainer(getattr(xt, n, None)))
+PUBLIC_METRICS = sorted(n for n in xm.__all__ if inspect.isfunction(getattr(xm, n, None)))
+EXPLAINERS = [n for n in PUBLIC_EXPLAINERS if n in EXPLAINER_RECIPES]
+MODEL_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), ModelMetric)]
+PURE_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), PureMetric)]
+
+# (name, check) -> the defect that makes the check fail today; the case is xfail(strict=True),
+# so it fails again (and must be removed from here) once the defect is fixed.
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {
+    ("ExpectedGradients", "alone"): "issue 19 item 3: Expected Gradients' draws depend on the other images "
+                                    "in the batch",
+    ("SmoothGrad", "alone"): "SmoothGrad's noise for an image depends on the other images in the batch "
+                             "(one generator draws the noise of the whole chunk); issue 19 item 3",
+    ("descending_order", "pure"): "metrics.descending_order of a 1-D tensor raises a raw IndexError, not XaiError",
+    ("rise_blur", "pure"): "metrics.rise_blur(x, size=0) raises oneDNN's raw RuntimeError, not XaiError",
+}
+
+
+def cases(names: list, check: str) -> list:
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[(n, check)]))
+            if (n, check) in KNOWN_DEFECTS else n for n in names]
+
+
+def test_every_public_explainer_and_metric_has_a_recipe():
+    missing = sorted(set(PUBLIC_EXPLAINERS) - set(EXPLAINER_RECIPES)) + \
+        sorted(set(PUBLIC_METRICS) - set(METRIC_RECIPES))
+    assert not missing, f"add a recipe to tests/test_contract.py for: {', '.join(missing)}"
+    stale = sorted(set(EXPLAINER_RECIPES) - set(PUBLIC_EXPLAINERS)) + \
+        sorted(set(METRIC_RECIPES) - set(PUBLIC_METRICS))
+    assert not stale, f"recipes for names that are no longer public: {', '.join(stale)}"
+    assert {n for n, _ in KNOWN_DEFECTS} <= set(EXPLAINER_RECIPES) | set(METRIC_RECIPES)
+
+
+# --- comparing results ----------------------------------------------------------------------
+def leaves(obj, path: str = "result") -> dict:
+    """Every tensor / number / string in a result (dataclass, dict, list, tuple), by path."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            out.update(leaves(getattr(obj, f.name), f"{path}.{f.name}"))
+        return out
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(leaves(v, f"{path}[{k!r}]"))
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(leaves(v, f"{path}[{i}]"))
+        return out
+    if isinstance(obj, torch.Tensor):
+        return {path: obj.detach().cpu()}
+    assert obj is None or isinstance(obj, (bool, int, float, str)), f"{path}: unexpected {type(obj).__name__}"
+    return {path: obj}
+
+
+def assert_same(a, b, tolerance: bool = False) -> None:
+    """Bit for bit (NaN == NaN), or, with ``tolerance``, to float32 rounding (see
+    ``test_*_batch_size_does_not_change_the_result``)."""
+    la, lb = leaves(a), leaves(b)
+    assert la.keys() == lb.keys()
+    for k, u in la.items():
+        v = lb[k]
+        if isinstance(u, torch.Tensor):
+            assert isinstance(v, torch.Tensor) and u.shape == v.shape and u.dtype == v.dtype, k
+            if tolerance and u.is_floating_point():
+                scale = float(u.abs().nan_to_num().max()) if u.numel() else 0.0
+                torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-5 * scale + 1e-7, equal_nan=True, msg=k)
+            else:
+                torch.testing.assert_close(v, u, rtol=0, atol=0, equal_nan=True, msg=k)
+        elif isinstance(u, float) and tolerance:
+            assert v == pytest.approx(u, rel=1e-4, abs=1e-7, nan_ok=True), k
+        else:
+            assert u == v or (u != u and v != v), k
+
+
+def chain(err: BaseException) -> list:
+    """``err`` and the exceptions it was raised from, as ``(type, args)`` (a model that a
+    metric deep-copies raises a copy of the injected error)."""
+    out, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        out.append((type(err), err.args))
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def key(err: BaseException) -> tuple:
+    return type(err), err.args
+
+
+# --- running a recipe -----------------------------------------------------------------------
+def explain(name: str, model, x, target=None, build_x=None, call_x=None, **options):
+    recipe = EXPLAINER_RECIPES[name]
+    explainer = recipe.build(model, x if build_x is None else build_x, **options)
+    return explainer.explain(x, target, **recipe.call(x if call_x is None else call_x))
+
+
+def measure(name: str, model, x, target=None, build_x=None, call_x=None, batch_size=None):
+    """Run explainer or metric ``name``."""
+    if name in EXPLAINER_RECIPES:
+        return explain(name, model, x, target, build_x, call_x, batch_size=batch_size)
+    return METRIC_RECIPES[name].run(model, x, target, batch_size)
+
+
+WITH_MODEL = EXPLAINERS + MODEL_METRICS
+CHECKED = {n: cases(WITH_MODEL, n) for n in ("success", "exception", "interrupt", "rank", "channels", "target",
+                                            "seed", "batch_size")}
+
+
+# --- no trace -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CHECKED["success"])
+def test_no_trace_after_success(name):
+    model, x = user_model(), images()
+    before = snapshot(model, x)
+    measure(name, model, x)
+    assert_no_trace(before, snapshot(model, x))
+    if name in EXPLAINER_RECIPES:   # and after a `with` block around two calls
+        recipe = EXPLAINER_RECIPES[name]
+        with recipe.build(model, x) as explainer:
+            explainer(x, **recipe.call(x))
+            explainer.explain(x, 1, **recipe.call(x))
+        assert_no_trace(before, snapshot(model, x))
+
+
+def _fail(name: str, error: BaseException) -> None:
+    model, x = user_model(), images()
+    measure(name, model, x)   # count the forwards of a successful run
+    work, model.raised = model.calls, []
+    if name in EXPLAINER_RECIPES:   # forward counts of a `with` block may differ: counted there
+        assert work > 0, f"{name} never called the model"
+    model.calls, model.fail_at, model.error = 0, max(work // 2 + 1, 1), error
+    before = snapshot(model, x)
+    with pytest.raises(BaseException) as info:
+        measure(name, model, x)
+    assert key(error) in chain(info.value), f"{name} raised {info.value!r} instead of the model's {error!r}"
+    if isinstance(error, KeyboardInterrupt):
+        assert type(info.value) is KeyboardInterrupt, f"{name} turned a KeyboardInterrupt into {info.value!r}"
+    assert_no_trace(before, snapshot(model, x))
+    if name in EXPLAINER_RECIPES:   # the same inside a `with` block
+        recipe = EXPLAINER_RECIPES[name]
+        model.calls = 0
+        with pytest.raises(BaseException) as info:
+            with recipe.build(model, x) as explainer:
+                explainer.explain(x, **recipe.call(x))
+        assert key(error) in chain(info.value)
+        assert_no_trace(before, snapshot(model, x))
+
+
+@pytest.mark.parametrize("name", CHECKED["exception"])
+def test_no_trace_after_an_exception_inside_the_forward(name):
+    _fail(name, RuntimeError("injected failure"))
+
+
+@pytest.mark.parametrize("name", CHECKED["interrupt"])
+def test_no_trace_after_a_keyboard_interrupt_inside_the_forward(name):
+    _fail(name, KeyboardInterrupt())
+
+
+# --- bad input ------------------------------------------------------------------------------
+def _bad(name: str, x, target=None, build_x=None, call_x=None) -> xt.XaiError:
+    model = user_model()
+    before = snapshot(model, x)
+    with pytest.raises(xt.XaiError) as info:
+        measure(name, model, x, target, build_x, call_x)
+    assert_no_trace(before, snapshot(model, x))
+    for raised in model.raised:   # a model error comes back chained
+        assert key(raised) in chain(info.value), f"{name}: the model's {raised!r} is not chained"
+    return info.value
+
+
+@pytest.mark.parametrize("name", CHECKED["rank"])
+def test_wrong_rank_input_raises_xai_error(name):
+    good = images(1)
+    _bad(name, good[0, 0], build_x=good, call_x=good)
+
+
+@pytest.mark.parametrize("name", CHECKED["channels"])
+def test_wrong_channel_count_raises_xai_error_naming_the_shape(name):
+    """A model error comes back as XaiError naming the input shape, chained to the original
+    (checked in ``_bad``); a method that refuses the input before the model names the channels."""
+    err = _bad(name, images(1, c=4)[0])
+    assert f"4, {H}, {W}" in str(err) or "4 channels" in str(err), f"{name}: the message names no shape: {err}"
+
+
+@pytest.mark.parametrize("name", CHECKED["target"])
+def test_out_of_range_target_raises_xai_error(name):
+    err = _bad(name, images(), target=CLASSES)
+    assert "target" in str(err).lower(), err
+
+
+# --- reproducibility ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CHECKED["seed"])
+def test_same_seed_gives_the_same_bits(name):
+    """Recipes seed every stochastic method (seed=0, or the metric's default seed): two fresh
+    runs give the same bits, and so does a second call of the same explainer."""
+    model, x = user_model(), images()
+    first = measure(name, model, x)
+    assert_same(first, measure(name, model, x))
+    if name in EXPLAINER_RECIPES:
+        recipe = EXPLAINER_RECIPES[name]
+        explainer = recipe.build(model, x)
+        assert_same(first, explainer.explain(x, **recipe.call(x)))
+        assert_same(first, explainer.explain(x, **recipe.call(x)))
+
+
+@pytest.mark.parametrize("name", CHECKED["batch_size"])
+def test_batch_size_does_not_change_the_result(name):
+    """One sample per model call against the automatic chunk (all samples in one call).
+
+    Tolerance: float32 to rtol 1e-4 and atol 1e-5 of the result's largest magnitude, not bit
+    equality: CPU convolution and matmul kernels choose their blocking by batch size, so a
+    sample's logits differ in the last bits between a batch of 1 and a batch of 20, and the
+    methods' sums over steps / draws / perturbations then add the chunks in another order."""
+    model, x = user_model(), images()
+    assert_same(measure(name, model, x, batch_size=None), measure(name, model, x, batch_size=1), tolerance=True)
+
+
+@pytest.mark.parametrize("name", cases(EXPLAINERS, "alone"))
+def test_an_image_alone_gets_its_result_from_the_batch(name):
+    """The draws of an image do not depend on the images after it (issue 19: draws per image;
+    tolerance as for ``batch_size``, for the same reason). Seeds may depend on an image's
+    position in the batch, so the image keeps position 0."""
+    model, x = user_model(), images(3)
+    batch = explain(name, model, x).attributions
+    assert_same(batch[:1], explain(name, model, x[:1]).attributions, tolerance=True)
+
+
+# --- model-free metric functions ------------------------------------------------------------
+@pytest.mark.parametrize("name", cases(PURE_METRICS, "pure"))
+def test_model_free_metric_is_deterministic_and_leaves_its_inputs(name):
+    fn, recipe = getattr(xm, name), METRIC_RECIPES[name]
+    args, kwargs = recipe.args()
+    tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+    saved = [(t.clone(), t._version) for t in tensors]
+    first = fn(*args, **kwargs)
+    for t, (value, version) in zip(tensors, saved):
+        assert torch.equal(t, value) and t._version == version, f"{name} wrote into its input"
+    again_args, again_kwargs = recipe.args()   # fresh arguments: a generator is consumed
+    assert_same(first, fn(*again_args, **again_kwargs))
+    args, kwargs = recipe.bad()
+    with pytest.raises(xt.XaiError):
+        fn(*args, **kwargs)
