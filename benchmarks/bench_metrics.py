@@ -28,7 +28,8 @@ import torch
 
 import xai_torch as xt
 from xai_torch import cli
-from xai_torch.metrics.faithfulness import causal_images, rise_blur
+from xai_torch.imageops import rise_blur
+from xai_torch.metrics.faithfulness import causal_images
 
 from benchmarks.common import compare, table
 

@@ -2,20 +2,19 @@
 
 See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
 """
+from ..imageops import rise_blur
 from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_order, reduce_channels
-from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion, rise_blur
+from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
+from .infidelity import InfidelityResult, infidelity
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
-from .pic import PicAggregate, PicResult, aggregate, generate_random_mask, pic
+from .pic import pic
+from .pic_curve import PicAggregate, PicResult, aggregate
+from .pic_images import generate_random_mask
 from .road import RoadResult, noisy_linear_impute, road
-from .robustness import (
-    InfidelityResult,
-    SensitivityNResult,
-    SensitivityResult,
-    infidelity,
-    max_sensitivity,
-    sensitivity_n,
-)
-from .sanity import SIMILARITIES, RandomizationResult, hog_similarity, model_randomization, pearson, spearman, ssim
+from .sanity import RandomizationResult, model_randomization
+from .sensitivity import SensitivityResult, max_sensitivity
+from .sensitivity_n import SensitivityNResult, sensitivity_n
+from .similarity import SIMILARITIES, hog_similarity, pearson, spearman, ssim
 
 __all__ = [
     "REDUCTIONS", "SCORES", "Scorer", "coerce_attribution", "descending_order", "reduce_channels",

@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from ..errors import XaiError, check_input, check_positive_int, describe
+from ..imageops import rise_blur
 from ..space import NAMES as BASELINE_NAMES
 from ..space import check_baselines, check_space, make_baselines, value_range
 from ._common import Scorer, coerce_attribution, descending_order, is_explainer, to_result
@@ -69,46 +70,6 @@ def causal_auc(curve: torch.Tensor) -> torch.Tensor:
         raise XaiError(f"a curve needs at least 2 points; got {curve.shape[-1]}.")
     n = curve.shape[-1] - 1
     return (curve.sum(-1) - curve[..., 0] / 2 - curve[..., -1] / 2) / n
-
-
-def _rise_taps(size: int, sigma: float) -> torch.Tensor:
-    """The 1-D factor of :func:`rise_kernel`: scipy's ``gaussian_filter1d`` of a centred unit
-    impulse of length ``size`` with its ``"reflect"`` border."""
-    radius = int(4.0 * sigma + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-0.5 * (taps / sigma) ** 2)
-    g = g / g.sum()
-    # out[i] = sum_t g[t] * impulse[reflect(i + t)]: with half-sample symmetric reflection the
-    # index pattern repeats every 2 * size.
-    idx = (torch.arange(size)[:, None] + taps.long()[None, :]) % (2 * size)
-    idx = torch.where(idx >= size, 2 * size - 1 - idx, idx)
-    return (g[None, :] * (idx == size // 2)).sum(1)
-
-
-def rise_kernel(size: int = 11, sigma: float = 5.0, dtype=torch.float64) -> torch.Tensor:
-    """RISE's blur kernel ``gkern(size, sigma)``: a centred unit impulse in a ``size x size``
-    array smoothed by scipy's ``gaussian_filter(sigma)`` with its default ``"reflect"`` border,
-    which folds the tails of the (radius ``int(4 sigma + 0.5)``) Gaussian back into the window.
-
-    Returns:
-        ``(size, size)``, separable: ``outer(k, k)``.
-    """
-    k1 = _rise_taps(size, sigma)
-    return torch.outer(k1, k1).to(dtype)
-
-
-def rise_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """RISE's insertion substrate: each channel convolved with :func:`rise_kernel` (zero
-    padding, same size), computed as two 1-D passes since the kernel is separable.
-
-    Shape:
-        ``(B, C, H, W) -> (B, C, H, W)``.
-    """
-    c, pad = x.shape[1], size // 2
-    k1 = _rise_taps(size, sigma).to(device=x.device, dtype=x.dtype)
-    conv = torch.nn.functional.conv2d
-    rows = conv(x, k1.view(1, 1, size, 1).expand(c, 1, size, 1), padding=(pad, 0), groups=c)
-    return conv(rows, k1.view(1, 1, 1, size).expand(c, 1, 1, size), padding=(0, pad), groups=c)
 
 
 def causal_images(start: torch.Tensor, finish: torch.Tensor, rank: torch.Tensor, changed: torch.Tensor,

@@ -4,8 +4,7 @@ An explanation that stays the same when the model's learned weights are replaced
 ones cannot be explaining what the model learned. :func:`model_randomization` re-initialises
 the layers of a *copy* of the model, from the logits down (``"cascading"``) or one at a time
 (``"independent"``), explains the same images after each step and compares every map with the
-map of the intact model. The similarity functions (:func:`spearman`, :func:`pearson`,
-:func:`ssim`, :func:`hog_similarity`) are pure functions of batched maps ``(B, H, W) -> (B,)``.
+map of the intact model with the similarities of :mod:`xai_torch.metrics.similarity`.
 
 See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
 """
@@ -15,9 +14,8 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -26,203 +24,11 @@ from ..errors import XaiError, check_choice, check_input, describe
 from ..explainer import Explainer
 from ..hooks import HookSession
 from ..layers import find_layer
-from ._common import REDUCTIONS, Scorer, coerce_attribution, correlation, to_result
+from ._common import REDUCTIONS, Scorer, coerce_attribution, to_result
+from .similarity import BUILTIN, SIMILARITIES
 
-#: similarity names :func:`model_randomization` knows.
-SIMILARITIES = ("spearman", "spearman_abs", "pearson", "ssim", "hog")
 MODES = ("cascading", "independent")
 INITS = ("reset", "normal")
-
-
-# --------------------------------------------------------------------------------------------
-# Similarity of batched maps
-def _flat_pair(a, b, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    a = torch.as_tensor(a)
-    b = torch.as_tensor(b)
-    if a.shape != b.shape or a.ndim < 2:
-        raise XaiError(f"{name} compares two batches of maps of the same shape (B, H, W) (or (B, N)); got "
-                       f"{describe(a)} and {describe(b)}.")
-    if a.is_complex() or b.is_complex() or a.dtype == torch.bool or b.dtype == torch.bool:
-        raise XaiError(f"{name} needs real-valued maps; got {describe(a)} and {describe(b)}.")
-    return a.detach().flatten(1).to(torch.float64), b.detach().flatten(1).to(a.device, torch.float64)
-
-
-def pearson(a, b) -> torch.Tensor:
-    """Pearson correlation of each pair of maps.
-
-    Args:
-        a, b: maps ``(B, H, W)`` (any trailing shape; each row is flattened).
-
-    Returns:
-        ``(B,)`` float64 in [-1, 1] on ``a.device``; NaN where a map is constant (the
-        correlation is undefined; scipy also returns NaN).
-
-    Shape:
-        ``(B, *) , (B, *) -> (B,)``.
-
-    Example:
-        >>> pearson(maps, 2 * maps + 1)       # tensor([1., 1., ...])
-    """
-    return correlation(*_flat_pair(a, b, "pearson"), dim=1)
-
-
-def rank(v: torch.Tensor) -> torch.Tensor:
-    """Average ranks (1..N) along the last dim of ``(B, N)`` values; ties share the mean of the
-    ranks they span (``scipy.stats.rankdata(method="average")``), batched in torch.
-
-    Shape:
-        ``(B, N) -> (B, N)`` float64.
-
-    Example:
-        >>> rank(torch.tensor([[3.0, 1.0, 3.0, 2.0]]))   # tensor([[3.5, 1.0, 3.5, 2.0]])
-    """
-    n = v.shape[-1]
-    sv, idx = torch.sort(v, dim=-1, stable=True)
-    pos = torch.arange(n, device=v.device, dtype=torch.float64).expand_as(sv)
-    starts = torch.ones_like(sv, dtype=torch.bool)
-    starts[..., 1:] = sv[..., 1:] != sv[..., :-1]
-    ends = torch.ones_like(starts)
-    ends[..., :-1] = starts[..., 1:]
-    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(-1).values
-    last = torch.where(ends, pos, torch.full_like(pos, n)).flip(-1).cummin(-1).values.flip(-1)
-    return torch.empty_like(pos).scatter_(-1, idx, (first + last) / 2 + 1)
-
-
-def spearman(a, b, absolute: bool = False) -> torch.Tensor:
-    """Spearman rank correlation of each pair of maps (Pearson of average ranks, so ties are
-    handled as ``scipy.stats.spearmanr``).
-
-    Args:
-        a, b: maps ``(B, H, W)`` (any trailing shape; each row is flattened).
-        absolute: rank ``|a|`` and ``|b|`` (the magnitude ordering; the paper's "ABS" variant
-            when the maps are signed).
-
-    Returns:
-        ``(B,)`` float64 in [-1, 1] on ``a.device``; NaN where a map is constant.
-
-    Shape:
-        ``(B, *) , (B, *) -> (B,)``.
-
-    Example:
-        >>> spearman(maps, maps.exp())        # tensor([1., ...]): any increasing map
-        >>> spearman(maps, -maps)             # tensor([-1., ...])
-    """
-    a, b = _flat_pair(a, b, "spearman")
-    if absolute:
-        a, b = a.abs(), b.abs()
-    return correlation(rank(a), rank(b), dim=1)
-
-
-def ssim(a, b, *, data_range: Optional[float] = None, win_size: int = 7) -> torch.Tensor:
-    """Structural similarity of each pair of maps, equal to
-    ``skimage.metrics.structural_similarity(a_i, b_i, data_range=..., win_size=7)`` (its
-    defaults: uniform 7x7 window, K1 = 0.01, K2 = 0.03, sample covariance, mean over the
-    windows that lie inside the image).
-
-    Args:
-        a, b: maps ``(B, H, W)``, H and W at least ``win_size``.
-        data_range: the value range L of the maps (C1 = (0.01 L)^2, C2 = (0.03 L)^2). ``None``:
-            per pair, the joint range ``max(a_i, b_i) - min(a_i, b_i)`` (skimage asks for it
-            explicitly on float maps). SSIM is not scale invariant: compare maps on one scale
-            (``model_randomization`` min-max normalises both to [0, 1], data_range 1).
-        win_size: the odd side of the square window.
-
-    Returns:
-        ``(B,)`` float64 on ``a.device``, 1 for identical maps; NaN where the range is 0.
-
-    Shape:
-        ``(B, H, W), (B, H, W) -> (B,)``.
-
-    Example:
-        >>> ssim(m1, m2, data_range=1.0)
-    """
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    if a.ndim != 3 or a.shape != b.shape:
-        raise XaiError(f"ssim compares two batches of maps of shape (B, H, W); got {describe(a)} and {describe(b)}.")
-    if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 3 or win_size % 2 == 0:
-        raise XaiError(f"win_size must be an odd integer >= 3; got {describe(win_size)}.")
-    if min(a.shape[1:]) < win_size:
-        raise XaiError(f"ssim with win_size={win_size} needs maps of at least {win_size}x{win_size}; got "
-                       f"{tuple(a.shape[1:])}. Pass a smaller odd win_size.")
-    a = a.detach().to(torch.float64)
-    b = b.detach().to(a.device, torch.float64)
-    if data_range is None:
-        both = torch.cat([a.flatten(1), b.flatten(1)], 1)
-        rng = both.amax(1) - both.amin(1)
-    else:
-        if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not data_range > 0:
-            raise XaiError(f"data_range must be a positive number or None; got {describe(data_range)}.")
-        rng = torch.full((a.shape[0],), float(data_range), dtype=torch.float64, device=a.device)
-    c1 = (0.01 * rng)[:, None, None, None] ** 2
-    c2 = (0.03 * rng)[:, None, None, None] ** 2
-    pool = torch.nn.functional.avg_pool2d
-    stack = torch.stack([a, b, a * a, b * b, a * b], 1)          # (B, 5, H, W)
-    mu_a, mu_b, m_aa, m_bb, m_ab = pool(stack, win_size, stride=1).split(1, 1)
-    n = win_size * win_size
-    cov = n / (n - 1)                                             # sample covariance, as skimage
-    var_a, var_b, cov_ab = cov * (m_aa - mu_a ** 2), cov * (m_bb - mu_b ** 2), cov * (m_ab - mu_a * mu_b)
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
-
-
-def hog_similarity(a, b, **hog_kwargs) -> torch.Tensor:
-    """Pearson correlation of the HOG descriptors of each pair of maps, as in the paper:
-    ``pearson(skimage.feature.hog(a_i), skimage.feature.hog(b_i))``, one image at a time on
-    the CPU.
-
-    Args:
-        a, b: maps ``(B, H, W)``; with skimage's defaults (8x8-pixel cells, 3x3-cell blocks)
-            H and W must be at least 24. HOG's block normalisation has an epsilon, so bring
-            tiny-valued maps to a common scale first (``model_randomization`` min-max
-            normalises them).
-        **hog_kwargs: passed to ``skimage.feature.hog`` (``orientations=9``,
-            ``pixels_per_cell=(8, 8)``, ``cells_per_block=(3, 3)``, ``block_norm="L2-Hys"`` by
-            default).
-
-    Returns:
-        ``(B,)`` float64 on ``a.device``; NaN where a descriptor is constant.
-
-    Shape:
-        ``(B, H, W), (B, H, W) -> (B,)``.
-
-    Example:
-        >>> hog_similarity(m1, m2, pixels_per_cell=(16, 16))
-    """
-    from skimage.feature import hog
-
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    if a.ndim != 3 or a.shape != b.shape:
-        raise XaiError(f"hog_similarity compares two batches of maps of shape (B, H, W); got {describe(a)} and "
-                       f"{describe(b)}.")
-    ppc = hog_kwargs.get("pixels_per_cell", (8, 8))
-    cpb = hog_kwargs.get("cells_per_block", (3, 3))
-    need = (ppc[0] * cpb[0], ppc[1] * cpb[1])
-    if a.shape[1] < need[0] or a.shape[2] < need[1]:
-        raise XaiError(f"hog_similarity with pixels_per_cell={tuple(ppc)} and cells_per_block={tuple(cpb)} needs "
-                       f"maps of at least {need[0]}x{need[1]}; got {tuple(a.shape[1:])}.")
-    an = a.detach().to("cpu", torch.float64).numpy()
-    bn = b.detach().to("cpu", torch.float64).numpy()
-    da = np.stack([hog(m, channel_axis=None, **hog_kwargs) for m in an])
-    db = np.stack([hog(m, channel_axis=None, **hog_kwargs) for m in bn])
-    return correlation(torch.from_numpy(da), torch.from_numpy(db), dim=1).to(a.device)
-
-
-def _minmax(m: torch.Tensor) -> torch.Tensor:
-    """Per-map min-max to [0, 1]; a constant map becomes 0."""
-    flat = m.flatten(1)
-    lo, hi = flat.amin(1), flat.amax(1)
-    span = hi - lo
-    out = (flat - lo[:, None]) / torch.where(span > 0, span, torch.ones_like(span))[:, None]
-    return out.reshape(m.shape)
-
-
-_BUILTIN: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "spearman": lambda a, b: spearman(a, b),
-    "spearman_abs": lambda a, b: spearman(a, b, absolute=True),
-    "pearson": lambda a, b: pearson(a, b),
-    "ssim": lambda a, b: ssim(_minmax(a), _minmax(b), data_range=1.0),
-    "hog": lambda a, b: hog_similarity(_minmax(a), _minmax(b)),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,14 +77,15 @@ def _randomisable(module: nn.Module) -> bool:
     return callable(getattr(module, "reset_parameters", None)) and len(_own_state(module)) > 0
 
 
-def _resolve_layers(model: nn.Module, layers, init: str) -> list[tuple[str, list[tuple[str, nn.Module]]]]:
+def _resolve_layers(model: nn.Module, layers: object, init: str) -> list[tuple[str, list[tuple[str, nn.Module]]]]:
     """``layers`` -> [(label, [(name, module) to re-initialise])], checked before any model call."""
     if isinstance(layers, (str, nn.Module)) or not isinstance(layers, Sequence) or len(layers) == 0:
         raise XaiError(
             "layers must be None (every Conv / Linear / BatchNorm ... from the logits down) or a non-empty list "
             f"of dotted module names (an entry may be a list of names randomised in one step); got {describe(layers)}."
         )
-    steps, owner = [], {}
+    steps: list[tuple[str, list[tuple[str, nn.Module]]]] = []
+    owner: dict[int, int] = {}
     for i, entry in enumerate(layers):
         group = [entry] if isinstance(entry, (str, nn.Module)) else entry
         if not isinstance(group, Sequence) or len(group) == 0:
@@ -307,7 +114,7 @@ def _resolve_layers(model: nn.Module, layers, init: str) -> list[tuple[str, list
     return steps
 
 
-def _resolve_similarity(similarity) -> dict[str, Callable]:
+def _resolve_similarity(similarity: object) -> dict[str, Callable[[torch.Tensor, torch.Tensor], Any]]:
     if isinstance(similarity, str):
         similarity = (similarity,)
     if isinstance(similarity, Mapping):
@@ -320,7 +127,7 @@ def _resolve_similarity(similarity) -> dict[str, Callable]:
         items = {}
         for s in similarity:
             check_choice(s, "similarity", SIMILARITIES)
-            items[s] = _BUILTIN[s]
+            items[s] = BUILTIN[s]
     else:
         raise XaiError(f"similarity must be a name from {list(SIMILARITIES)}, a non-empty list of them or a dict "
                        f"name -> function; got {describe(similarity)}.")
@@ -340,6 +147,7 @@ def _restore(members: list[tuple[str, nn.Module]], saved: list[dict[str, torch.T
         for (_, m), values in zip(members, saved):
             for k, v in values.items():
                 t = m._parameters[k] if k in m._parameters else m._buffers[k]
+                assert t is not None  # _save kept only set tensors
                 t.copy_(v)
 
 
@@ -348,8 +156,9 @@ def _reinit(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
     torch.manual_seed(seed)  # inside fork_rng: the caller's global RNG state is restored
     gen = torch.Generator().manual_seed(seed)
     for _, m in members:
-        if init == "reset" and callable(getattr(m, "reset_parameters", None)):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if init == "reset" and callable(reset):
+            reset()
             continue
         weight = getattr(m, "weight", None)
         fan_in = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.ndim >= 2 else 1
@@ -359,11 +168,12 @@ def _reinit(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
                 draw = torch.empty(p.shape, dtype=torch.float64)
                 nn.init.trunc_normal_(draw, 0.0, std, -2 * std, 2 * std, generator=gen)
                 p.copy_(draw)
-        if callable(getattr(m, "reset_running_stats", None)):
-            m.reset_running_stats()
+        reset_stats = getattr(m, "reset_running_stats", None)
+        if callable(reset_stats):
+            reset_stats()
 
 
-def _build_explainer(explainer, model: nn.Module):
+def _build_explainer(explainer: Any, model: nn.Module) -> tuple[nn.Module, Callable[..., Any]]:
     """The copied model and an explainer on it (see ``model_randomization``)."""
     if isinstance(explainer, Explainer):
         if explainer.model is not model:
@@ -389,10 +199,11 @@ def _build_explainer(explainer, model: nn.Module):
     return model_copy, built
 
 
-def model_randomization(model: nn.Module, explainer, x: torch.Tensor, target=None, *, mode: str = "cascading",
-                        layers=None, init: str = "reset", seed: int = 42,
-                        similarity: Union[Sequence[str], Mapping[str, Callable]] = ("spearman", "spearman_abs",
-                                                                                     "ssim", "hog"),
+def model_randomization(model: nn.Module, explainer: Any, x: torch.Tensor, target: Any = None, *,
+                        mode: str = "cascading", layers: Optional[Sequence[Any]] = None, init: str = "reset",
+                        seed: int = 42,
+                        similarity: Union[str, Sequence[str], Mapping[str, Callable[..., Any]]] = (
+                            "spearman", "spearman_abs", "ssim", "hog"),
                         reduce: str = "sum", rerun: bool = True, keep_maps: bool = False,
                         batch_size: Optional[int] = None, progress: Optional[bool] = None) -> RandomizationResult:
     """Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency
@@ -464,10 +275,10 @@ def model_randomization(model: nn.Module, explainer, x: torch.Tensor, target=Non
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise XaiError(f"seed must be an int; got {describe(seed)}.")
     sims = _resolve_similarity(similarity)
-    if "hog" in sims and sims["hog"] is _BUILTIN["hog"] and min(x4.shape[2:]) < 24:
+    if "hog" in sims and sims["hog"] is BUILTIN["hog"] and min(x4.shape[2:]) < 24:
         raise XaiError(f"similarity 'hog' needs images of at least 24x24 (8x8-pixel cells, 3x3 blocks); x is "
                        f"{tuple(x4.shape[2:])}. Leave 'hog' out of similarity.")
-    if "ssim" in sims and sims["ssim"] is _BUILTIN["ssim"] and min(x4.shape[2:]) < 7:
+    if "ssim" in sims and sims["ssim"] is BUILTIN["ssim"] and min(x4.shape[2:]) < 7:
         raise XaiError(f"similarity 'ssim' needs images of at least 7x7; x is {tuple(x4.shape[2:])}.")
     if not (isinstance(explainer, Explainer) or callable(explainer)):
         raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; got "
@@ -482,7 +293,7 @@ def model_randomization(model: nn.Module, explainer, x: torch.Tensor, target=Non
             seen = set()
             for name, module in model_copy.named_modules():
                 if _randomisable(module):
-                    def pre(mod, args, name=name):
+                    def pre(mod: nn.Module, args: Any, name: str = name) -> None:
                         if name not in seen:
                             seen.add(name)
                             order.append(name)
@@ -537,5 +348,4 @@ def model_randomization(model: nn.Module, explainer, x: torch.Tensor, target=Non
     )
 
 
-__all__ = ["SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "rank",
-           "spearman", "ssim"]
+__all__ = ["RandomizationResult", "model_randomization", "MODES", "INITS"]
