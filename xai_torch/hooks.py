@@ -1,20 +1,31 @@
-"""HookSession: the only place xai_torch registers hooks or changes state temporarily.
+"""HookSession, the only place xai_torch registers hooks or changes state temporarily, and the
+layer taps built on it (:class:`LayerTap`, :func:`capture`).
 
 Every hook handle, entered context (a torch function mode, ``no_grad``...) and temporary
 attribute change goes onto one stack and is undone in reverse order when the session closes:
 on success, on an exception, on KeyboardInterrupt. Closing twice is harmless. Nothing relies
 on ``__del__``.
+
+A tap records only the forward passes of the thread that created it (the hooks check the
+thread identity), and only while its session is open: one explainer call, or one ``with``
+block. Another thread running the same model at the same time is not seen.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .errors import XaiError
+from .layers import find_layers
 
 _MISSING = object()
+_CM = TypeVar("_CM")
 
 
 class HookSession:
@@ -36,7 +47,7 @@ class HookSession:
         if self._closed:
             raise RuntimeError("this HookSession is closed; open a new one")
 
-    def add(self, handle):
+    def add(self, handle: RemovableHandle) -> RemovableHandle:
         """Take ownership of a handle with ``.remove()`` (``torch.utils.hooks.RemovableHandle``)."""
         self._check_open()
         self._stack.callback(handle.remove)
@@ -47,21 +58,25 @@ class HookSession:
         self._check_open()
         self._stack.callback(fn)
 
-    def enter(self, cm):
+    def enter(self, cm: contextlib.AbstractContextManager[_CM]) -> _CM:
         """Enter a context manager now and exit it when the session closes."""
         self._check_open()
         return self._stack.enter_context(cm)
 
-    def forward_hook(self, module: nn.Module, fn, **kwargs):
+    def forward_hook(self, module: nn.Module, fn: Callable[..., Any], **kwargs: Any) -> RemovableHandle:
+        self._check_open()
         return self.add(module.register_forward_hook(fn, **kwargs))
 
-    def forward_pre_hook(self, module: nn.Module, fn, **kwargs):
+    def forward_pre_hook(self, module: nn.Module, fn: Callable[..., Any], **kwargs: Any) -> RemovableHandle:
+        self._check_open()
         return self.add(module.register_forward_pre_hook(fn, **kwargs))
 
-    def tensor_hook(self, tensor: torch.Tensor, fn):
-        return self.add(tensor.register_hook(fn))
+    def tensor_hook(self, tensor: torch.Tensor,
+                    fn: Callable[[torch.Tensor], Optional[torch.Tensor]]) -> RemovableHandle:
+        self._check_open()
+        return self.add(tensor.register_hook(fn))  # type: ignore[no-untyped-call]  # torch's stub is untyped
 
-    def set_attr(self, obj, name: str, value) -> None:
+    def set_attr(self, obj: object, name: str, value: Any) -> None:
         """Set ``obj.name = value`` until the session closes, then restore the old value."""
         self._check_open()
         old = obj.__dict__.get(name, _MISSING) if hasattr(obj, "__dict__") else getattr(obj, name)
@@ -91,10 +106,160 @@ class HookSession:
         self._check_open()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: Any) -> bool:
         if self._closed:
             return False
         self._closed = True
         # ExitStack runs every callback even if one raises, and never swallows ``exc``.
         return bool(self._stack.__exit__(*exc))
 
+
+# --- taps ------------------------------------------------------------------------------------------
+class LayerTap:
+    """Forward hooks that record what some layers of ``model`` output during the forward passes
+    of the thread that creates the tap, one forward at a time.
+
+    A pre-hook on ``model`` starts each forward by clearing the record, so the tap always holds
+    the most recent forward of ``model`` (a forward that raised leaves ``output`` at None). A
+    layer's tensor output is recorded as it is, still in the autograd graph, and the rest of the
+    network goes on with a copy, so later in-place ops (``ReLU(inplace=True)``) cannot change
+    what was recorded.
+
+    Attributes:
+        layers: ``(dotted name, module)`` pairs.
+        outputs: per layer, its outputs in the last forward, one per call of the layer.
+        output: ``model``'s output in the last complete forward, else None.
+        input_shape, input_device, input_dtype: of the first positional argument of the last
+            forward (when it is a tensor).
+        input: a detached copy of that argument, kept only with ``keep_input=True``.
+        forwards: forward passes of ``model`` recorded so far.
+
+    Example:
+        >>> with HookSession() as s:
+        ...     tap = LayerTap(s, model, find_layers(model, "layer4"))
+        ...     out = model(x)
+        ...     a = tap.outputs[0][0]                   # layer4's output, in the graph
+    """
+
+    def __init__(self, session: HookSession, model: nn.Module, layers: Sequence[tuple[str, nn.Module]], *,
+                 keep_input: bool = False) -> None:
+        self.thread = threading.get_ident()
+        self.layers = list(layers)
+        self.outputs: list[list[Any]] = [[] for _ in self.layers]
+        self.output: Any = None
+        self.input: Optional[torch.Tensor] = None
+        self.input_shape: Optional[torch.Size] = None
+        self.input_device: Optional[torch.device] = None
+        self.input_dtype: Optional[torch.dtype] = None
+        self.forwards = 0
+        self._keep_input = keep_input
+        self._paused = 0
+        session.forward_pre_hook(model, self._start)
+        for i, (_, module) in enumerate(self.layers):
+            session.forward_hook(module, self._recorder(i))
+        session.forward_hook(model, self._finish)
+
+    def _active(self) -> bool:
+        return self._paused == 0 and threading.get_ident() == self.thread
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Forward passes inside this block are not recorded (an explainer's own forwards)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    def clear(self) -> None:
+        for outs in self.outputs:
+            outs.clear()
+        self.output = None
+
+    def _start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not self._active():
+            return
+        self.clear()
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor):
+            self.input_shape, self.input_device, self.input_dtype = first.shape, first.device, first.dtype
+            self.input = first.detach().clone() if self._keep_input else None
+        else:
+            self.input_shape = self.input_device = self.input_dtype = self.input = None
+
+    def _recorder(self, i: int) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if not self._active():
+                return None
+            self.outputs[i].append(output)
+            # the network goes on with a copy: in-place ops later leave the recorded tensor intact
+            return output.clone() if isinstance(output, torch.Tensor) else None
+
+        return hook
+
+    def _finish(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if self._active():
+            self.output = output
+            self.forwards += 1
+
+
+class Activations(Mapping[str, Any]):
+    """Read-only mapping ``layer name -> output`` of a :func:`capture` block, live while the
+    block runs (the last forward wins) and kept after it ends."""
+
+    def __init__(self, tap: LayerTap) -> None:
+        self._tap = tap
+
+    def __getitem__(self, name: str) -> Any:
+        for (n, _), outs in zip(self._tap.layers, self._tap.outputs):
+            if n == name and outs:
+                return outs[-1]
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for (n, _), outs in zip(self._tap.layers, self._tap.outputs) if outs)
+
+    def __len__(self) -> int:
+        return sum(1 for outs in self._tap.outputs if outs)
+
+    def __repr__(self) -> str:
+        shapes = {n: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for n, v in self.items()}
+        return f"Activations({shapes})"
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layers: Any) -> Iterator[Activations]:
+    """Record the outputs of layers of ``model`` during your own forward passes.
+
+    Inside the block every forward of ``model`` from this thread replaces the record (the last
+    forward wins; a layer called several times in one forward keeps its last call). The
+    tensors stay in the autograd graph of that forward, so ``torch.autograd.grad(score,
+    acts["layer4"])`` works when the forward ran with gradients; under ``torch.no_grad()`` they
+    have no graph. ``.detach()`` them to keep them past the forward without its graph. The rest
+    of the network runs on a copy of each recorded output (same values), so later in-place ops
+    cannot change the record. Every hook is removed when the block ends, even on an exception;
+    the record stays readable.
+
+    Args:
+        model: the ``nn.Module`` you run.
+        layers: a dotted name, a module of ``model``, or a list of them.
+
+    Returns:
+        a read-only mapping ``name -> output`` (:class:`Activations`), keyed by dotted names;
+        layers not called in the last forward are absent.
+
+    Raises:
+        XaiError: for an unknown layer (the message lists the closest names) or a model that
+        is not an ``nn.Module``.
+
+    Example:
+        >>> with xt.capture(model, ["layer3", "layer4"]) as acts:
+        ...     out = model(x)
+        >>> acts["layer4"].shape
+        torch.Size([8, 512, 7, 7])
+    """
+    if not isinstance(model, nn.Module):
+        raise XaiError(f"capture needs an nn.Module to find layers in; got {type(model).__name__}.")
+    found = find_layers(model, layers)
+    with HookSession() as session:
+        yield Activations(LayerTap(session, model, found))

@@ -1,0 +1,54 @@
+"""The CAM family on hooks: CAM, Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM, Score-CAM
+(Guided Grad-CAM lives next to guided backpropagation, in :mod:`xai_torch.backprop`).
+
+Every variant shares :class:`~xai_torch.cam.base.LayerCAMBase`: one forward pass with a forward
+hook on each target layer (the hook keeps the layer output and hands the rest of the network a
+copy, so later in-place ops cannot change what was captured), then one ``torch.autograd.grad``
+to the captured activations (no backward below the layer). A variant is its channel-weight
+function or its map function.
+
+Outputs are raw maps after the ReLU, upsampled bilinearly (``align_corners=False``) to the
+input size: ``(B, 1, H, W)``, or ``(B, 1, h, w)`` with ``upsample=False``. No
+normalisation: that is :mod:`xai_torch.viz`'s job. Several layers are fused as
+pytorch-grad-cam does (each map ReLU'd, upsampled and min-max normalised per image, then
+averaged), which loses the raw scale.
+
+Attached mode: inside ``with cam:`` the hooks stay on the layers, and
+``cam.from_output(model(x), target)`` explains your own forward without a second one (see
+:meth:`~xai_torch.cam.base.LayerCAMBase.from_output`).
+
+Common arguments (besides :mod:`xai_torch.explainer`'s):
+
+Args:
+    layer: a dotted name (``"layer4"``, ``"features.denseblock4"``), a module of the model, or
+        a list of them.
+    upsample: return maps at the input resolution (default) or at the layer's.
+    call: which call of the layer to use when it runs more than once per forward (0-based);
+        by default such a layer raises, naming the count.
+    reshape: callable from the layer output to ``(B, C, h, w)`` for token layers; see
+        :func:`~xai_torch.layers.vit_reshape` and :func:`~xai_torch.layers.swin_reshape`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..layers import swin_reshape, tokens_to_grid, vit_reshape
+from .base import CAMExplanation, LayerCAMBase
+from .cam import CAM
+from .gradcam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .scorecam import ScoreCAM
+
+
+def __getattr__(name: str) -> Any:
+    # GuidedGradCAM moved to xai_torch.backprop (which imports this package); still reachable here
+    if name == "GuidedGradCAM":
+        from ..backprop import GuidedGradCAM
+
+        return GuidedGradCAM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CAM", "CAMExplanation", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM", "HiResCAM", "LayerCAM",
+    "LayerCAMBase", "ScoreCAM", "XGradCAM", "swin_reshape", "tokens_to_grid", "vit_reshape",
+]
