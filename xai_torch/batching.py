@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 
@@ -25,7 +25,7 @@ AUTO_ELEMENTS = {"cpu": 2**21, "cuda": 2**23}
 AUTO_PROGRESS_CALLS = 8
 
 
-def check_batch_size(batch_size) -> Optional[int]:
+def check_batch_size(batch_size: Any) -> Optional[int]:
     if batch_size is None:
         return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -40,11 +40,11 @@ def auto_batch_size(sample_numel: int, device: torch.device) -> int:
 
 
 def is_oom(err: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    oom: Any = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
     return isinstance(err, oom) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 
-def progress_bar(total: int, calls: int, progress: Optional[bool], desc: str):
+def progress_bar(total: int, calls: int, progress: Optional[bool], desc: str) -> Any:
     """A tqdm bar when ``progress`` is True, or when None and the work is long on a terminal."""
     show = progress if progress is not None else (calls >= AUTO_PROGRESS_CALLS and sys.stderr.isatty())
     if not show:

@@ -9,6 +9,7 @@ import difflib
 import math
 import numbers
 from collections.abc import Iterable
+from typing import Any, Union
 
 import torch
 
@@ -23,11 +24,11 @@ class XaiWarning(UserWarning):
 
 def closest_names(name: str, available: Iterable[str], n: int = 5) -> list[str]:
     """The up to ``n`` names in ``available`` that look most like ``name``."""
-    available = [a for a in available if a]
-    close = difflib.get_close_matches(name, available, n=n, cutoff=0.4)
+    names = [a for a in available if a]
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.4)
     if len(close) < n:  # also offer names that contain the query or share its last part
         tail = name.rsplit(".", 1)[-1]
-        for a in available:
+        for a in names:
             if len(close) >= n:
                 break
             if a not in close and (name in a or a.endswith("." + tail)):
@@ -35,7 +36,7 @@ def closest_names(name: str, available: Iterable[str], n: int = 5) -> list[str]:
     return close
 
 
-def describe(value) -> str:
+def describe(value: Any) -> str:
     """Short description of a value for error messages (type, and shape/dtype for tensors)."""
     if isinstance(value, torch.Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
@@ -45,7 +46,7 @@ def describe(value) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def check_input(x, name: str = "x") -> tuple[torch.Tensor, bool]:
+def check_input(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
     """Validate an image batch and return it as ``(B, C, H, W)``.
 
     Returns:
@@ -78,14 +79,14 @@ def check_input(x, name: str = "x") -> tuple[torch.Tensor, bool]:
     return x, False
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     """An integer argument that must be at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise XaiError(f"{name} must be an integer >= {minimum}; got {describe(value)}.")
     return value
 
 
-def check_fill(value, name: str):
+def check_fill(value: Any, name: str) -> Union[float, torch.Tensor]:
     """A fill value in the model's input space: a finite number (returned as float) or a
     finite real tensor (returned detached; its shape is checked where it is used)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -99,8 +100,9 @@ def check_fill(value, name: str):
     raise XaiError(f"{name} must be a number or a tensor of model-space values; got {describe(value)}.")
 
 
-def check_choice(value, name: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    if value not in choices:
-        raise XaiError(f"{name} must be one of {choices}; got {value!r}.")
-    return value
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices`` (else an XaiError listing them)."""
+    allowed = list(choices)
+    if value not in allowed:
+        raise XaiError(f"{name} must be one of {allowed}; got {value!r}.")
+    return str(value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -58,7 +58,7 @@ class Target:
         """Check the target against the batch size; return the target to use."""
         return self
 
-    def scores(self, output, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Scores ``(n,)`` of the ``n`` output rows, and the class index of each row (or None).
 
         Args:
@@ -68,13 +68,13 @@ class Target:
         """
         raise NotImplementedError
 
-    def __call__(self, output, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(self, output: Any, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         if rows is None:
             rows = torch.arange(_rows_of(output))
         return self.scores(output, rows)[0]
 
 
-def _rows_of(output) -> int:
+def _rows_of(output: Any) -> int:
     if isinstance(output, torch.Tensor) and output.ndim >= 1:
         return output.shape[0]
     raise XaiError(f"cannot tell the batch size of a model output that is a {describe(output)}")
@@ -93,7 +93,7 @@ class ClassTarget(Target):
         >>> xt.Gradient(model)(x, target=xt.ClassTarget([3, 7], score="softmax"))
     """
 
-    def __init__(self, classes=None, score: str = "logit") -> None:
+    def __init__(self, classes: Any = None, score: str = "logit") -> None:
         if score not in CLASS_SCORES:
             raise XaiError(f"score must be one of {list(CLASS_SCORES)}; got {score!r}.")
         self.score = score
@@ -124,7 +124,7 @@ class ClassTarget(Target):
         bound._flat = c.reshape(-1)
         return bound
 
-    def scores(self, output, rows):
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if not isinstance(output, torch.Tensor) or output.ndim != 2:
             raise XaiError(
                 "a class target needs a model output of shape (B, num_classes); this model "
@@ -149,13 +149,13 @@ class ClassTarget(Target):
 class FunctionTarget(Target):
     """Wraps a plain callable ``output -> (n,)`` scores (one per row of the output)."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
 
     def __repr__(self) -> str:
         return f"FunctionTarget({getattr(self.fn, '__name__', type(self.fn).__name__)})"
 
-    def scores(self, output, rows):
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         n = rows.shape[0]
         s = self.fn(output)
         if not isinstance(s, torch.Tensor):
@@ -173,7 +173,7 @@ class FunctionTarget(Target):
         return s, None
 
 
-def _class_tensor(classes) -> torch.Tensor:
+def _class_tensor(classes: Any) -> torch.Tensor:
     if isinstance(classes, bool):
         raise XaiError(f"target must be a class index, not a bool ({classes!r}).")
     if isinstance(classes, numbers.Integral):
@@ -199,7 +199,7 @@ def _class_tensor(classes) -> torch.Tensor:
     return t.to(device="cpu", dtype=torch.long)
 
 
-def as_target(target, batch: int) -> Target:
+def as_target(target: Any, batch: int) -> Target:
     """Coerce any accepted ``target`` value to a :class:`Target` bound to ``batch`` images.
 
     Raises:
@@ -215,7 +215,7 @@ def as_target(target, batch: int) -> Target:
     return ClassTarget(target).bind(batch)
 
 
-def _main_output(output, key):
+def _main_output(output: Any, key: str) -> Any:
     if isinstance(output, dict):
         if key not in output:
             raise XaiError(f"the model returns a dict with keys {sorted(output)}; pass key= naming the scores.")
@@ -236,7 +236,7 @@ class SegmentationTarget(Target):
         >>> maps = cam(x, target=xt.SegmentationTarget(15, mask=person_mask, key="out"))
     """
 
-    def __init__(self, category: int, mask, key: str = "out") -> None:
+    def __init__(self, category: int, mask: Any, key: str = "out") -> None:
         self.category = int(category)
         self.mask = torch.as_tensor(mask)
         if self.mask.ndim not in (2, 3):
@@ -248,7 +248,7 @@ class SegmentationTarget(Target):
             raise XaiError(f"mask has {self.mask.shape[0]} images but x has {batch}.")
         return self
 
-    def scores(self, output, rows):
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         out = _main_output(output, self.key)
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
             raise XaiError(f"SegmentationTarget needs (B, classes, H, W) scores; got a {describe(out)}.")
@@ -266,8 +266,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
-    area = lambda t: (t[:, 2:] - t[:, :2]).clamp(min=0).prod(-1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None] - inter).clamp(min=1e-12)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None] - inter).clamp(min=1e-12)
 
 
 class BoxTarget(Target):
@@ -285,7 +286,7 @@ class BoxTarget(Target):
         silently returns an empty map there).
     """
 
-    def __init__(self, boxes, labels, iou_threshold: float = 0.5) -> None:
+    def __init__(self, boxes: Any, labels: Any, iou_threshold: float = 0.5) -> None:
         self.boxes = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
         self.labels = [torch.as_tensor(c, dtype=torch.long).reshape(-1) for c in labels]
         if len(self.boxes) != len(self.labels):
@@ -297,7 +298,7 @@ class BoxTarget(Target):
             raise XaiError(f"BoxTarget has reference boxes for {len(self.boxes)} images but x has {batch}.")
         return self
 
-    def scores(self, output, rows):
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if not isinstance(output, (list, tuple)) or len(output) != rows.shape[0]:
             raise XaiError(f"BoxTarget needs a list of {rows.shape[0]} detection dicts; got a {describe(output)}.")
         result = []
