@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import distributed, metrics, path, region, segmentation, viz, zoo
+from . import distributed, metrics, path, perturbation, region, segmentation, viz, zoo
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -25,7 +25,7 @@ from .cam import (
 from .errors import XaiError, XaiWarning
 from .explainer import Explainer, Explanation
 from .gradient import Gradient, InputXGradient
-from .hooks import HookSession
+from .hooks import HookSession, capture
 from .layers import find_layer, find_layers
 from .path import Baseline, BlurIG, ExpectedGradients, GuidedIG, IntegratedGradients, PathExplanation
 from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
@@ -58,6 +58,7 @@ __all__ = [
     "Gradient",
     "GuidedBackprop",
     "HookSession",
+    "capture",
     "InputXGradient",
     "Target",
     "XaiError",
@@ -81,6 +82,7 @@ __all__ = [
     "Occlusion",
     "OcclusionExplanation",
     "PerturbationExplanation",
+    "perturbation",
     "RISE",
     "XRAI",
     "XRAIExplanation",
