@@ -22,8 +22,6 @@ Call arguments:
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
@@ -58,13 +56,6 @@ class Explanation:
     scores: Optional[torch.Tensor]
 
 
-@functools.cache
-def _takes_details(method: Callable[..., Any]) -> bool:
-    """Whether an ``_explain`` override accepts ``details=`` (transitional: the others still
-    read ``self._details``)."""
-    return "details" in inspect.signature(method).parameters
-
-
 def _subclasses(cls: type) -> list[type]:
     out: list[type] = []
     subs: list[type] = cls.__subclasses__()
@@ -84,8 +75,6 @@ class Explainer:
 
     #: per-call keyword arguments this explainer accepts besides ``target`` (``baseline``...).
     call_keywords: tuple[str, ...] = ()
-    #: transitional: the running call's ``details`` for overrides that do not take it yet.
-    _details: bool = True
 
     def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         if not callable(model):
@@ -164,14 +153,7 @@ class Explainer:
         with HookSession() as session:
             if training:
                 keep_buffers(self.model, session)
-            if _takes_details(type(self)._explain):
-                result = self._explain(x4, tgt, session, details=details, **kwargs)
-            else:
-                previous, self._details = self._details, details
-                try:
-                    result = self._explain(x4, tgt, session, **kwargs)
-                finally:
-                    self._details = previous
+            result = self._explain(x4, tgt, session, details=details, **kwargs)
         return result
 
     def _coerce_target(self, target: Any, batch: int) -> Target:
