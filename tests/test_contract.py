@@ -2,6 +2,7 @@
 training-mode buffers, wrapped explainers keep their scoring, per-image arguments."""
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -404,8 +405,8 @@ def measure(name: str, model, x, target=None, build_x=None, call_x=None, batch_s
 
 
 WITH_MODEL = EXPLAINERS + MODEL_METRICS
-CHECKED = {n: cases(WITH_MODEL, n) for n in ("success", "exception", "interrupt", "rank", "channels", "target",
-                                            "seed", "batch_size")}
+CHECKED = {n: cases(WITH_MODEL, n) for n in ("success", "grad_input", "training", "exception", "interrupt", "rank",
+                                            "channels", "target", "seed", "batch_size")}
 
 
 # --- no trace -------------------------------------------------------------------------------
@@ -423,16 +424,36 @@ def test_no_trace_after_success(name):
         assert_no_trace(before, snapshot(model, x))
 
 
+@pytest.mark.parametrize("name", CHECKED["grad_input"])
+def test_no_trace_on_an_input_that_requires_grad(name):
+    model, x = user_model(), images().requires_grad_()
+    before = snapshot(model, x)
+    measure(name, model, x)
+    assert_no_trace(before, snapshot(model, x))
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("name", CHECKED["training"])
+def test_no_trace_on_a_model_in_training_mode(name):
+    """BatchNorm's running statistics (buffers) and every ``training`` flag come back."""
+    model, x = user_model().train(), images()
+    before = snapshot(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xt.XaiWarning)   # "the model is in training mode"
+        measure(name, model, x)
+    assert_no_trace(before, snapshot(model, x))
+
+
 def _fail(name: str, error: BaseException) -> None:
     model, x = user_model(), images()
-    measure(name, model, x)   # count the forwards of a successful run
+    measure(name, model, x, batch_size=2)   # count the forwards (chunks of 2) of a successful run
     work, model.raised = model.calls, []
     if name in EXPLAINER_RECIPES:   # forward counts of a `with` block may differ: counted there
         assert work > 0, f"{name} never called the model"
     model.calls, model.fail_at, model.error = 0, max(work // 2 + 1, 1), error
     before = snapshot(model, x)
     with pytest.raises(BaseException) as info:
-        measure(name, model, x)
+        measure(name, model, x, batch_size=2)
     assert key(error) in chain(info.value), f"{name} raised {info.value!r} instead of the model's {error!r}"
     if isinstance(error, KeyboardInterrupt):
         assert type(info.value) is KeyboardInterrupt, f"{name} turned a KeyboardInterrupt into {info.value!r}"
@@ -441,7 +462,7 @@ def _fail(name: str, error: BaseException) -> None:
         recipe = EXPLAINER_RECIPES[name]
         model.calls = 0
         with pytest.raises(BaseException) as info:
-            with recipe.build(model, x) as explainer:
+            with recipe.build(model, x, batch_size=2) as explainer:
                 explainer.explain(x, **recipe.call(x))
         assert key(error) in chain(info.value)
         assert_no_trace(before, snapshot(model, x))
