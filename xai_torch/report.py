@@ -10,11 +10,13 @@ The summary (see :func:`xai_torch.cli.explain_images`)::
 
     {"command": "demo", "model": "efficientnet_lite0", "weights": "packaged", "device": "cpu",
      "layer": "_conv_head", "target": "top", "metrics": {"step": 1792, ...} or None,
+     "budget": "demo" or None, "estimate_seconds": 85.0, "wall_seconds": 80.2,
      "images": {name: {"file": ..., "input": "name.png", "grid": "name_grid.png", "target": 282,
                        "predictions": [{"class": 282, "label": "tiger cat", "probability": 0.53}, ...],
                        "overlays": {method: "name_method.png"},
                        "deletion_auc": {method: float}, "insertion_auc": {method: float}}},
-     "methods": {method: {"kind": "map", "seconds": 1.2, "seconds_per_image": 0.6,
+     "methods": {method: {"kind": "map", "family": "cam", "seconds": 1.2, "seconds_per_image": 0.6,
+                          "estimate_seconds": 1.0, "budget": "16 steps (full: 64)" (demo only),
                           "deletion_auc_mean": float, "insertion_auc_mean": float,
                           "fractions": [...], "deletion_curve_mean": [...], "insertion_curve_mean": [...]}}}
 """
@@ -81,6 +83,11 @@ def _header(summary: dict) -> str:
     ]
     if summary.get("layer"):
         parts.append(f"CAM layer <code>{_e(summary['layer'])}</code>")
+    if summary.get("wall_seconds") is not None:
+        parts.append(f"wall time {_fmt(summary['wall_seconds'], 1)} s (estimated beforehand: "
+                     f"{_fmt(summary.get('estimate_seconds'), 0)} s of model time)")
+    if summary.get("budget") == "demo":
+        parts.append("each slow method with its CPU budget (named in the methods table)")
     return f'<p class="meta">{" · ".join(parts)}</p>'
 
 
@@ -119,13 +126,18 @@ def _predictions(summary: dict) -> str:
 
 def _methods(summary: dict) -> str:
     metrics = summary.get("metrics")
+    budgets = any(info.get("budget") for info in summary["methods"].values())
     head = "<tr><th>method</th><th>picture</th><th>seconds (all images)</th><th>seconds / image</th>"
+    if budgets:
+        head += "<th>CPU budget (the full run: <code>--full</code>)</th>"
     if metrics:
         head += "<th>deletion AUC ↓</th><th>insertion AUC ↑</th>"
     rows = []
     for m, info in summary["methods"].items():
         row = (f"<tr><td>{_e(m)}</td><td>{_e(info.get('kind', ''))}</td><td class='num'>{_fmt(info['seconds'], 2)}"
                f"</td><td class='num'>{_fmt(info.get('seconds_per_image'), 3)}</td>")
+        if budgets:
+            row += f"<td>{_e(info.get('budget', ''))}</td>"
         if metrics:
             row += (f"<td class='num'>{_fmt(info.get('deletion_auc_mean'))}</td>"
                     f"<td class='num'>{_fmt(info.get('insertion_auc_mean'))}</td>")
