@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-# e.g. make demo DEMO_ARGS='--methods fast' (leaves out the slow perturbation methods; the default runs all)
+# e.g. make demo DEMO_ARGS='--methods fast' or DEMO_ARGS=--full (the paper settings; make demo-full)
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo bench lint clean
+.PHONY: help install browser test demo demo-full bench lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install xai_torch editable with the dev, demo and parity extras
 
@@ -21,11 +21,27 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,demo,parity]'
 	touch $(STAMP)
 
-test: install  ## run the whole test suite (parity tests included)
+# tests/test_report.py opens the demo report in headless Chromium: Debian's chromium package,
+# installed with apt-get when it is missing (sudo only when not root).
+APT_CHROMIUM := apt-get update && apt-get install -y --no-install-recommends chromium
+browser:  ## install Debian's chromium with apt-get when it is missing (the report test opens the report in it)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	echo "make browser: chromium is missing; installing it: $$SUDO $(APT_CHROMIUM)"; \
+	if $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    chromium; then exit 0; fi; \
+	echo "make browser: could not install Chromium. Run as root: $(APT_CHROMIUM)" >&2; \
+	echo "  (or with sudo; on another system install Chromium so that 'chromium' is on PATH), then make test again." >&2; \
+	exit 1
+
+test: install browser  ## install what the tests need (venv, Chromium), then run the whole suite (parity tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install  ## every method on the packaged photos with the packaged model; writes out/demo/report.html
+demo: install  ## every family of methods on 2 packaged photos with CPU budgets (about 1.5 min on 2 cores) -> out/demo
 	$(BIN)/xai-torch demo --out out/demo $(DEMO_ARGS)
+
+demo-full: install  ## the paper settings of every method on 5 photos (prints its estimate first) -> out/demo-full
+	$(BIN)/xai-torch demo --full --out out/demo-full $(DEMO_ARGS)
 
 bench: install  ## run the benchmarks and print ratios against the floor and the reference libraries
 	$(BIN)/python -m benchmarks
