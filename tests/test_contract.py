@@ -156,9 +156,10 @@ def region_masks(x: torch.Tensor) -> list:
 
 
 def attribution_of(x: torch.Tensor) -> torch.Tensor:
-    """A fixed, tie-free attribution of the shape of ``x`` as a batch (``(C, H, W)`` is B = 1)."""
+    """A fixed, tie-free attribution of the shape of ``x`` as a batch (``(C, H, W)`` is B = 1),
+    each image's from that image alone."""
     x = x if x.ndim != 3 else x[None]
-    return (x * torch.linspace(-1.0, 1.0, x.numel()).reshape(x.shape)).detach()
+    return (x * torch.linspace(-1.0, 1.0, x[0].numel()).reshape(x.shape[1:])).detach()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,21 +306,30 @@ EXPLAINERS = [n for n in PUBLIC_EXPLAINERS if n in EXPLAINER_RECIPES]
 MODEL_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), ModelMetric)]
 PURE_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), PureMetric)]
 
-# (name, check) -> the defect that makes the check fail today; the case is xfail(strict=True),
-# so it fails again (and must be removed from here) once the defect is fixed.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("ExpectedGradients", "alone"): "issue 19 item 3: Expected Gradients' draws depend on the other images "
-                                    "in the batch",
-    ("SmoothGrad", "alone"): "SmoothGrad's noise for an image depends on the other images in the batch "
-                             "(one generator draws the noise of the whole chunk); issue 19 item 3",
-    ("descending_order", "pure"): "metrics.descending_order of a 1-D tensor raises a raw IndexError, not XaiError",
-    ("rise_blur", "pure"): "metrics.rise_blur(x, size=0) raises oneDNN's raw RuntimeError, not XaiError",
+# (name, check) -> (the defect that makes the check fail today, the exception it fails with); the
+# case is xfail(strict=True, raises=...), so it fails again (and must leave this table) once fixed.
+KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type]] = {
+    ("ExpectedGradients", "alone"): ("issue 19 item 3: Expected Gradients' draws depend on the other images in "
+                                     "the batch", AssertionError),
+    ("SmoothGrad", "alone"): ("SmoothGrad's noise for an image depends on the other images in the batch (one "
+                              "generator draws the noise of the whole chunk); issue 19 item 3", AssertionError),
+    ("sensitivity_n", "alone"): ("sensitivity_n draws each subset block as rand((B, D)): an image's subsets depend "
+                                 "on how many images are in the batch", AssertionError),
+    ("descending_order", "pure"): ("metrics.descending_order of a 1-D tensor raises a raw IndexError, not "
+                                   "XaiError", IndexError),
+    ("rise_blur", "pure"): ("metrics.rise_blur(x, size=0) raises oneDNN's raw RuntimeError, not XaiError",
+                            RuntimeError),
 }
 
 
 def cases(names: list, check: str) -> list:
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DEFECTS[(n, check)]))
-            if (n, check) in KNOWN_DEFECTS else n for n in names]
+    out = []
+    for n in names:
+        if (n, check) in KNOWN_DEFECTS:
+            reason, raises = KNOWN_DEFECTS[(n, check)]
+            n = pytest.param(n, marks=pytest.mark.xfail(strict=True, raises=raises, reason=reason))
+        out.append(n)
+    return out
 
 
 def test_every_public_explainer_and_metric_has_a_recipe():
@@ -540,14 +550,18 @@ def test_batch_size_does_not_change_the_result(name):
     assert_same(measure(name, model, x, batch_size=None), measure(name, model, x, batch_size=1), tolerance=True)
 
 
-@pytest.mark.parametrize("name", cases(EXPLAINERS, "alone"))
+@pytest.mark.parametrize("name", cases(WITH_MODEL, "alone"))
 def test_an_image_alone_gets_its_result_from_the_batch(name):
     """The draws of an image do not depend on the images after it (issue 19: draws per image;
     tolerance as for ``batch_size``, for the same reason). Seeds may depend on an image's
-    position in the batch, so the image keeps position 0."""
+    position in the batch, so the image keeps position 0. Every per-image field of the result
+    (first dim B) is compared; batch aggregates are not."""
     model, x = user_model(), images(3)
-    batch = explain(name, model, x).attributions
-    assert_same(batch[:1], explain(name, model, x[:1]).attributions, tolerance=True)
+    batch, alone = leaves(measure(name, model, x)), leaves(measure(name, model, x[:1]))
+    per_image = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim and len(v) == 3}
+    assert "result.attributions" in per_image or name not in EXPLAINER_RECIPES
+    assert per_image, f"{name}: no per-image field in the result"
+    assert_same(per_image, {k: alone[k] for k in per_image}, tolerance=True)
 
 
 # --- model-free metric functions ------------------------------------------------------------
