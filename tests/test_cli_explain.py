@@ -1,7 +1,5 @@
-"""`xai-torch demo` / `xai-torch explain` / `python -m xai_torch`: files written, JSON content, errors."""
+"""`xai-torch explain` (xai_torch/cli/explain.py): files written, JSON content, errors."""
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -10,72 +8,10 @@ import torch
 import torchvision
 
 from xai_torch import cli, zoo
-from xai_torch.errors import XaiError
+from xai_torch.cli.explain import _unique
 
 # 5 points per deletion / insertion curve instead of 29: the same code, a sixth of the model calls
 COARSE = str(224 * 56)
-
-
-def test_demo_writes_overlays_summary_and_report(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert cli.main(["demo", "--out", str(out), "--images", "chelsea,coffee", "--methods",
-                     "gradient,GBP,gradcam++,ig", "--steps", "8", "--no-metrics", "--device", "cpu"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    chelsea, coffee = summary["images"]["chelsea"], summary["images"]["coffee"]
-    assert chelsea["predictions"][0]["label"] == "tiger cat" and chelsea["target"] == 282
-    assert coffee["predictions"][0]["label"] == "espresso"
-    probs = [p["probability"] for p in chelsea["predictions"]]
-    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
-    # aliases resolve to the canonical names, in the order given
-    assert list(summary["methods"]) == ["gradient", "guided_backprop", "gradcam_pp", "integrated_gradients"]
-    assert all(m["seconds"] > 0 and m["kind"] in cli.KINDS for m in summary["methods"].values())
-    assert summary["metrics"] is None and "deletion_auc" not in chelsea
-    assert summary["layer"] == "_conv_head" and summary["weights"] == "packaged"
-    for name in ("chelsea_gradient", "coffee_guided_backprop", "chelsea_gradcam_pp", "coffee_integrated_gradients",
-                 "chelsea"):
-        img = cv2.imread(str(out / f"{name}.png"))
-        assert img is not None and img.shape == (224, 224, 3) and img.std() > 5  # a picture, not a blank
-    grid = cv2.imread(str(out / "chelsea_grid.png"))
-    assert grid.shape[1] > 5 * 224  # the photo and 4 overlays side by side
-    assert (out / "report.html").is_file()
-    printed = capsys.readouterr().out
-    assert "tiger cat" in printed and "report.html" in printed
-
-
-def test_demo_rejects_unknown_names(tmp_path, capsys):
-    assert cli.main(["demo", "--out", str(tmp_path), "--methods", "magic"]) == 2
-    assert "unknown method(s) ['magic']; choose from gradient" in capsys.readouterr().err
-    assert cli.main(["demo", "--out", str(tmp_path), "--images", "lena"]) == 2
-    assert "unknown image(s) ['lena']" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())
-
-
-def test_method_names_aliases_and_groups():
-    names = cli._names("IG, gradcam++, Guided-Backprop, shap, ig", cli.METHODS, "method(s)", cli.ALIASES, cli.GROUPS)
-    assert names == ["integrated_gradients", "gradcam_pp", "guided_backprop", "kernel_shap"]
-    assert cli._names("all", cli.METHODS, "m", cli.ALIASES, cli.GROUPS) == list(cli.METHODS)
-    fast = cli._names("fast", cli.METHODS, "m", cli.ALIASES, cli.GROUPS)
-    assert "gradcam" in fast and not set(fast) & set(cli.SLOW)
-    assert all(cli.ALIASES[a] in cli.METHODS for a in cli.ALIASES)
-    with pytest.raises(XaiError, match=r"unknown method\(s\) \['gradcm'\].*Did you mean gradcam"):
-        cli._names("gradcm", cli.METHODS, "method(s)", cli.ALIASES, cli.GROUPS)
-    assert cli.DEMO_METHODS == list(cli.METHODS)  # the demo shows every method
-
-
-def test_every_method_builds_an_explainer(lite0):
-    import xai_torch as xt
-
-    resnet = torchvision.models.resnet18(weights=None)
-    for name, (factory, kind) in cli.METHODS.items():
-        assert isinstance(factory(lite0), xt.Explainer), name
-        assert kind in cli.KINDS, name
-        # another model: its CAM layer, its normalisation, other path steps
-        e = factory(resnet, "layer4", cli.IMAGENET_NORMALIZE, 7)
-        assert isinstance(e, xt.Explainer), name
-        if name in cli.CAM_METHODS:
-            assert "layer4" in repr(e), name
-        if name in ("integrated_gradients", "blur_ig", "guided_ig", "xrai"):
-            assert e.steps == 7, name
 
 
 def _write_png(path, rgb):
@@ -102,21 +38,12 @@ def test_explain_packaged_model_on_files(tmp_path, capsys):
     assert m["fractions"][0] == 0 and m["fractions"][-1] == 1.0
     assert m["deletion_auc_mean"] == cat["deletion_auc"]["gradcam"]
     assert (out / "report.html").is_file()
+    # a newcomer's third command prints where the report is
+    assert f"report: {(out / 'report.html').resolve()}" in capsys.readouterr().out
 
 
-def test_load_image_reads_files_and_packaged_names(tmp_path):
-    grey = np.arange(30 * 40, dtype=np.uint8).reshape(30, 40)
-    assert cv2.imwrite(str(tmp_path / "g.png"), grey)
-    name, rgb, src = cli.load_image(str(tmp_path / "g.png"))
-    assert (name, rgb.shape, rgb.dtype, src) == ("g", (30, 40, 3), np.uint8, str(tmp_path / "g.png"))
-    assert (rgb == grey[..., None]).all()
-    bgra = np.zeros((8, 8, 4), np.uint8)
-    bgra[..., 0] = 255  # blue in OpenCV's order
-    assert cv2.imwrite(str(tmp_path / "b.png"), bgra)
-    assert cli.load_image(str(tmp_path / "b.png"))[1][0, 0].tolist() == [0, 0, 255]  # RGB, alpha dropped
-    name, rgb, src = cli.load_image("coffee")
-    assert name == "coffee" and src == "packaged:coffee" and np.array_equal(rgb, zoo.image("coffee"))
-    assert cli._unique(["a", "a", "my cat"]) == ["a", "a_2", "my_cat"]
+def test_unique_file_names():
+    assert _unique(["a", "a", "my cat"]) == ["a", "a_2", "my_cat"]
 
 
 def test_explain_torchvision_model_with_weights_file(tmp_path, capsys):
@@ -192,15 +119,3 @@ def test_explain_weights_that_do_not_fit(tmp_path, capsys):
     assert "do not fit efficientnet_lite0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, layer", [("resnet18", "layer4"), ("mobilenet_v2", "features"),
-                                         ("squeezenet1_1", "classifier.1")])
-def test_auto_cam_layer_leaves_no_hooks(name, layer):
-    model = torchvision.models.get_model(name, weights=None).eval()
-    assert cli.auto_cam_layer(model, torch.zeros(1, 3, 64, 64)) == layer
-    assert not any(m._forward_hooks for m in model.modules())
-
-
-def test_python_dash_m_works_like_the_console_script():
-    res = subprocess.run([sys.executable, "-m", "xai_torch", "--help"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "demo" in res.stdout and "explain" in res.stdout
