@@ -460,7 +460,7 @@ def test_no_trace_on_a_model_in_training_mode(name):
 
 def _fail(name: str, error: BaseException) -> None:
     model, x = user_model(), images()
-    measure(name, model, x, batch_size=2)   # count the forwards (chunks of 2) of a successful run
+    reference = measure(name, model, x, batch_size=2)   # count the forwards (chunks of 2) of a success
     work, model.raised = model.calls, []
     if name in EXPLAINER_RECIPES:   # forward counts of a `with` block may differ: counted there
         assert work > 0, f"{name} never called the model"
@@ -472,14 +472,17 @@ def _fail(name: str, error: BaseException) -> None:
     if isinstance(error, KeyboardInterrupt):
         assert type(info.value) is KeyboardInterrupt, f"{name} turned a KeyboardInterrupt into {info.value!r}"
     assert_no_trace(before, snapshot(model, x))
-    if name in EXPLAINER_RECIPES:   # the same inside a `with` block
+    if name in EXPLAINER_RECIPES:   # the same inside a `with` block, then the explainer still works
         recipe = EXPLAINER_RECIPES[name]
         model.calls = 0
+        explainer = recipe.build(model, x, batch_size=2)
         with pytest.raises(BaseException) as info:
-            with recipe.build(model, x, batch_size=2) as explainer:
+            with explainer:
                 explainer.explain(x, **recipe.call(x))
         assert key(error) in chain(info.value)
         assert_no_trace(before, snapshot(model, x))
+        model.fail_at = 0
+        assert_same(reference, explainer.explain(x, **recipe.call(x)))
 
 
 @pytest.mark.parametrize("name", CHECKED["exception"])
