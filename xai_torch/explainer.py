@@ -22,9 +22,8 @@ Call arguments:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import torch
 
@@ -32,11 +31,7 @@ from .batching import check_batch_size
 from .errors import XaiError, check_input
 from .hooks import HookSession
 from .runner import ModelRunner, keep_buffers, warn_if_training
-from .runner import model_device as model_device  # re-exported while subclasses move to the runner
-from .runner import result_dtype as result_dtype
 from .targets import Target, as_target
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -173,20 +168,6 @@ class Explainer:
         model, ``batch_size``, ``progress``; its name is the class name)."""
         return ModelRunner(self.model, batch_size=self.batch_size, progress=self.progress,
                            name=type(self).__name__, sample=x[0], target=target, device=x.device)
-
-    def _map_samples(self, x: torch.Tensor, target: Target, fn: Callable[[torch.Tensor, torch.Tensor], T]) -> list[T]:
-        """Run ``fn(x_chunk, rows)`` over the ``B * K`` samples (image ``r // K`` with target
-        column ``r % K``) on the model's device, at most ``batch_size`` samples per call.
-        ``x_chunk`` may share memory with ``x``: ``fn`` must not hand it to the model as it is."""
-        run = self.runner(x, target)
-        k = target.k or 1
-        x_dev = x.to(run.device)
-
-        def chunk(start: int, stop: int) -> T:
-            rows = torch.arange(start, stop, device=run.device)
-            return fn(x_dev[rows // k] if k > 1 else x_dev[start:stop], rows)
-
-        return run.map(chunk, x.shape[0] * k)
 
     @staticmethod
     def _per_image(items: list[torch.Tensor], x: torch.Tensor, target: Target,
