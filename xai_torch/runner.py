@@ -68,10 +68,10 @@ class Grad(NamedTuple):
 def model_device(model: Any, default: torch.device) -> torch.device:
     """The device of the model's first parameter or buffer (``default`` if it has none)."""
     if isinstance(model, nn.Module):
-        for t in model.parameters():
-            return t.device
-        for t in model.buffers():
-            return t.device
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
     return default
 
 
