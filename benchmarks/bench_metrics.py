@@ -11,7 +11,7 @@ EfficientNet-Lite0, CPU or the model's device):
 
 Table: deletion (lower is better) and insertion (higher is better) AUC, mean over three
 packaged photos (chelsea, coffee, motorcycle), for every method of the command line
-(``xai_torch.cli.METHODS``) with its demo settings, and a uniform random map as the chance
+(``xai_torch.presets.METHODS``) with its demo settings, and a uniform random map as the chance
 level. On a CPU the sampling methods run with smaller budgets (``CPU_BUDGETS``, printed in the
 table) and Score-CAM (1280 forwards per image) is left out unless named. Pixel attributions
 shown in grayscale (gradients, guided backprop, IG...) are ranked by ``|a|`` summed over
@@ -27,7 +27,7 @@ import time
 import torch
 
 import xai_torch as xt
-from xai_torch import cli
+from xai_torch import presets
 from xai_torch.imageops import rise_blur
 from xai_torch.metrics.faithfulness import causal_images
 
@@ -87,12 +87,13 @@ def auc_table(model, x) -> str:
     x = x[[xt.zoo.IMAGES.index(n) for n in TABLE_IMAGES]]
     cpu = x.device.type == "cpu"
     wanted = os.environ.get("XT_BENCH_METHODS")
-    methods = [m for m in cli.METHODS if (m in wanted.split(",") if wanted else not (cpu and m == "scorecam"))]
+    methods = [m for m in presets.METHODS if (m in wanted.split(",") if wanted else not (cpu and m == "scorecam"))]
     rows = []
     random_map = torch.rand(x.shape[0], *x.shape[2:], generator=torch.Generator().manual_seed(0)).to(x.device)
     entries = [("random map (chance)", random_map, "sum", 0.0)]
     for name in methods:
-        factory, kind = cli.METHODS[name]
+        spec = presets.METHODS[name]
+        factory, kind = (lambda m, spec=spec: spec.build(m, normalize=xt.zoo.NORMALIZE)), spec.kind
         if cpu and name in CPU_BUDGETS:
             factory, note = CPU_BUDGETS[name]
             name = f"{name} ({note})"

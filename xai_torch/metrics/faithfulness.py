@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -91,7 +91,7 @@ def causal_images(start: torch.Tensor, finish: torch.Tensor, rank: torch.Tensor,
     return torch.where(take[:, None], finish, start, out=out)
 
 
-def _substrate(spec, x: torch.Tensor, normalize, input_range, name: str) -> torch.Tensor:
+def _substrate(spec: Any, x: torch.Tensor, normalize: Any, input_range: Any, name: str) -> torch.Tensor:
     if isinstance(spec, str) and spec == "zeros":
         return torch.zeros_like(x)
     if isinstance(spec, str) and spec == "rise_blur":
@@ -106,8 +106,9 @@ def _substrate(spec, x: torch.Tensor, normalize, input_range, name: str) -> torc
     return make_baselines(specs, x, lo, hi, torch.Generator(x.device).manual_seed(0))[0]
 
 
-def _causal(mode: str, model, x, attribution, target, step, substrate, score, reduce, normalize, input_range,
-            batch_size, progress) -> CausalCurve:
+def _causal(mode: str, model: Any, x: torch.Tensor, attribution: Any, target: Any, step: Optional[int], substrate: Any,
+            score: str, reduce: str, normalize: Any, input_range: Any, batch_size: Optional[int],
+            progress: Optional[bool]) -> CausalCurve:
     x4, _ = check_input(x)
     b, _, h, w = x4.shape
     hw = h * w
@@ -130,7 +131,7 @@ def _causal(mode: str, model, x, attribution, target, step, substrate, score, re
     n = math.ceil(hw / step)
     changed = (torch.arange(n + 1, device=scorer.device) * step).clamp(max=hw)
 
-    def make(lo: int, hi: int):
+    def make(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
         # samples lo..hi-1 are (image, point) pairs, image-major: each image's run of points is
         # made by one broadcast `where` straight into the chunk (no gathered copies of x)
         z = torch.empty((hi - lo, *start.shape[1:]), dtype=start.dtype, device=scorer.device)
@@ -152,8 +153,9 @@ def _causal(mode: str, model, x, attribution, target, step, substrate, score, re
     )
 
 
-def deletion(model, x, attribution, target=None, *, step: Optional[int] = None, substrate="zeros",
-             score: str = "softmax", reduce: str = "sum", normalize=None, input_range=None,
+def deletion(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, step: Optional[int] = None,
+             substrate: Any = "zeros", score: str = "softmax", reduce: str = "sum", normalize: Any = None,
+             input_range: Any = None,
              batch_size: Optional[int] = None, progress: Optional[bool] = None) -> CausalCurve:
     """Deletion curve and AUC (lower is better): the target's score as the most relevant
     pixels are replaced by the substrate, ``step`` at a time.
@@ -184,8 +186,9 @@ def deletion(model, x, attribution, target=None, *, step: Optional[int] = None, 
                    input_range, batch_size, progress)
 
 
-def insertion(model, x, attribution, target=None, *, step: Optional[int] = None, substrate="rise_blur",
-              score: str = "softmax", reduce: str = "sum", normalize=None, input_range=None,
+def insertion(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, step: Optional[int] = None,
+              substrate: Any = "rise_blur", score: str = "softmax", reduce: str = "sum", normalize: Any = None,
+              input_range: Any = None,
               batch_size: Optional[int] = None, progress: Optional[bool] = None) -> CausalCurve:
     """Insertion curve and AUC (higher is better): the most relevant pixels of ``x`` are put
     back into the substrate (by default RISE's blurred image), ``step`` at a time.
@@ -221,8 +224,9 @@ class Completeness:
     targets: Optional[torch.Tensor]
 
 
-def completeness(model, x, attribution, target=None, *, baseline=0.0, score: str = "logit", normalize=None,
-                 input_range=None, batch_size: Optional[int] = None) -> Completeness:
+def completeness(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, baseline: Any = 0.0,
+                 score: str = "logit", normalize: Any = None, input_range: Any = None,
+                 batch_size: Optional[int] = None) -> Completeness:
     """Completeness (Sundararajan et al. 2017): attributions should sum to the score difference
     between the image and the baseline. Exact for IG up to quadrature error (its ``delta``),
     for gradient x input on linear models; a check for any attribution.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from ._common import coerce_attribution, descending_order
 TIES = ("fraction", "any", "all", "first")
 
 
-def _masks(masks, b: int, h: int, w: int) -> torch.Tensor:
+def _masks(masks: Any, b: int, h: int, w: int) -> torch.Tensor:
     if isinstance(masks, np.ndarray):
         masks = torch.from_numpy(np.ascontiguousarray(masks))
     if not isinstance(masks, torch.Tensor):
@@ -42,7 +42,8 @@ def _masks(masks, b: int, h: int, w: int) -> torch.Tensor:
     return m
 
 
-def _relevance(attribution, masks, reduce: str, positive_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _relevance(attribution: Any, masks: Any, reduce: str,
+               positive_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, H, W)`` float64 relevance (clipped at 0 with ``positive_only``) and bool masks."""
     a = attribution
     if isinstance(a, np.ndarray):
@@ -63,7 +64,7 @@ def _relevance(attribution, masks, reduce: str, positive_only: bool = False) -> 
     return rel, _masks(masks, b, h, w).to(rel.device)
 
 
-def _disk(radius: float, device) -> torch.Tensor:
+def _disk(radius: float, device: torch.device) -> torch.Tensor:
     r = int(math.floor(radius))
     t = torch.arange(-r, r + 1, device=device, dtype=torch.float64)
     return ((t[:, None] ** 2 + t[None, :] ** 2) <= radius * radius).double()
@@ -100,11 +101,11 @@ class PointingGame:
     hit: torch.Tensor
     accuracy: torch.Tensor
     points: torch.Tensor
-    per_class: Optional[dict]
+    per_class: Optional[dict[int, float]]
 
 
-def pointing_game(attribution, masks, *, tolerance: float = 15.0, ties: str = "fraction", reduce: str = "sum",
-                  labels=None) -> PointingGame:
+def pointing_game(attribution: Any, masks: Any, *, tolerance: float = 15.0, ties: str = "fraction", reduce: str = "sum",
+                  labels: Any = None) -> PointingGame:
     """Pointing game (Zhang et al. 2018): does the map's maximum fall on the object?
 
     A maximum within ``tolerance`` pixels (Euclidean) of the mask is a hit.
@@ -148,7 +149,7 @@ def pointing_game(attribution, masks, *, tolerance: float = 15.0, ties: str = "f
     return PointingGame(hit=hit, accuracy=accuracy, points=points, per_class=per_class)
 
 
-def _average(values: torch.Tensor, labels, b: int) -> tuple[torch.Tensor, Optional[dict]]:
+def _average(values: torch.Tensor, labels: Any, b: int) -> tuple[torch.Tensor, Optional[dict[int, float]]]:
     valid = ~torch.isnan(values)
     if labels is None:
         acc = values[valid].mean() if bool(valid.any()) else torch.tensor(float("nan"), dtype=torch.float64)
@@ -156,7 +157,7 @@ def _average(values: torch.Tensor, labels, b: int) -> tuple[torch.Tensor, Option
     lab = torch.as_tensor(labels).reshape(-1)
     if lab.numel() != b or lab.is_floating_point():
         raise XaiError(f"labels must be {b} integer class labels, one per image; got {describe(labels)}.")
-    per_class = {}
+    per_class: dict[int, float] = {}
     for c in sorted(set(lab.tolist())):
         sel = (lab.to(values.device) == c) & valid
         if bool(sel.any()):
@@ -179,7 +180,7 @@ class Localisation:
     mean: torch.Tensor
 
 
-def relevance_mass(attribution, masks, *, positive_only: bool = True, reduce: str = "sum") -> Localisation:
+def relevance_mass(attribution: Any, masks: Any, *, positive_only: bool = True, reduce: str = "sum") -> Localisation:
     """Relevance mass accuracy (Arras et al. 2022): the share of the relevance that lies in
     the ground-truth region, ``sum_GT R / sum R``.
 
@@ -201,7 +202,7 @@ def relevance_mass(attribution, masks, *, positive_only: bool = True, reduce: st
     return Localisation(score=score, mean=_average(score, None, rel.shape[0])[0])
 
 
-def relevance_rank(attribution, masks, *, positive_only: bool = True, reduce: str = "sum") -> Localisation:
+def relevance_rank(attribution: Any, masks: Any, *, positive_only: bool = True, reduce: str = "sum") -> Localisation:
     """Relevance rank accuracy (Arras et al. 2022): with ``K = |GT|``, the fraction of the ``K``
     most relevant pixels that lie in the ground-truth region. Ties are broken in raster order
     (a stable sort), so equal maps give equal scores.

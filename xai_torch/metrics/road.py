@@ -16,7 +16,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -147,7 +147,7 @@ def _linear_fill(x: torch.Tensor, remove: torch.Tensor, solver: str, tol: float,
     return _solve_cg(x64, remove, tol, max_iter if max_iter is not None else 50 * (h + w) + 100)
 
 
-def _check_solver(solver, tol, max_iter) -> None:
+def _check_solver(solver: str, tol: object, max_iter: object) -> None:
     check_choice(solver, "solver", SOLVERS)
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (0 < tol < 1):
         raise XaiError(f"tol must be a number in (0, 1) (the relative residual of the solve); got {describe(tol)}.")
@@ -155,7 +155,7 @@ def _check_solver(solver, tol, max_iter) -> None:
         raise XaiError(f"max_iter must be None (automatic) or an integer >= 1; got {describe(max_iter)}.")
 
 
-def _check_noise(noise) -> float:
+def _check_noise(noise: object) -> float:
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
         raise XaiError(f"noise must be a finite number >= 0 (the standard deviation added to imputed pixels); "
                        f"got {describe(noise)}.")
@@ -256,7 +256,7 @@ class RoadResult:
     targets: Optional[torch.Tensor]
 
 
-def _check_fractions(fractions) -> list[float]:
+def _check_fractions(fractions: Any) -> list[float]:
     if isinstance(fractions, torch.Tensor):
         fractions = fractions.tolist()
     if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (Sequence, np.ndarray)) or len(fractions) == 0:
@@ -270,10 +270,10 @@ def _noise_seed(seed: int, order: int, fraction: int, image: int) -> int:
     return int(np.random.SeedSequence([seed, order, fraction, image]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def road(model, x: torch.Tensor, attribution, target=None, *, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-         order: str = "both", score: str = "softmax", noise: float = 0.01, seed: int = 0, reduce: str = "sum",
-         solver: str = "auto", tol: float = 1e-8, batch_size: Optional[int] = None,
-         progress: Optional[bool] = None) -> RoadResult:
+def road(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *,
+         fractions: Sequence[float] = DEFAULT_FRACTIONS, order: str = "both", score: str = "softmax",
+         noise: float = 0.01, seed: int = 0, reduce: str = "sum", solver: str = "auto", tol: float = 1e-8,
+         batch_size: Optional[int] = None, progress: Optional[bool] = None) -> RoadResult:
     """ROAD (Rong et al. 2022): the score of the target class after removing a fraction of the
     pixels, most relevant first (MoRF) and least relevant first (LeRF), with removed pixels
     filled by :func:`noisy_linear_impute` instead of a constant.
@@ -346,7 +346,7 @@ def road(model, x: torch.Tensor, attribution, target=None, *, fractions: Sequenc
 
     scorer = Scorer(model, x4, target, score=score, batch_size=batch_size, progress=progress, name="road")
     dev = scorer.device
-    relevance = scorer.attributions(attribution, reduce) if explainer else relevance.to(dev)
+    relevance = scorer.attributions(attribution, reduce) if relevance is None else relevance.to(dev)
     ranks = torch.empty((b, hw), dtype=torch.long, device=dev)
     ranks.scatter_(1, descending_order(relevance), torch.arange(hw, device=dev).expand(b, hw))
 
@@ -356,7 +356,7 @@ def road(model, x: torch.Tensor, attribution, target=None, *, fractions: Sequenc
     nf = len(fr)
     k_t = torch.tensor(counts, dtype=torch.long, device=dev)
 
-    def make(start: int, stop: int):
+    def make(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.arange(start, stop, device=dev)
         img = rows % b
         fi = (rows // b) % nf
@@ -383,7 +383,7 @@ def road(model, x: torch.Tensor, attribution, target=None, *, fractions: Sequenc
         lerf=None if lerf is None else to_result(lerf, x4),
         morf_mean=None if morf is None else to_result(morf.mean(1), x4),
         lerf_mean=None if lerf is None else to_result(lerf.mean(1), x4),
-        combined=None if order != "both" else to_result((lerf - morf).mean(1), x4),
+        combined=None if morf is None or lerf is None else to_result((lerf - morf).mean(1), x4),
         clean=to_result(scorer.clean, x4),
         targets=None if scorer.classes is None else scorer.classes.to(x4.device),
     )

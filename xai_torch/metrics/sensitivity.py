@@ -47,13 +47,14 @@ def sensitivity_ratios(clean: torch.Tensor, noisy: torch.Tensor, norm: Union[str
     ref = torch.linalg.vector_norm(clean.flatten(1), ord=ord_, dim=1)
     ref = torch.where(ref == 0, torch.ones_like(ref), ref)
     diff = (noisy - clean[:, None]).flatten(2)
-    return torch.linalg.vector_norm(diff, ord=ord_, dim=2) / ref[:, None]
+    ratios: torch.Tensor = torch.linalg.vector_norm(diff, ord=ord_, dim=2) / ref[:, None]
+    return ratios
 
 
 def _norm_ord(norm: object) -> float:
     if norm == "fro":
         return 2.0
-    if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and norm > 0:
+    if isinstance(norm, numbers.Real) and not isinstance(norm, bool) and float(norm) > 0:
         return float(norm)
     raise XaiError(f"norm must be 'fro' (the Frobenius / L2 norm of the flattened attribution) or a "
                    f"positive number p (float('inf') for the max norm); got {describe(norm)}.")
@@ -138,11 +139,12 @@ def max_sensitivity(explainer: Callable[..., Any], x: torch.Tensor, target: Any 
     xd = x4.detach().to(dev, copy=True)
 
     # the clean explanation, and the classes that every noisy copy keeps
-    classes = None if not isinstance(tgt, ClassTarget) or pin else tgt.classes.expand(b).to(dev)
+    classes = tgt.classes.expand(b).to(dev) if isinstance(tgt, ClassTarget) and tgt.classes is not None else None
     if isinstance(explainer, Explainer):
         res = explainer.explain(xd.clone(), target=target)
         clean = res.attributions
         if pin:
+            assert res.targets is not None  # class targets: the explainer reports them
             classes = res.targets.to(dev)
     else:
         if pin:
@@ -196,10 +198,10 @@ def _check_attribution(out: Any, n: int, what: str) -> torch.Tensor:
         out = torch.from_numpy(np.ascontiguousarray(out))
     if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != n or out.is_complex():
         raise XaiError(f"{what} must be a real tensor with one row per image ({n}); got {describe(out)}.")
-    out = out.detach()
-    if not bool(torch.isfinite(out).all()):
+    t: torch.Tensor = out.detach()
+    if not bool(torch.isfinite(t).all()):
         raise XaiError(f"{what} has NaN or infinite values.")
-    return out
+    return t
 
 
 __all__ = ["SensitivityResult", "max_sensitivity", "sensitivity_ratios"]

@@ -157,11 +157,11 @@ def sensitivity_n(model: Any, x: torch.Tensor, attribution: Any, target: Any = N
 def _check_grid(n: object, d: int) -> list[int]:
     if n is None:
         return sensitivity_n_grid(d)
-    items = [n] if isinstance(n, numbers.Integral) else n
+    items: Any = [n] if isinstance(n, numbers.Integral) else n
     if isinstance(items, torch.Tensor):
         items = items.tolist()
     ok = isinstance(items, (list, tuple)) and len(items) > 0 and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= v <= d for v in items)
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and 1 <= int(v) <= d for v in items)
     if not ok:
         raise XaiError(f"n must be None, an int or a non-empty sequence of ints in [1, {d}] (the number of "
                        f"features); got {describe(n)}.")

@@ -141,7 +141,7 @@ def ssim(a: Any, b: Any, *, data_range: Optional[float] = None, win_size: int = 
     pool = torch.nn.functional.avg_pool2d
     stack = torch.stack([a, b, a * a, b * b, a * b], 1)          # (B, 5, H, W)
     pooled: torch.Tensor = pool(stack, win_size, stride=1)
-    mu_a, mu_b, m_aa, m_bb, m_ab = pooled.split(1, 1)
+    mu_a, mu_b, m_aa, m_bb, m_ab = torch.split(pooled, 1, dim=1)
     n = win_size * win_size
     cov = n / (n - 1)                                             # sample covariance, as skimage
     var_a, var_b, cov_ab = cov * (m_aa - mu_a ** 2), cov * (m_bb - mu_b ** 2), cov * (m_ab - mu_a * mu_b)
