@@ -1,9 +1,15 @@
-"""HookSession: every registration undone in reverse order, exactly once, whatever happens."""
+"""HookSession: every registration undone in reverse order, exactly once, whatever happens; layer
+taps and capture: the last forward of the registering thread, no hook left."""
+import threading
+
 import pytest
 import torch
 from torch import nn
 
 import xai_torch as xt
+from xai_torch.hooks import LayerTap, capture
+
+from conftest import assert_no_trace, snapshot
 
 
 def test_releases_in_reverse_order_and_idempotently():
@@ -58,3 +64,85 @@ def test_entered_context_is_exited():
         s.enter(torch.no_grad())
         assert not torch.is_grad_enabled()
     assert torch.is_grad_enabled()
+
+
+def test_registration_after_close_leaves_no_hook():
+    """A closed session refuses before registering (issue 19, item 6)."""
+    lin = nn.Linear(2, 2)
+    s = xt.HookSession()
+    s.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        s.forward_hook(lin, lambda m, i, o: None)
+    with pytest.raises(RuntimeError, match="closed"):
+        s.forward_pre_hook(lin, lambda m, i: None)
+    assert not lin._forward_hooks and not lin._forward_pre_hooks
+
+
+# --- taps and capture -----------------------------------------------------------------------------
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1)).eval()
+
+
+def test_capture_records_the_last_forward_in_the_graph():
+    model = _net()
+    x1, x2 = torch.randn(2, 3, 6, 6), torch.randn(1, 3, 6, 6)
+    with capture(model, ["1", model[3]]) as acts:
+        assert len(acts) == 0
+        model(x1)
+        out = model(x2)  # the last forward wins
+        assert set(acts) == {"1", "3"} and len(acts) == 2
+        a = acts["1"]
+    with torch.no_grad():
+        bn = model[1](model[0](x2))
+    # the BatchNorm output, not the in-place ReLU's: the network went on with a copy
+    torch.testing.assert_close(a, bn)
+    assert float(a.detach().min()) < 0
+    assert acts["3"] is not None and torch.equal(acts["3"], out)
+    (g,) = torch.autograd.grad(out.sum(), a)  # still in the forward's graph
+    assert g.shape == a.shape
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(KeyError):
+        acts["0"]
+    assert "Activations" in repr(acts)
+
+
+def test_capture_under_no_grad_and_errors():
+    model = _net()
+    with capture(model, "0") as acts, torch.no_grad():
+        model(torch.randn(1, 3, 6, 6))
+    assert acts["0"].grad_fn is None
+    with pytest.raises(xt.XaiError, match="'conv' is not a submodule"):
+        with capture(model, "conv"):
+            pass
+    with pytest.raises(xt.XaiError, match="needs an nn.Module"):
+        with capture(lambda t: t, "0"):
+            pass
+
+
+@pytest.mark.parametrize("error", [ValueError("in the block"), KeyboardInterrupt()])
+def test_capture_removes_every_hook_on_exceptions(error, small, small_x):
+    before = snapshot(small, small_x)
+    with pytest.raises(type(error)):
+        with capture(small, ["conv1", "bn", "conv2"]) as acts:
+            small(small_x)
+            raise error
+    assert set(acts) == {"conv1", "bn", "conv2"}
+    assert_no_trace(before, snapshot(small, small_x))
+
+
+def test_taps_record_only_their_thread_and_can_pause():
+    model = _net()
+    x = torch.randn(1, 3, 6, 6)
+    with xt.HookSession() as s:
+        tap = LayerTap(s, model, [("0", model[0])], keep_input=True)
+        t = threading.Thread(target=lambda: model(x))
+        t.start()
+        t.join()
+        assert tap.forwards == 0 and tap.outputs == [[]]
+        with tap.paused():
+            model(x)
+        assert tap.forwards == 0
+        out = model(x)
+        assert tap.forwards == 1 and tap.output is out and len(tap.outputs[0]) == 1
+        assert tap.input_shape == x.shape and torch.equal(tap.input, x) and tap.input is not x

@@ -1,4 +1,5 @@
 import pytest
+import torch
 import torchvision
 from torch import nn
 
@@ -29,3 +30,15 @@ def test_unknown_name_lists_the_closest(resnet):
         xt.find_layer(resnet, 4)
     with pytest.raises(xt.XaiError, match="non-empty list"):
         xt.find_layers(resnet, [])
+
+
+def test_tokens_to_grid():
+    grid = xt.tokens_to_grid(torch.arange(2 * 7 * 3.0).reshape(2, 7, 3), prefix_tokens=1, height=2, width=3)
+    assert grid.shape == (2, 3, 2, 3) and grid[0, 0, 0, 0] == 3.0  # token 1, channel 0
+    with pytest.raises(xt.XaiError, match="do not fill"):
+        xt.tokens_to_grid(torch.zeros(1, 8, 3), prefix_tokens=1)  # 7 spatial tokens
+    torch.testing.assert_close(xt.vit_reshape(prefix_tokens=1, height=2, width=3)(torch.ones(1, 7, 4)),
+                               torch.ones(1, 4, 2, 3))
+    with pytest.raises(xt.XaiError, match="swin_reshape expects"):
+        xt.swin_reshape()(torch.zeros(2, 3, 4))
+    assert xt.swin_reshape()(torch.zeros(2, 3, 4, 5)).shape == (2, 5, 3, 4)

@@ -66,7 +66,7 @@ class RectifierRuleExplainer(InputGradientExplainer):
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, details: bool = True,
                  **kwargs: Any) -> Explanation:
         check_interceptable(self.model)
-        return super()._explain(x, target, session, **kwargs)
+        return super()._explain(x, target, session, details=details, **kwargs)
 
     def _forward(self, x: torch.Tensor, state: dict[str, Any]) -> Any:
         name = type(self).__name__

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,10 @@ class RectifierRule:
 def _masked(grad: torch.Tensor, y: torch.Tensor, lo: float, hi: Optional[float]) -> torch.Tensor:
     """``grad * 1[lo < y < hi]`` with PyTorch's fused rectifier backward kernels."""
     if hi is None:
-        return torch.ops.aten.threshold_backward(grad, y, lo)
-    return torch.ops.aten.hardtanh_backward(grad, y, lo, hi)
+        out: torch.Tensor = torch.ops.aten.threshold_backward(grad, y, lo)
+    else:
+        out = torch.ops.aten.hardtanh_backward(grad, y, lo, hi)
+    return out
 
 
 PLAIN = RectifierRule("plain", _masked)  # the true derivative
@@ -64,7 +66,8 @@ class _Rectify(torch.autograd.Function):
     names *when the backward runs*, so one forward can serve a plain and a guided pass."""
 
     @staticmethod
-    def forward(ctx, x, call, lo, hi, inplace, mode):
+    def forward(ctx: Any, x: torch.Tensor, call: Callable[[], torch.Tensor], lo: float, hi: Optional[float],
+                inplace: bool, mode: RectifierMode) -> torch.Tensor:
         y = call()
         if inplace:
             ctx.mark_dirty(x)
@@ -74,12 +77,17 @@ class _Rectify(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None, None, None]:
         (y,) = ctx.saved_tensors
         return ctx.mode.rule.backward(grad, y, ctx.lo, ctx.hi), None, None, None, None, None
 
 
-def _arg(args, kwargs, i, name, default):
+#: a call's parsed rectifier: (input, lo, hi, inplace), or None when the call is not one
+Spec = Optional[tuple[Any, float, Optional[float], bool]]
+Parser = Callable[[tuple[Any, ...], dict[str, Any]], Spec]
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any) -> Any:
     if len(args) > i:
         return args[i]
     return kwargs.get(name, default)
@@ -87,18 +95,18 @@ def _arg(args, kwargs, i, name, default):
 
 # Each parser returns (input, lo, hi, inplace) for a rectifier call, or None when the call is
 # not a rectifier (e.g. hardtanh(-1, 1)).
-def _relu_parser(inplace_default: bool):
+def _relu_parser(inplace_default: bool) -> Parser:
     return lambda args, kw: (_arg(args, kw, 0, "input", None), 0.0, None,
                              bool(_arg(args, kw, 1, "inplace", inplace_default)))
 
 
-def _relu6_parser(inplace_default: bool):
+def _relu6_parser(inplace_default: bool) -> Parser:
     return lambda args, kw: (_arg(args, kw, 0, "input", None), 0.0, 6.0,
                              bool(_arg(args, kw, 1, "inplace", inplace_default)))
 
 
-def _hardtanh_parser(inplace_default: bool):
-    def parse(args, kw):
+def _hardtanh_parser(inplace_default: bool) -> Parser:
+    def parse(args: tuple[Any, ...], kw: dict[str, Any]) -> Spec:
         lo = float(_arg(args, kw, 1, "min_val", -1.0))
         hi = float(_arg(args, kw, 2, "max_val", 1.0))
         if lo != 0.0:
@@ -107,8 +115,8 @@ def _hardtanh_parser(inplace_default: bool):
     return parse
 
 
-def _threshold_parser(inplace_default: bool):
-    def parse(args, kw):
+def _threshold_parser(inplace_default: bool) -> Parser:
+    def parse(args: tuple[Any, ...], kw: dict[str, Any]) -> Spec:
         thr = float(_arg(args, kw, 1, "threshold", 1.0))
         val = float(_arg(args, kw, 2, "value", 1.0))
         if thr != 0.0 or val != 0.0:
@@ -117,8 +125,8 @@ def _threshold_parser(inplace_default: bool):
     return parse
 
 
-def _table(pairs):
-    table = {}
+def _table(pairs: list[tuple[str, Parser]]) -> dict[Any, Parser]:
+    table: dict[Any, Parser] = {}
     for name, parser in pairs:
         obj = _resolve(name)
         if obj is not None:
@@ -126,9 +134,9 @@ def _table(pairs):
     return table
 
 
-def _resolve(dotted: str):
+def _resolve(dotted: str) -> Any:
     root, *parts = dotted.split(".")
-    obj = {"F": F, "torch": torch}[root]
+    obj: Any = {"F": F, "torch": torch}[root]
     for p in parts:
         obj = getattr(obj, p, None)
         if obj is None:
@@ -154,7 +162,7 @@ _RECTIFIERS = _table([
 ])
 
 # Activations with no rectifier rule: their calls are counted to warn the user.
-_UNRULED = {}
+_UNRULED: dict[Any, str] = {}
 for _name in ("gelu", "silu", "elu", "elu_", "selu", "selu_", "celu", "celu_", "leaky_relu",
               "leaky_relu_", "rrelu", "rrelu_", "prelu", "mish", "hardswish", "softplus", "glu"):
     _fn = getattr(F, _name, None)
@@ -176,9 +184,10 @@ class RectifierMode(TorchFunctionMode):
         super().__init__()
         self.rule = rule
         self.calls = 0
-        self.unruled: Counter = Counter()
+        self.unruled: Counter[str] = Counter()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: Optional[dict[str, Any]] = None) -> Any:
         kwargs = kwargs or {}
         try:
             parser = _RECTIFIERS.get(func)
@@ -196,7 +205,7 @@ class RectifierMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def check_interceptable(model) -> None:
+def check_interceptable(model: Any) -> None:
     """Raise if the rectifier calls of ``model`` cannot be seen from Python.
 
     TorchScript and ``torch.compile`` run their graphs outside the Python dispatcher, so a
