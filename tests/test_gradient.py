@@ -86,7 +86,9 @@ def test_captum_guided_backprop_misses_functional_relus():
     x = torch.randn(1, 3, 80, 80, generator=torch.Generator().manual_seed(4))
     theirs = GuidedBackprop(model).attribute(x, target=3)
     plain = xt.Gradient(model)(x, target=3)
-    torch.testing.assert_close(theirs, plain)
+    # the gradient reaches 75 here and two identical CPU backward passes differ by ~1e-6 of that
+    # (oneDNN's convolution backward splits its sums by thread): compare relative to the largest value
+    torch.testing.assert_close(theirs, plain, rtol=0, atol=1e-5 * float(plain.abs().max()))
     ours = xt.GuidedBackprop(model).explain(x, target=3)
     assert ours.rectifier_calls == 94
     assert (ours.attributions - plain).abs().max() > 0.1 * plain.abs().max()
