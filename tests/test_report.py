@@ -36,7 +36,7 @@ def chromium() -> str:
         if found:
             return found
     pytest.fail("Chromium is not installed, and the report test needs it to open report.html in a real browser. "
-                "Install it with `apt-get install -y chromium` (Debian; .ci/run does this before `make test`).")
+                "`make test` installs it first (`make browser`: `apt-get install -y chromium` on Debian).")
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,7 @@ def test_report_is_self_contained_and_shows_the_numbers(report):
         row = re.search(rf"<tr><td>{method}</td>.*?</tr>", page).group(0)
         assert f"{info['deletion_auc_mean']:.3f}" in row and f"{info['insertion_auc_mean']:.3f}" in row
         assert f"{info['seconds']:.2f}" in row
+        assert info["budget"] in row  # the demo's CPU budget, named next to the method
         assert 0 <= info["deletion_auc_mean"] < info["insertion_auc_mean"] <= 1
 
 
