@@ -166,6 +166,25 @@ def test_layer_errors():
     with pytest.raises(xt.XaiError, match="needs an nn.Module"):
         xt.GradCAM(lambda t: t, layer="x")
 
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x), x
+
+    class Paired(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = Pair()
+
+        def forward(self, x):
+            return self.pair(x)[0].mean((2, 3))
+
+    with pytest.raises(xt.XaiError, match="layer 'pair' returns a tuple.*not a tensor"):
+        xt.GradCAM(Paired(), layer="pair")(x)
+
 
 @pytest.mark.parametrize("cls", ALL_CAMS, ids=[c.__name__ for c in ALL_CAMS])
 def test_no_trace(cls, small, small_x):

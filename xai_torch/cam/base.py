@@ -197,7 +197,8 @@ class LayerCAMBase(Explainer):
 
         with contextlib.ExitStack() as stack:
             for tap in self._taps:  # the call's own forwards are not the user's
-                stack.enter_context(tap.paused())
+                if tap.thread == threading.get_ident():
+                    stack.enter_context(tap.paused())
             parts = run.map(chunk, x.shape[0] * k)
         return self._assemble(parts, x.shape[0], x.shape[-2:], x.device, result_dtype(x), target)
 
