@@ -1,6 +1,6 @@
 """`xai-torch demo` as a newcomer runs it (`make demo`): the wall time and each method's share.
 
-Runs the default demo (every family, each slow method with its CPU budget, 2 photos, 15-point
+Runs the default demo (every family, each slow method with its CPU budget, 2 photos, 9-point
 deletion / insertion curves) on the GPU if any, else the CPU, into a temporary folder, and
 prints per method: seconds explaining (wall and CPU time of this process), seconds with its
 pictures and deletion / insertion curves and that as a share of the demo's wall time, and the estimate the demo printed

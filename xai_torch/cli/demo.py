@@ -1,8 +1,9 @@
 """``xai-torch demo``: the packaged EfficientNet-Lite0 on the packaged photos, every family of methods.
 
-The default demo answers in about a minute and a half on 2 CPU cores: two photos, every method
+The default demo answers in under two minutes on 2 CPU cores (about 130 s of CPU time on one
+core, measured): two photos, every method
 but Score-CAM, each slow method with its CPU budget (:attr:`xai_torch.presets.MethodSpec.demo`:
-fewer steps, samples, masks or windows; the report names it next to the method) and 15-point
+fewer steps, samples, masks or windows; the report names it next to the method) and 9-point
 deletion / insertion curves. ``--full`` runs the paper's configurations on all five photos
 with 29-point curves, after printing how long that will take.
 """
@@ -23,8 +24,8 @@ from .explain import METRIC_STEP, Summary, explain_images
 #: the default demo's photos, and ``--full``'s
 DEMO_IMAGES = ("chelsea", "coffee")
 FULL_IMAGES = ("chelsea", "coffee", "motorcycle", "rocket", "camera")
-#: the default demo's deletion / insertion step: 224 * 16 pixels, 15 points per curve
-DEMO_METRIC_STEP = 224 * 16
+#: the default demo's deletion / insertion step: 224 * 28 pixels, 9 points per curve
+DEMO_METRIC_STEP = 224 * 28
 #: the default demo's methods: every family, Score-CAM left to ``--full``
 DEMO_METHODS = tuple(GROUPS["demo"])
 

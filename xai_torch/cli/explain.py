@@ -244,7 +244,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
     bar = tqdm(methods, desc=command, unit="method", disable=shown.lines or progress is False, leave=False)
     for k, method in enumerate(bar):
         bar.set_postfix_str(method)
-        spec = METHODS[method]
+        spec, step = METHODS[method], time.perf_counter()
         try:
             explainer = spec.build(model, layer=cam_layer, normalize=loaded.normalize, steps=steps, demo=demo)
             _sync(device)
@@ -284,6 +284,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
                 entry[f"{mode}_auc_mean"] = round(float(auc.mean()), 4)
                 entry[f"{mode}_curve_mean"] = [round(v, 4) for v in res.curve.detach().double().mean(0).tolist()]
             entry["fractions"] = [round(v, 4) for v in curves["deletion"].fractions.detach().double().cpu().tolist()]
+        entry["step_seconds"] = round(time.perf_counter() - step, 3)  # explaining, pictures and curves
         summary["methods"][method] = entry
         shown.line(f"{method} ({k + 1}/{len(methods)}): {seconds:.1f} s" + (f" [{spec.budget}]" if demo else ""))
         del attributions
