@@ -8,20 +8,6 @@ from test_path_guided_ig import _pair_call
 import xai_torch as xt
 
 
-def test_gaussian_blur_equals_scipy():
-    from scipy import ndimage
-
-    x = torch.randn(3, 2, 20, 15, dtype=torch.float64)
-    sigmas = torch.tensor([0.0, 0.1, 1.7])
-    ours = xt.path.gaussian_blur(x, sigmas)
-    for i, s in enumerate(sigmas.tolist()):
-        ref = x[i].numpy() if s == 0 else ndimage.gaussian_filter(x[i].numpy(), [0, s, s], mode="constant")
-        np.testing.assert_allclose(ours[i].numpy(), ref, rtol=0, atol=1e-12)
-    big = xt.path.gaussian_blur(x[:1], 50.0)  # a radius (200 px) far beyond the image
-    ref = ndimage.gaussian_filter(x[0].numpy(), [0, 50, 50], mode="constant")
-    np.testing.assert_allclose(big[0].numpy(), ref, rtol=0, atol=1e-12)
-
-
 def test_blur_ig_completeness_improves_with_steps(small, small_x):
     x = small_x.double()
     model = small.double()

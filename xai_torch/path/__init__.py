@@ -1,17 +1,19 @@
 """The IG family on one batched path-integration engine.
 
 * :mod:`~xai_torch.path.quadrature`: ``(alphas, weights)`` rules on ``[0, 1]``.
-* :mod:`~xai_torch.path.baselines`: where paths start (black, white, noise, blur, ...).
-* :mod:`~xai_torch.path.engine`: chunked evaluation and float64 accumulation.
+* :mod:`~xai_torch.space`: where paths start (black, white, noise, blur, ...).
+* :mod:`~xai_torch.path.engine`: float64 accumulation of chunked gradients on the model runner.
+* :mod:`~xai_torch.path.line`: straight-line paths (IG's fixed and adaptive rules).
 * explainers: :class:`IntegratedGradients` (with an adaptive rule), :class:`BlurIG`,
   :class:`GuidedIG`, :class:`ExpectedGradients`.
 """
-from .base import PathExplainer, PathExplanation
+from ..imageops import gaussian_blur
 from ..space import Baseline, make_baselines, value_range
-from .blur import gaussian_blur
+from .base import PathExplainer, PathExplanation
 from .blur_ig import BlurIG, blur_sigmas
+from .expected import ExpectedGradients
 from .guided_ig import GuidedIG, guided_ig_path
-from .ig import ExpectedGradients, IntegratedGradients
+from .ig import IntegratedGradients
 from .quadrature import (
     captum_trapezoid,
     gauss_legendre,

@@ -25,10 +25,15 @@ spend (a tripling that no longer fits) is left unspent and shows in ``model_call
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 import torch
 
+from ..runner import ModelRunner
 from .base import Paths
-from .engine import Engine
+from .engine import integrate
+from .line import baseline_scores, line_factor, line_points
 
 _F64 = torch.float64
 
@@ -40,7 +45,13 @@ PILOT_START = 4
 MIN_STEPS = 2 * GROUPS
 
 
-def pilot_edges(score, n_paths: int, f0: torch.Tensor, f1: torch.Tensor, groups: int, device) -> tuple:
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: one evaluated batch of nodes: (paths, alphas, scores, probs, grad)
+Nodes = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], torch.Tensor]
+
+
+def pilot_edges(score: Score, n_paths: int, f0: torch.Tensor, f1: torch.Tensor, groups: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-only bisection: ``(edges, values)``, each ``(P, groups + 1)``, where ``values``
     are the scores at ``edges``; ``score(paths, alphas)`` evaluates the model."""
     edges = torch.linspace(0, 1, PILOT_START + 1, dtype=_F64, device=device).repeat(n_paths, 1)
@@ -63,11 +74,12 @@ def choose(err: torch.Tensor, sub: torch.Tensor, left: torch.Tensor) -> list[lis
     """Groups each path refines this round: by measured error per node, greedily, while
     their cost (``2 * sub`` nodes each) fits in half of what is ``left`` (or, if none does, the
     single best one that fits at all)."""
-    picks = []
+    picks: list[list[int]] = []
     for p in range(err.shape[0]):
         budget = int(left[p])
         order = (err[p] / sub[p]).argsort(descending=True).tolist()
-        cap, chosen, used = max(budget // 2, 1), [], 0
+        cap, used = max(budget // 2, 1), 0
+        chosen: list[int] = []
         for g in order:
             cost = 2 * int(sub[p, g])
             if used + cost <= cap:
@@ -80,27 +92,29 @@ def choose(err: torch.Tensor, sub: torch.Tensor, left: torch.Tensor) -> list[lis
     return picks
 
 
-def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, steps: int) -> Paths:
+def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, steps: int) -> Paths:
     """Adaptive straight-line IG for every row (image x target) and baseline."""
-    from .ig import baseline_scores, line_factor, line_points
-
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, groups = r_count * j_count, GROUPS
     dev = x.device
     shape = tuple(x.shape[1:])
 
-    def score(paths, alphas):
-        zero = torch.zeros_like(alphas)
-        points = line_points(x, base, k, paths, alphas, zero)
-        return engine.scores(lambda s, e: points(s, e)[:2], paths.shape[0])[0].to(_F64)
+    def score(paths: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        points = line_points(x, base, k, paths, alphas, torch.zeros_like(alphas))
 
-    fb = baseline_scores(engine, base, k, needed=True)  # the rule needs both ends of every path
+        def inputs(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+            z, rows, *_ = points(start, stop)
+            return z, rows
+
+        return runner.scores(inputs, paths.shape[0]).scores.to(_F64)
+
+    fb = baseline_scores(runner, base, k)  # the rule needs both ends of every path, details or not
     f0 = fb.flatten().to(_F64)
-    if engine.clean_scores is None:
-        engine.clean_scores = score(torch.arange(r_count, device=dev) * j_count, torch.ones(r_count, dtype=_F64,
-                                                                                           device=dev))
-    f1 = engine.clean_scores.to(_F64).repeat_interleave(j_count)
+    clean = runner.clean_scores
+    if clean is None:
+        clean = score(torch.arange(r_count, device=dev) * j_count, torch.ones(r_count, dtype=_F64, device=dev))
+    f1 = clean.to(_F64).repeat_interleave(j_count)
 
     edges, values = pilot_edges(score, n_paths, f0, f1, groups, dev)
     exact = values[:, 1:] - values[:, :-1]  # (P, G): the integral over each group
@@ -110,15 +124,14 @@ def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, 
     acc = torch.zeros((n_paths * groups, *shape), dtype=_F64, device=dev)
     total = torch.zeros((n_paths, groups), dtype=_F64, device=dev)  # sum of attr per group
     sub = torch.ones((n_paths, groups), dtype=torch.long, device=dev)  # sub-intervals per group
-    log = []  # (paths, alphas, scores, probs, grad) of every evaluated node
+    log: list[Nodes] = []  # every evaluated node
 
-    def run(paths, groups_of, alphas, weights):
+    def run(paths: torch.Tensor, groups_of: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor) -> None:
         slots = paths * groups + groups_of
         order = slots.argsort(stable=True)  # the engine wants samples grouped by slot
         paths, groups_of, alphas, weights, slots = (t[order] for t in (paths, groups_of, alphas, weights, slots))
-        res = engine.integrate(line_points(x, base, k, paths, alphas, weights, slots), paths.shape[0],
-                               n_paths * groups, shape, acc=acc,
-                               post=lambda slot: line_factor(x, base, k, slot // groups))
+        res = integrate(runner, line_points(x, base, k, paths, alphas, weights, slots), paths.shape[0],
+                        n_paths * groups, shape, acc=acc, post=lambda slot: line_factor(x, base, k, slot // groups))
         total.view(-1).index_add_(0, slots, res.totals)
         spent.add_(torch.bincount(paths.cpu(), minlength=n_paths))
         log.append((paths, alphas, res.scores, res.probs, res.grad_abs))
@@ -133,7 +146,10 @@ def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, 
         pairs = [(p, g) for p, gs in enumerate(picks) for g in gs]
         if not pairs:
             break
-        ps, gs, alphas, weights = [], [], [], []
+        ps: list[torch.Tensor] = []
+        gs: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
+        weights: list[torch.Tensor] = []
         for p, g in pairs:
             n = int(sub[p, g])
             h = float(width[p, g]) / n
@@ -151,24 +167,25 @@ def adaptive_paths(engine: Engine, x: torch.Tensor, k: int, base: torch.Tensor, 
     for p in range(n_paths):
         attr[p] *= line_factor(x, base, k, p)
     attr = attr.view(r_count, j_count, *shape).mean(1)
-    return Paths(attr, fb, *_curves(log, n_paths, r_count, j_count))
+    return _curves(attr, fb, log, n_paths, r_count, j_count)
 
 
-def _curves(log, n_paths: int, r_count: int, j_count: int):
-    """Path curves sorted by alpha per path, NaN-padded to the longest path."""
-    paths, alphas, scores, grad = (torch.cat([e[i] for e in log]) for i in (0, 1, 2, 4))
-    probs = None if log[0][3] is None else torch.cat([e[3] for e in log])
+def _curves(attr: torch.Tensor, fb: torch.Tensor, log: list[Nodes], n_paths: int, r_count: int,
+            j_count: int) -> Paths:
+    """The result, with the path curves sorted by alpha per path, NaN-padded to the longest path."""
+    paths = torch.cat([e[0] for e in log])
+    alphas = torch.cat([e[1] for e in log])
+    probs = None if log[0][3] is None else torch.cat([e[3] for e in log if e[3] is not None])
     order = torch.argsort(paths.to(_F64) * 2 + alphas, stable=True)  # alphas lie in (0, 1)
     counts = torch.bincount(paths, minlength=n_paths)
     width = int(counts.max())
     start = torch.cumsum(counts, 0) - counts
     col = torch.arange(paths.shape[0], device=paths.device) - start[paths[order]]
 
-    def table(t):
-        if t is None:
-            return None
+    def table(t: torch.Tensor) -> torch.Tensor:
         out = torch.full((n_paths, width), float("nan"), dtype=t.dtype, device=t.device)
         out[paths[order], col] = t[order]
         return out.view(r_count, j_count, width)
 
-    return table(alphas), table(scores), table(probs), table(grad)
+    return Paths(attr, fb, table(alphas), table(torch.cat([e[2] for e in log])),
+                 None if probs is None else table(probs), table(torch.cat([e[4] for e in log])))

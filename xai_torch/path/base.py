@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-from ..explainer import Explainer, Explanation, model_device, result_dtype
+from ..explainer import Explainer, Explanation
 from ..hooks import HookSession
-from ..targets import ClassTarget, Target
+from ..runner import ModelRunner, result_dtype
 from ..seeding import check_seed, make_generator
 from ..space import check_baselines, check_space, make_baselines, value_range
-from .engine import Engine, fix_target
+from ..targets import ClassTarget, Target
 
 
 @dataclass
@@ -49,13 +49,13 @@ class PathExplanation(Explanation):
         model_calls: samples the model evaluated (forward, or forward + backward).
     """
 
-    delta: torch.Tensor = None
-    relative_delta: torch.Tensor = None
-    baseline_scores: torch.Tensor = None
-    alphas: torch.Tensor = None
-    path_scores: torch.Tensor = None
+    delta: Optional[torch.Tensor] = None
+    relative_delta: Optional[torch.Tensor] = None
+    baseline_scores: Optional[torch.Tensor] = None
+    alphas: Optional[torch.Tensor] = None
+    path_scores: Optional[torch.Tensor] = None
     path_probs: Optional[torch.Tensor] = None
-    path_grad: torch.Tensor = None
+    path_grad: Optional[torch.Tensor] = None
     model_calls: int = 0
 
 
@@ -64,7 +64,7 @@ class Paths:
     """What a path method computes for the ``R = B * K`` rows and ``J`` paths per row."""
 
     attributions: torch.Tensor  # (R, C, H, W) float64, averaged over the J paths
-    baseline_scores: torch.Tensor  # (R, J)
+    baseline_scores: Optional[torch.Tensor]  # (R, J), None when the call does not report them
     alphas: torch.Tensor  # (S,) or (R, J, S)
     scores: torch.Tensor  # (R, J, S)
     probs: Optional[torch.Tensor]  # (R, J, S)
@@ -74,52 +74,54 @@ class Paths:
 class PathExplainer(Explainer):
     """Base of the IG family. A variant implements :meth:`_paths`."""
 
-    call_keywords = ("baseline",)
+    call_keywords: tuple[str, ...] = ("baseline",)
     #: the baseline used when the call gives none.
-    default_baseline = "black"
+    default_baseline: Any = "black"
 
-    def __init__(self, model, *, normalize=None, input_range=None, seed: Optional[int] = None,
+    def __init__(self, model: Any, *, normalize: Any = None, input_range: Any = None, seed: Optional[int] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
         self.normalize, self.input_range = check_space(normalize, input_range)
         self.seed = check_seed(seed)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"normalize": self.normalize, "input_range": self.input_range, "seed": self.seed,
                 **super()._config()}
 
-    def baselines(self, x: torch.Tensor, baseline=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def baselines(self, x: torch.Tensor, baseline: Any = None,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The baselines this explainer would use for ``x``: ``(J, B, C, H, W)``."""
         specs = check_baselines(self.default_baseline if baseline is None else baseline)
         x4 = x if x.ndim == 4 else x[None]
         lo, hi = value_range(x4, self.normalize, self.input_range)
         return make_baselines(specs, x4, lo, hi, generator)
 
-    def _prepare(self, x: torch.Tensor, baseline, generator):
+    def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> Any:
         """Build and check what the path needs before any model call (the baselines)."""
         return self.baselines(x, baseline, generator)
 
-    def _paths(self, engine: Engine, x: torch.Tensor, k: int, prepared, generator) -> Paths:
+    def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
+               generator: Optional[torch.Generator], details: bool) -> Paths:
+        """The paths of every row; ``details``: whether the call reports baseline scores."""
         raise NotImplementedError
 
-    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, baseline=None) -> PathExplanation:
-        device = model_device(self.model, x.device)
-        xd = x.detach().to(device)
-        generator = make_generator(self.seed, device)
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 baseline: Any = None, **kwargs: Any) -> PathExplanation:
+        runner = self.runner(x, target)
+        xd = runner.place(x)
+        generator = make_generator(self.seed, runner.device)
         prepared = self._prepare(xd, baseline, generator)  # bad baselines fail before any model call
-        engine = Engine(self, target, xd)
-        engine.details = self._details
         fx = classes = None
-        if self._details or (isinstance(target, ClassTarget) and target.classes is None):
-            target, fx, classes, _ = fix_target(engine, xd, target)
+        if details or (isinstance(target, ClassTarget) and target.classes is None):
+            target, fx, classes, _ = runner.pin(xd, target)
         k = target.k or 1
-        paths = self._paths(engine, xd, k, prepared, generator)
+        paths = self._paths(runner, xd, k, prepared, generator, details)
 
         dtype = result_dtype(x)
         b = x.shape[0]
         shape = (b, target.k) if target.k is not None else (b,)
 
-        def out(t):
+        def out(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if t is None else t.reshape(*shape, *t.shape[1:]).to(device=x.device, dtype=dtype)
 
         attr = paths.attributions
@@ -131,10 +133,12 @@ class PathExplainer(Explainer):
             relative = torch.where(gap != 0, delta.abs() / gap.abs(),
                                    torch.where(delta == 0, torch.zeros_like(delta), torch.full_like(delta, math.inf)))
         alphas = paths.alphas if paths.alphas.ndim == 1 else out(paths.alphas)
+        attributions = out(attr)
+        assert alphas is not None and attributions is not None
         return PathExplanation(
-            attributions=out(attr), targets=None if classes is None else classes.reshape(shape).to(x.device),
+            attributions=attributions, targets=None if classes is None else classes.reshape(shape).to(x.device),
             scores=out(fx), delta=out(delta), relative_delta=out(relative),
             baseline_scores=out(paths.baseline_scores), alphas=alphas.to(x.device),
             path_scores=out(paths.scores), path_probs=out(paths.probs), path_grad=out(paths.grad),
-            model_calls=engine.calls,
+            model_calls=runner.calls,
         )

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from ..errors import XaiError, check_positive_int, describe
+from ..imageops import gaussian_blur
+from ..runner import ModelRunner
 from .base import PathExplainer, Paths
-from .blur import gaussian_blur
+from .engine import PathSamples, integrate
 
 _F64 = torch.float64
 
 
-def blur_sigmas(steps: int, max_sigma: float, sqrt=False) -> torch.Tensor:
+def blur_sigmas(steps: int, max_sigma: float, sqrt: Union[bool, str] = False) -> torch.Tensor:
     """The ``steps + 1`` blur levels of the path, from 0 to the strongest blur.
 
     ``sqrt=False``: ``max_sigma * i / steps``; ``sqrt=True``: ``max_sigma * sqrt(i / steps)``
@@ -61,10 +63,11 @@ class BlurIG(PathExplainer):
         >>> attr = xt.BlurIG(model, steps=100, max_sigma=50)(x)
     """
 
-    call_keywords = ()
+    call_keywords: tuple[str, ...] = ()
 
-    def __init__(self, model, *, steps: int = 100, max_sigma: float = 50.0, grad_step: float = 0.01,
-                 sqrt=False, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+    def __init__(self, model: Any, *, steps: int = 100, max_sigma: float = 50.0, grad_step: float = 0.01,
+                 sqrt: Union[bool, str] = False, batch_size: Optional[int] = None,
+                 progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
         self.steps = check_positive_int(steps, "steps")
         for name, value in (("max_sigma", max_sigma), ("grad_step", grad_step)):
@@ -74,36 +77,35 @@ class BlurIG(PathExplainer):
             raise XaiError(f"sqrt must be False, True or 'pair'; got {sqrt!r}.")
         self.max_sigma, self.grad_step, self.sqrt = float(max_sigma), float(grad_step), sqrt
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         cfg = {"steps": self.steps, "max_sigma": self.max_sigma, "grad_step": self.grad_step, "sqrt": self.sqrt}
         return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
 
-    def _prepare(self, x, baseline, generator):
+    def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> None:
         return None  # the path starts at the blurred image: no baseline
 
-    def _paths(self, engine, x, k, prepared, generator):
+    def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
+               generator: Optional[torch.Generator], details: bool) -> Paths:
         steps, dev = self.steps, x.device
         r_count = x.shape[0] * k
         sigmas = blur_sigmas(steps, self.max_sigma, self.sqrt).to(dev)
         dsig = sigmas[1:] - sigmas[:-1]
 
-        def points(start, stop):
+        def points(start: int, stop: int) -> PathSamples:
             n = torch.arange(start, stop, device=dev)
             r, s = n // steps, n % steps
             x64 = x[r // k].to(_F64)
             z = gaussian_blur(x64, sigmas[s])
             d = (gaussian_blur(x64, sigmas[s] + self.grad_step) - z) / self.grad_step
-            return z.to(x.dtype), r, r, -dsig[s], d
+            return PathSamples(z.to(x.dtype), r, r, -dsig[s], d)
 
-        run = engine.integrate(points, r_count * steps, r_count, tuple(x.shape[1:]))
+        run = integrate(runner, points, r_count * steps, r_count, tuple(x.shape[1:]))
 
-        def ends(start, stop):
+        def ends(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             r = torch.arange(start, stop, device=dev)
             return gaussian_blur(x[r // k].to(_F64), self.max_sigma).to(x.dtype), r
 
-        fb = engine.scores(ends, r_count)[0].view(r_count, 1) if engine.details else None
-
-        def curve(t):
-            return None if t is None else t.view(r_count, 1, steps)
-
-        return Paths(run.acc, fb, sigmas[:-1], curve(run.scores), curve(run.probs), curve(run.grad_abs))
+        fb = runner.scores(ends, r_count).scores.view(r_count, 1) if details else None
+        view = (r_count, 1, steps)
+        probs = None if run.probs is None else run.probs.view(view)
+        return Paths(run.acc, fb, sigmas[:-1], run.scores.view(view), probs, run.grad_abs.view(view))

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 
 from ..errors import XaiError, check_positive_int, describe
+from ..runner import ModelRunner
 from .base import PathExplainer, Paths
 
 _F64 = torch.float64
@@ -51,8 +53,8 @@ class GuidedIG(PathExplainer):
         >>> attr = xt.GuidedIG(model, steps=200, normalize=xt.zoo.NORMALIZE)(x, baseline="black")
     """
 
-    def __init__(self, model, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
-                 normalize=None, input_range=None, batch_size: Optional[int] = None,
+    def __init__(self, model: Any, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
+                 normalize: Any = None, input_range: Any = None, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, batch_size=batch_size,
                          progress=progress)
@@ -63,12 +65,14 @@ class GuidedIG(PathExplainer):
                 raise XaiError(f"{name} must be a number in [0, 1]; got {describe(value)}.")
         self.fraction, self.max_dist = float(fraction), float(max_dist)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         cfg = {"steps": self.steps, "fraction": self.fraction, "max_dist": self.max_dist}
         return {**cfg, "normalize": self.normalize, "input_range": self.input_range,
                 "batch_size": self.batch_size, "progress": self.progress}
 
-    def _paths(self, engine, x, k, base, generator):
+    def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
+               generator: Optional[torch.Generator], details: bool) -> Paths:
+        base = prepared
         j_count, b_count = base.shape[:2]
         r_count, dev = b_count * k, x.device
         n_paths, shape = r_count * j_count, x.shape[1:]
@@ -76,10 +80,17 @@ class GuidedIG(PathExplainer):
         rows, img, bsel = path // j_count, (path // j_count) // k, path % j_count
         target = x[img].flatten(1).to(_F64)
         start = base[bsel, img].flatten(1).to(_F64)
-        steps, scores, grad_abs = self.steps, [], []
-        attr = guided_ig_path(
-            target, start, lambda z: _grad(engine, z, rows, shape, x.dtype, scores, grad_abs),
-            steps=steps, fraction=self.fraction, max_dist=self.max_dist)
+        steps = self.steps
+        scores: list[torch.Tensor] = []
+        grad_abs: list[torch.Tensor] = []
+
+        def grad(z: torch.Tensor) -> torch.Tensor:
+            g, s = runner.gradients(z.view(-1, *shape).to(x.dtype), rows)
+            scores.append(s)
+            grad_abs.append(g.abs().flatten(1).mean(1))
+            return g.flatten(1)
+
+        attr = guided_ig_path(target, start, grad, steps=steps, fraction=self.fraction, max_dist=self.max_dist)
         attr = attr.view(r_count, j_count, *shape).mean(1)
         curve = torch.stack(scores, -1).view(r_count, j_count, steps)
         grads = torch.stack(grad_abs, -1).view(r_count, j_count, steps)
@@ -87,15 +98,8 @@ class GuidedIG(PathExplainer):
         return Paths(attr, curve[..., 0], alphas, curve, None, grads)
 
 
-def _grad(engine, z, rows, shape, dtype, scores, grad_abs):
-    g, s = engine.gradients(z.view(-1, *shape).to(dtype), rows)
-    scores.append(s)
-    grad_abs.append(g.abs().flatten(1).mean(1))
-    return g.flatten(1)
-
-
-def guided_ig_path(x_in: torch.Tensor, x_base: torch.Tensor, grad_fn, *, steps: int = 200,
-                   fraction: float = 0.25, max_dist: float = 0.02) -> torch.Tensor:
+def guided_ig_path(x_in: torch.Tensor, x_base: torch.Tensor, grad_fn: Callable[[torch.Tensor], torch.Tensor], *,
+                   steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02) -> torch.Tensor:
     """The Guided IG path integral for ``P`` paths at once (pure tensor code).
 
     Args:

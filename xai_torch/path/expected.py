@@ -1,0 +1,123 @@
+"""Expected Gradients (Erion et al. 2021): the expectation of the IG integrand over baselines
+drawn from a background set and a uniform path position, by Monte Carlo."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ..errors import XaiError, check_input, check_positive_int
+from ..runner import ModelRunner
+from ..targets import ClassTarget
+from .base import PathExplainer, Paths
+from .engine import PathSamples, integrate
+
+_F64 = torch.float64
+
+
+class ExpectedGradients(PathExplainer):
+    """Expected Gradients (Erion et al. 2021): IG averaged over baselines drawn from a
+    background set, with one uniform path position per draw (Monte Carlo)::
+
+        EG(x) = E_{b ~ background, a ~ U(0, 1)} [(x - b) * dF(b + a (x - b)) / dx]
+
+    Args:
+        model, batch_size, progress: see :mod:`xai_torch.explainer`.
+        background: ``(N, C, H, W)`` reference images in the model's input space (for
+            example a few hundred training images).
+        samples: draws per image (model evaluations). References are drawn without
+            replacement when ``N >= samples``, else with replacement.
+        seed: see :mod:`xai_torch.seeding`.
+
+    Returns:
+        ``(B, C, H, W)`` signed attributions whose sum approximates, in expectation,
+        ``F(x) - E[F(b)]``; ``explain().delta`` compares it with the mean score of the drawn
+        references.
+
+    Cost:
+        ``samples`` forward + backward passes per image, plus one forward per distinct
+        reference drawn.
+
+    Example:
+        >>> eg = xt.ExpectedGradients(model, background=train_images[:200], samples=50, seed=0)
+        >>> attr = eg(x)
+    """
+
+    call_keywords: tuple[str, ...] = ()
+
+    def __init__(self, model: Any, background: torch.Tensor, *, samples: int = 50, seed: Optional[int] = None,
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+        super().__init__(model, seed=seed, batch_size=batch_size, progress=progress)
+        background, _ = check_input(background, "background")
+        self.background = background.detach()
+        self.samples = check_positive_int(samples, "samples")
+
+    def _config(self) -> dict[str, Any]:
+        cfg = {"background": tuple(self.background.shape), "samples": self.samples, "seed": self.seed}
+        return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
+
+    def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> torch.Tensor:
+        bg = self.background
+        if bg.shape[1:] != x.shape[1:]:
+            raise XaiError(f"background images have shape {tuple(bg.shape[1:])} but x has {tuple(x.shape[1:])}; "
+                           "they must match.")
+        return bg.to(device=x.device, dtype=x.dtype)
+
+    def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
+               generator: Optional[torch.Generator], details: bool) -> Paths:
+        bg = prepared
+        n_bg, steps = bg.shape[0], self.samples
+        r_count = x.shape[0] * k
+        dev = x.device
+        if n_bg >= steps:  # without replacement, independently per row
+            keys = torch.rand((r_count, n_bg), generator=generator, device=dev)
+            refs = keys.argsort(1)[:, :steps]
+        else:
+            refs = torch.randint(n_bg, (r_count, steps), generator=generator, device=dev)
+        alphas = torch.rand((r_count, steps), generator=generator, device=dev, dtype=_F64)
+        a = alphas.to(x.dtype)
+
+        # F(b) of every drawn reference, for the completeness check: one forward per distinct one
+        used, where = torch.unique(refs, return_inverse=True)
+        rows_all = torch.arange(r_count, device=dev).repeat_interleave(steps)
+
+        def base_inputs(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+            q = torch.arange(start, stop, device=dev)
+            return bg[refs.flatten()[q]], rows_all[q]
+
+        fb: Optional[torch.Tensor] = None
+        if details and used.numel() < refs.numel() and isinstance(runner.target, ClassTarget):
+            fb = _class_scores(runner, runner.target, bg[used], where.flatten(), rows_all)
+        elif details:
+            fb = runner.scores(base_inputs, refs.numel()).scores
+
+        weights = torch.full((r_count * steps,), 1.0 / steps, dtype=_F64, device=dev)
+
+        def points(start: int, stop: int) -> PathSamples:
+            n = torch.arange(start, stop, device=dev)
+            r, s = n // steps, n % steps
+            xi, bi = x[r // k], bg[refs[r, s]]
+            z = bi + a[r, s].view(-1, 1, 1, 1) * (xi - bi)
+            return PathSamples(z, r, r, weights[start:stop], xi.to(_F64) - bi.to(_F64))
+
+        run = integrate(runner, points, r_count * steps, r_count, tuple(x.shape[1:]))
+        view = (r_count, 1, steps)
+        fb = None if fb is None else fb.view(r_count, steps).mean(1, keepdim=True)
+        return Paths(run.acc, fb, alphas.view(view),
+                     run.scores.view(view), None if run.probs is None else run.probs.view(view),
+                     run.grad_abs.view(view))
+
+
+def _class_scores(runner: ModelRunner, target: ClassTarget, images: torch.Tensor, which: torch.Tensor,
+                  rows: torch.Tensor) -> torch.Tensor:
+    """Class-target scores of ``images[which[n]]`` for rows ``rows[n]``, forwarding each image
+    once: a class score only needs the image's output row."""
+
+    def chunk(start: int, stop: int) -> torch.Tensor:
+        out = runner.forward(images[start:stop])
+        if not isinstance(out, torch.Tensor):
+            raise XaiError("a class target needs a model output of shape (B, num_classes).")
+        return out
+
+    out = torch.cat(runner.map(chunk, images.shape[0]))
+    return target.scores(out[which], rows)[0]
