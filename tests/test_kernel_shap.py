@@ -6,15 +6,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_region_superpixel import grid
 
 import xai_torch as xt
 from xai_torch.region import KernelSHAP, constrained_wls, shapley_coalitions, shapley_kernel
 
 from conftest import Counting, Scaled, assert_no_trace, snapshot
-
-
-def grid(h: int, w: int, rows: int, cols: int) -> torch.Tensor:
-    return (torch.arange(h)[:, None] * rows // h) * cols + torch.arange(w)[None] * cols // w
 
 
 @pytest.fixture

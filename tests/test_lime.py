@@ -1,23 +1,19 @@
-"""LIME on superpixels: the ridge against scikit-learn, parity with the lime package, shared
-superpixel machinery (hidden values, composition, call counts), seeds, bad inputs, no trace."""
+"""LIME on superpixels: the ridge against scikit-learn, parity with the lime package, call
+counts, seeds, bad inputs, no trace (the shared superpixel pieces: test_region_superpixel.py)."""
 import functools
 
 import numpy as np
 import pytest
 import torch
+from test_region_superpixel import grid
 from torch import nn
 
 import xai_torch as xt
 from xai_torch.region import LIME, weighted_ridge
 from xai_torch.region.lime import cosine_to_ones, lime_kernel
-from xai_torch.region.superpixel import Design, compose, hidden_images, paint, segment_means
+from xai_torch.region.superpixel import Design, paint, segment_means
 
 from conftest import Counting, Scaled, SmallNet, assert_no_trace, snapshot
-
-
-def grid(h: int, w: int, rows: int, cols: int) -> torch.Tensor:
-    """(H, W) labels of a rows x cols grid of blocks."""
-    return (torch.arange(h)[:, None] * rows // h) * cols + torch.arange(w)[None] * cols // w
 
 
 @pytest.fixture
@@ -73,35 +69,6 @@ def test_kernel_and_cosine_distance_as_lime():
     np.testing.assert_allclose(lime_kernel(d, 0.25).numpy(), np.sqrt(np.exp(-(ref**2) / 0.25**2)), rtol=1e-12)
 
 
-def test_hidden_values_and_composition():
-    x = torch.randn(2, 3, 6, 8, generator=torch.Generator().manual_seed(0))
-    labels = grid(6, 8, 2, 2).expand(2, 6, 8).clone()
-    labels[1] = labels[1].flip(1)
-    means = segment_means(x, labels)
-    for b in range(2):
-        for s in range(4):
-            m = labels[b] == s
-            torch.testing.assert_close(means[b][:, m], x[b][:, m].mean(1, keepdim=True).expand(3, int(m.sum())))
-    gray = hidden_images(x, labels, "gray")
-    torch.testing.assert_close(gray[:, 0, 0, 0], (x.flatten(1).min(1).values + x.flatten(1).max(1).values) / 2)
-    mid = hidden_images(x, labels, "gray", (torch.tensor([0.0, 1.0, 2.0]).view(1, 3, 1, 1), 2.0))
-    torch.testing.assert_close(mid[1, :, 3, 3], torch.tensor([1.0, 1.5, 2.0]))
-    assert bool((hidden_images(x, labels, -0.5) == -0.5).all())
-    torch.testing.assert_close(hidden_images(x, labels, "blur", blur_sigma=2.0), xt.path.gaussian_blur(x, 2.0))
-    per_channel = hidden_images(x, labels, torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1))
-    torch.testing.assert_close(per_channel[0, :, 0, 0], torch.tensor([1.0, 2.0, 3.0]))
-    # composition: rows of different images in one chunk, against a pixel loop
-    z = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
-    images = torch.tensor([0, 1, 1])
-    out = compose(x, means, labels, z, images)
-    for i in range(3):
-        b = int(images[i])
-        keep = z[i][labels[b]]
-        torch.testing.assert_close(out[i], torch.where(keep, x[b], means[b]))
-    weights = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
-    torch.testing.assert_close(paint(weights, labels)[:, 0], weights.gather(1, labels.flatten(1)).view(2, 6, 8))
-
-
 # --- parity with lime ------------------------------------------------------------------------------
 def _lime_package(model, x, seg, samples, seed):
     from lime import lime_image
@@ -134,7 +101,7 @@ def test_parity_with_lime_on_its_own_design(sharp, x24):
             data = rs.randint(0, 2, samples * counts[0]).reshape(samples, counts[0])
             data[0] = 1
             z = torch.from_numpy(data).bool()[None]
-            return Design(z, torch.tensor([samples]), {})
+            return Design(z, torch.tensor([samples]))
 
     res = LimeDesign(sharp, samples=samples).explain(x24[:1], segments=seg)
     exp, label, coef = _lime_package(sharp, x24[:1], seg, samples, seed)

@@ -5,7 +5,7 @@ import torch
 
 import xai_torch as xt
 from xai_torch import segmentation as seg
-from xai_torch.region.xrai import XRAI, rank_fast, rank_full, rank_map, top_fraction
+from xai_torch.region.xrai import XRAI, rank_fast, rank_full, rank_map
 
 from conftest import assert_no_trace, snapshot
 
@@ -68,14 +68,6 @@ def test_area_threshold_stops_after_crossing():
     assert len(regions) == 4
 
 
-def test_top_fraction():
-    maps = torch.arange(100, dtype=torch.float32).view(1, 1, 10, 10)
-    keep = top_fraction(maps, 0.3)
-    assert int(keep.sum()) == 30 and bool(keep[0, 0, 9, 9]) and not bool(keep[0, 0, 0, 0])
-    with pytest.raises(xt.XaiError, match="fraction"):
-        top_fraction(maps, 0)
-
-
 @pytest.mark.parity
 @pytest.mark.parametrize("algorithm", ["full", "fast"])
 def test_parity_with_pair(lite0, chelsea, algorithm):
@@ -93,16 +85,6 @@ def test_parity_with_pair(lite0, chelsea, algorithm):
 
     pair_masks = np.stack(pair_xrai._get_segments_felzenszwalb(chelsea[0].permute(1, 2, 0).numpy()))
     assert np.array_equal(res.segments[0].numpy(), pair_masks)
-
-
-@pytest.mark.parity
-def test_multiscale_matches_pair_on_a_non_224_image(chelsea):
-    import saliency.core.xrai as pair_xrai
-
-    x = torch.nn.functional.interpolate(chelsea, size=(120, 150), mode="bilinear", align_corners=False)
-    ours = seg.multiscale(x)[0]
-    ref = np.stack(pair_xrai._get_segments_felzenszwalb(x[0].permute(1, 2, 0).numpy()))
-    assert np.array_equal(ours.numpy(), ref)
 
 
 def test_explainer_with_ig_and_given_segments(small, small_x):
@@ -162,23 +144,6 @@ def test_no_trace(small, small_x):
     assert_no_trace(before, snapshot(small, small_x))
 
 
-def test_segmentation_labels_are_contiguous_and_greyscale_works(chelsea):
-    for name in ("felzenszwalb", "quickshift", "slic"):
-        labels = seg.SEGMENTERS[name](chelsea)
-        assert labels.shape == (1, 224, 224) and labels.dtype == torch.long
-        assert torch.equal(labels.unique(), torch.arange(int(labels.max()) + 1))
-        grey = seg.SEGMENTERS[name](chelsea.mean(1, keepdim=True))
-        assert int(grey.max()) >= 1 and int(grey.min()) == 0
-    pixels = xt.zoo.center_crop(xt.zoo.image("chelsea"))
-    assert seg.slic(chelsea, image=pixels[None]).shape == (1, 224, 224)
-    masks = seg.labels_to_masks(labels[0])
-    assert torch.equal(seg.masks_to_labels(masks), labels[0])
-    with pytest.raises(xt.XaiError, match="unknown segmenter"):
-        seg.get_segmenter("watershed")
-    with pytest.raises(xt.XaiError, match="at least 2"):
-        seg.check_segments(torch.zeros(224, 224, dtype=torch.long), chelsea)
-
-
 def test_two_targets_per_image_share_the_segments(small, small_x):
     labels = (torch.arange(12)[:, None] // 3).expand(12, 12)
     xrai = XRAI(small, steps=4, min_pixel_diff=1)
@@ -190,25 +155,3 @@ def test_two_targets_per_image_share_the_segments(small, small_x):
     torch.testing.assert_close(res.attributions[:, 1], col, rtol=1e-5, atol=1e-7)
 
 
-def test_dilation_equals_scikit_image(chelsea):
-    from skimage.morphology import dilation, disk
-
-    labels = seg.felzenszwalb(chelsea, scale=200)[0]
-    masks = seg.labels_to_masks(labels)
-    scattered = seg.dilated_label_masks(labels, 0, int(labels.max()), 5)
-    convolved = seg.dilate(masks, 5)
-    assert torch.equal(scattered, convolved)
-    for m in (0, int(labels.max())):
-        ref = dilation(masks[m].numpy(), footprint=disk(5))
-        assert np.array_equal(convolved[m].numpy(), ref)
-
-
-def test_top_fraction_keeps_whole_regions_or_exactly_the_fraction():
-    maps = torch.tensor([[[3.0, 2.0, 2.0, 2.0], [1.0, 1.0, 0.0, 0.0]]])   # 8 pixels, a 3-pixel tie at 2
-    whole = xt.region.top_fraction(maps, 0.25)
-    exact = xt.region.top_fraction(maps, 0.25, exact=True)
-    assert whole.sum() == 4 and exact.sum() == 2          # the tied region kept whole / cut in raster order
-    assert exact[0, 0].tolist() == [True, True, False, False]
-    assert xt.region.top_fraction(maps, 0.0, exact=True).sum() == 0
-    with pytest.raises(xt.XaiError, match=r"\(0, 1\]"):
-        xt.region.top_fraction(maps, 0.0)

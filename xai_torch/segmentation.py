@@ -20,9 +20,9 @@ Helpers convert between a label map and a mask matrix: :func:`labels_to_masks`,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ def _hwc(array: np.ndarray, h: int, w: int, c: int) -> np.ndarray:
     raise XaiError(f"image has shape {array.shape} but x is {h} x {w}; give the pixel images of x.")
 
 
-def pixel_images(x: torch.Tensor, image=None) -> np.ndarray:
+def pixel_images(x: torch.Tensor, image: Any = None) -> np.ndarray:
     """``(B, H, W, C)`` float64 images in ``[0, 1]`` to segment (see the module doc)."""
     x4, _ = check_input(x)
     b, c, h, w = x4.shape
@@ -88,12 +88,12 @@ def relabel(labels: torch.Tensor) -> torch.Tensor:
     return out[0] if single else out
 
 
-def _stack(labels: list, device) -> torch.Tensor:
+def _stack(labels: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return relabel(torch.from_numpy(np.stack(labels).astype(np.int64))).to(device)
 
 
 def felzenszwalb(x: torch.Tensor, scale: float = 100.0, sigma: float = 0.8, min_size: int = 50,
-                 image=None) -> torch.Tensor:
+                 image: Any = None) -> torch.Tensor:
     """Felzenszwalb & Huttenlocher graph segmentation (scikit-image), per image.
 
     Returns:
@@ -110,7 +110,7 @@ def felzenszwalb(x: torch.Tensor, scale: float = 100.0, sigma: float = 0.8, min_
 
 
 def quickshift(x: torch.Tensor, kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2,
-               seed: int = 42, image=None) -> torch.Tensor:
+               seed: int = 42, image: Any = None) -> torch.Tensor:
     """Quickshift (scikit-image) with lime's parameters. lime's seed never reaches scikit-image
     (its wrapper drops the renamed ``rng`` argument), so lime always runs with ``rng=42``: the
     default here.
@@ -121,12 +121,12 @@ def quickshift(x: torch.Tensor, kernel_size: float = 4, max_dist: float = 200, r
     from skimage import segmentation
 
     imgs = pixel_images(x, image)
-    return _stack([segmentation.quickshift(_rgb(im), kernel_size=kernel_size, max_dist=max_dist, ratio=ratio,
-                                           rng=seed) for im in imgs], x.device)
+    return _stack([segmentation.quickshift(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+        _rgb(im), kernel_size=kernel_size, max_dist=max_dist, ratio=ratio, rng=seed) for im in imgs], x.device)
 
 
 def slic(x: torch.Tensor, n_segments: int = 100, compactness: float = 10.0, sigma: float = 1.0,
-         image=None) -> torch.Tensor:
+         image: Any = None) -> torch.Tensor:
     """SLIC superpixels (scikit-image), relabelled from 0.
 
     Returns:
@@ -139,10 +139,13 @@ def slic(x: torch.Tensor, n_segments: int = 100, compactness: float = 10.0, sigm
                                      start_label=0, channel_axis=-1) for im in imgs], x.device)
 
 
-SEGMENTERS = {"felzenszwalb": felzenszwalb, "quickshift": quickshift, "slic": slic}
+#: a segmenter: ``(x, image=None) -> (B, H, W)`` integer labels.
+Segmenter = Callable[..., Any]
+
+SEGMENTERS: dict[str, Segmenter] = {"felzenszwalb": felzenszwalb, "quickshift": quickshift, "slic": slic}
 
 
-def get_segmenter(segmenter: Union[str, callable, None], default: str = "quickshift", **kwargs):
+def get_segmenter(segmenter: Union[str, Segmenter, None], default: str = "quickshift", **kwargs: Any) -> Segmenter:
     """A callable ``(x, image=None) -> (B, H, W)`` labels from a name or a callable."""
     if segmenter is None:
         segmenter = default
@@ -151,13 +154,17 @@ def get_segmenter(segmenter: Union[str, callable, None], default: str = "quicksh
             raise XaiError(f"unknown segmenter {segmenter!r}; choose one of {list(SEGMENTERS)} or pass a callable "
                            "(x, image=None) -> (B, H, W) labels.")
         fn = SEGMENTERS[segmenter]
-        return lambda x, image=None: fn(x, image=image, **kwargs)
+
+        def segment(x: torch.Tensor, image: Any = None) -> Any:
+            return fn(x, image=image, **kwargs)
+
+        return segment
     if callable(segmenter):
         return segmenter
     raise XaiError(f"segmenter must be a name {list(SEGMENTERS)} or a callable; got {describe(segmenter)}.")
 
 
-def check_segments(segments, x: torch.Tensor, minimum: int = 2) -> torch.Tensor:
+def check_segments(segments: Any, x: torch.Tensor, minimum: int = 2) -> torch.Tensor:
     """Validate user segments against ``x`` ``(B, C, H, W)``: ``(H, W)`` (every image) or
     ``(B, H, W)`` integer labels. Returns ``(B, H, W)`` long, contiguous from 0, on x.device."""
     b, _, h, w = x.shape
@@ -227,7 +234,7 @@ def dilated_label_masks(labels: torch.Tensor, first: int, last: int, radius: int
     return flat.view(count, h, w)
 
 
-def multiscale(x: torch.Tensor, image=None, scales: Sequence[int] = XRAI_SCALES, sigma: float = XRAI_SIGMA,
+def multiscale(x: torch.Tensor, image: Any = None, scales: Sequence[int] = XRAI_SCALES, sigma: float = XRAI_SIGMA,
                min_size: int = XRAI_MIN_SIZE, size: Optional[int] = XRAI_SIZE,
                dilation: int = XRAI_DILATION) -> list[torch.Tensor]:
     """XRAI's oversegmentation (PAIR ``_get_segments_felzenszwalb``), per image.
@@ -252,19 +259,20 @@ def multiscale(x: torch.Tensor, image=None, scales: Sequence[int] = XRAI_SCALES,
     else:
         imgs = pixel_images(x4, image)
     h, w = x4.shape[2:]
-    out = []
+    out: list[torch.Tensor] = []
     for im in imgs:
         lo, hi = im.min(), im.max()
         im = (im - lo) / (hi - lo) * 2 - 1 if hi > lo else np.zeros_like(im)
         resized = size is not None and (h, w) != (size, size)
         if resized:
-            im = resize(im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
+            im = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+                im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
 
-        def segment(scale, im=im, resized=resized):
+        def segment(scale: int, im: np.ndarray = im, resized: bool = resized) -> torch.Tensor:
             seg = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
             if resized:
-                seg = resize(seg, (h, w), order=0, preserve_range=True, mode="constant",
-                             anti_aliasing=False).astype(np.int64)
+                seg = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+                    seg, (h, w), order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(np.int64)
             seg = torch.from_numpy(np.asarray(seg, dtype=np.int64)).to(x4.device)
             first, last = int(seg.min()), int(seg.max())
             if dilation > 0:

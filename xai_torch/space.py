@@ -29,12 +29,13 @@ Feature Attribution Baselines", Distill 2020.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, Union
 
 import torch
 
 from .errors import XaiError, describe
+from .imageops import gaussian_blur
 
 NAMES = ("black", "white", "uniform", "gaussian", "blur", "max_distance")
 _DEFAULTS = {"gaussian": {"sigma": 0.15}, "blur": {"sigma": 10.0}}
@@ -86,20 +87,22 @@ class Baseline:
             e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             return torch.minimum(torch.maximum(x + e * self.sigma * (hi - lo), lo), hi)
         if name == "blur":
-            from .path.blur import gaussian_blur  # until the blur leaves path/ for imageops (a cycle)
-
             return gaussian_blur(x, self.sigma)
         return torch.where(x < (lo + hi) / 2, hi.expand_as(x), lo.expand_as(x))  # max_distance
 
 
-def _channel_values(value, channels: int, name: str) -> torch.Tensor:
+#: one baseline as :func:`check_baselines` coerces it: named, a tensor, or a callable ``x -> tensor``.
+Spec = Union[Baseline, torch.Tensor, Callable[[torch.Tensor], Any]]
+
+
+def _channel_values(value: Any, channels: int, name: str) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
     if t.numel() not in (1, channels):
         raise XaiError(f"{name} needs 1 or {channels} values (one per channel); got {t.numel()}.")
     return t.reshape(1, -1, 1, 1)
 
 
-def check_space(normalize, input_range) -> tuple:
+def check_space(normalize: Any, input_range: Any) -> tuple[Any, Any]:
     """Validate the ``normalize`` / ``input_range`` constructor arguments."""
     if normalize is not None and input_range is not None:
         raise XaiError("give normalize=(mean, std) or input_range=(lo, hi), not both.")
@@ -114,7 +117,7 @@ def check_space(normalize, input_range) -> tuple:
     return normalize, input_range
 
 
-def value_range(x: torch.Tensor, normalize=None, input_range=None) -> tuple[torch.Tensor, torch.Tensor]:
+def value_range(x: torch.Tensor, normalize: Any = None, input_range: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Model-space values of black and white for images ``x`` ``(B, C, H, W)``.
 
     Returns:
@@ -135,25 +138,26 @@ def value_range(x: torch.Tensor, normalize=None, input_range=None) -> tuple[torc
     return lo.to(device=x.device, dtype=x.dtype), hi.to(device=x.device, dtype=x.dtype)
 
 
-def _as_spec(spec):
+def _as_spec(spec: Any) -> Spec:
     if isinstance(spec, str):
         return Baseline(spec)
     if isinstance(spec, (Baseline, torch.Tensor)) or callable(spec):
-        return spec
+        out: Spec = spec
+        return out
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         return torch.tensor(float(spec))
     raise XaiError(f"baseline must be a name {list(NAMES)}, an xt.Baseline, a tensor, a number, a callable "
                    f"x -> tensor, or a list of these; got {describe(spec)}.")
 
 
-def broadcast_to_images(b, x: torch.Tensor, what: str) -> torch.Tensor:
+def broadcast_to_images(b: Any, x: torch.Tensor, what: str) -> torch.Tensor:
     """``b`` (a tensor broadcastable to the images ``x``) expanded to ``x``'s shape, dtype and device."""
     if not isinstance(b, torch.Tensor):
         raise XaiError(f"{what} must give a tensor; got {describe(b)}.")
     if not b.is_floating_point():
         b = b.to(x.dtype)
     try:
-        shape = torch.broadcast_shapes(b.shape, x.shape)
+        shape = torch.broadcast_shapes(b.shape, x.shape)  # type: ignore[no-untyped-call]  # torch's stub
     except RuntimeError:
         shape = None
     if shape != x.shape:
@@ -161,10 +165,11 @@ def broadcast_to_images(b, x: torch.Tensor, what: str) -> torch.Tensor:
                        "give a scalar, (C, 1, 1), (1, C, H, W) or (B, C, H, W) tensor.")
     if not bool(torch.isfinite(b).all()):
         raise XaiError(f"{what} has NaN or infinite values.")
-    return b.detach().to(device=x.device, dtype=x.dtype).expand(x.shape)
+    out: torch.Tensor = b.detach().to(device=x.device, dtype=x.dtype).expand(x.shape)
+    return out
 
 
-def check_baselines(baseline) -> list:
+def check_baselines(baseline: Any) -> list[Spec]:
     """Coerce a ``baseline`` argument to a non-empty list of specs (no tensors built yet)."""
     specs = list(baseline) if isinstance(baseline, (list, tuple)) else [baseline]
     if not specs:
@@ -172,7 +177,7 @@ def check_baselines(baseline) -> list:
     return [_as_spec(s) for s in specs]
 
 
-def make_baselines(specs: list, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+def make_baselines(specs: list[Spec], x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Build the baselines for images ``x``.
 

@@ -3,10 +3,11 @@
 Shared pieces (hidden values, batched perturbations, painting weights) live in
 :mod:`xai_torch.region.superpixel`.
 """
+from ..imageops import top_fraction
 from .kernel_shap import KernelSHAP, KernelSHAPExplanation, constrained_wls, shapley_coalitions, shapley_kernel
 from .lime import LIME, LIMEExplanation, weighted_ridge
 from .superpixel import SuperpixelExplainer, SuperpixelExplanation
-from .xrai import XRAI, XRAIExplanation, rank_fast, rank_full, top_fraction
+from .xrai import XRAI, XRAIExplanation, rank_fast, rank_full
 
 __all__ = [
     "KernelSHAP",

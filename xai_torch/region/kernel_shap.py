@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
 from ..errors import XaiError, XaiWarning, check_positive_int, describe
-from .superpixel import Design, SuperpixelExplainer, SuperpixelExplanation
+from .superpixel import Design, Fit, SuperpixelExplainer, SuperpixelExplanation
 
 #: ``samples="auto"``: shap's ``2 M + 2048`` coalitions.
 AUTO_BASE = 2048
@@ -47,9 +47,30 @@ class KernelSHAPExplanation(SuperpixelExplanation):
             fully hidden one.
     """
 
-    base_values: torch.Tensor = None
-    exact: torch.Tensor = None
-    coalitions: torch.Tensor = None
+    base_values: Optional[torch.Tensor] = None
+    exact: Optional[torch.Tensor] = None
+    coalitions: Optional[torch.Tensor] = None
+
+
+@dataclass
+class ShapleyDesign(Design):
+    """KernelSHAP's coalitions with their kernel ``weights`` ``(B, N)`` float64 (0 on the image,
+    the fully hidden row and padding), and per image whether they are ``exact`` and how many
+    ``coalitions`` there are."""
+
+    weights: torch.Tensor
+    exact: torch.Tensor
+    coalitions: torch.Tensor
+
+
+@dataclass
+class ShapleyFit(Fit):
+    """KernelSHAP's Shapley values (``weights``) with ``base_values`` per image and target, and
+    ``exact`` / ``coalitions`` per image (see :class:`KernelSHAPExplanation`)."""
+
+    base_values: torch.Tensor
+    exact: torch.Tensor
+    coalitions: torch.Tensor
 
 
 def shapley_kernel(m: int, sizes: torch.Tensor) -> torch.Tensor:
@@ -110,7 +131,7 @@ def shapley_coalitions(m: int, budget: int, generator: Optional[torch.Generator]
 
 
 def _random_coalitions(m: int, left: int, sizes: torch.Tensor, per_size: torch.Tensor, paired: int,
-                       generator) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
     """``left`` coalitions drawn at random (sizes ~ ``per_size``, each with its complement when
     its size is paired), distinct, weighted by how often they were drawn until the budget was
     spent."""
@@ -175,7 +196,8 @@ def constrained_wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, total: to
     if bool((sv <= cut).any()):
         warnings.warn("KernelSHAP: too few coalitions to determine every superpixel's value (singular "
                       "system); using the minimum-norm solution. Give more samples.", XaiWarning, stacklevel=6)
-    return sol[:, :s].transpose(1, 2) * ones[:, None]
+    phi: torch.Tensor = sol[:, :s].transpose(1, 2) * ones[:, None]
+    return phi
 
 
 class KernelSHAP(SuperpixelExplainer):
@@ -210,13 +232,15 @@ class KernelSHAP(SuperpixelExplainer):
         >>> res.weights.sum(-1), res.scores - res.base_values   # equal
     """
 
-    def __init__(self, model, *, samples: Union[int, str] = "auto", hide="mean", segmenter="quickshift",
-                 output: str = "softmax", normalize=None, input_range=None, blur_sigma: float = 10.0,
+    def __init__(self, model: Any, *, samples: Union[int, str] = "auto", hide: Any = "mean",
+                 segmenter: Any = "quickshift", output: str = "softmax", normalize: Any = None,
+                 input_range: Any = None, blur_sigma: float = 10.0,
                  seed: Optional[int] = None, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, hide=hide, segmenter=segmenter, output=output, normalize=normalize,
                          input_range=input_range, blur_sigma=blur_sigma, seed=seed, batch_size=batch_size,
                          progress=progress)
+        self.samples: Union[int, str]
         if isinstance(samples, str):
             if samples != "auto":
                 raise XaiError(f"samples must be 'auto' or an integer >= 1; got {describe(samples)}.")
@@ -224,15 +248,16 @@ class KernelSHAP(SuperpixelExplainer):
         else:
             self.samples = check_positive_int(samples, "samples")
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"samples": self.samples, **super()._config()}
 
     def budget(self, m: int) -> int:
         """Coalitions evaluated for ``m`` superpixels, besides the full and the empty one."""
-        budget = 2 * m + AUTO_BASE if self.samples == "auto" else self.samples
+        budget = 2 * m + AUTO_BASE if isinstance(self.samples, str) else self.samples
         return min(budget, 2**m - 2) if m < 62 else budget
 
-    def _design(self, counts: list[int], generator, device) -> Design:
+    def _design(self, counts: list[int], generator: Optional[torch.Generator],
+                device: torch.device) -> ShapleyDesign:
         parts = [shapley_coalitions(m, self.budget(m), generator, device) for m in counts]
         rows = torch.tensor([p[0].shape[0] + 2 for p in parts], dtype=torch.long)
         z = torch.zeros(len(counts), int(rows.max()), max(counts), dtype=torch.bool, device=device)
@@ -243,14 +268,14 @@ class KernelSHAP(SuperpixelExplainer):
             z[i, 2:n + 2, :m] = zi
             w[i, 2:n + 2] = wi
         exact = torch.tensor([p[2] for p in parts])
-        return Design(z, rows, {"weights": w, "exact": exact, "coalitions": rows - 2})
+        return ShapleyDesign(z, rows, w, exact, rows - 2)
 
-    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> dict:
+    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> ShapleyFit:
+        assert isinstance(design, ShapleyDesign)
         base = y[:, 1]  # (B, K)
         mask = torch.arange(design.z.shape[2], device=counts.device)[None] < counts[:, None]
-        phi = constrained_wls(design.z, y - base[:, None], design.extra["weights"], y[:, 0] - base, mask)
-        return {"weights": phi, "base_values": base, "exact": design.extra["exact"],
-                "coalitions": design.extra["coalitions"]}
+        phi = constrained_wls(design.z, y - base[:, None], design.weights, y[:, 0] - base, mask)
+        return ShapleyFit(phi, base, design.exact, design.coalitions)
 
-    def _result(self, **fields) -> KernelSHAPExplanation:
-        return KernelSHAPExplanation(**fields)
+    def _result(self, **kwargs: Any) -> KernelSHAPExplanation:
+        return KernelSHAPExplanation(**kwargs)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from ..errors import XaiError, check_positive_int, describe
-from .superpixel import Design, SuperpixelExplainer, SuperpixelExplanation
+from .superpixel import Design, Fit, SuperpixelExplainer, SuperpixelExplanation
 
 
 @dataclass
@@ -30,9 +30,19 @@ class LIMEExplanation(SuperpixelExplanation):
             (``intercept + sum(weights)``), to compare with ``scores``.
     """
 
-    intercept: torch.Tensor = None
-    r2: torch.Tensor = None
-    local_pred: torch.Tensor = None
+    intercept: Optional[torch.Tensor] = None
+    r2: Optional[torch.Tensor] = None
+    local_pred: Optional[torch.Tensor] = None
+
+
+@dataclass
+class LIMEFit(Fit):
+    """LIME's surrogate: ``weights`` (the ridge coefficients) and, per image and target,
+    ``intercept``, ``r2`` and ``local_pred`` (see :class:`LIMEExplanation`)."""
+
+    intercept: torch.Tensor
+    r2: torch.Tensor
+    local_pred: torch.Tensor
 
 
 def lime_kernel(distance: torch.Tensor, width: float) -> torch.Tensor:
@@ -40,7 +50,7 @@ def lime_kernel(distance: torch.Tensor, width: float) -> torch.Tensor:
     return torch.exp(-(distance**2) / (2 * width**2))
 
 
-def cosine_to_ones(z: torch.Tensor, count) -> torch.Tensor:
+def cosine_to_ones(z: torch.Tensor, count: Any) -> torch.Tensor:
     """Cosine distance of 0/1 rows ``z`` ``(..., N, S)`` to the all-ones row of ``count`` features
     (``(...)`` numbers, so padded columns do not count): ``1 - sqrt(|z| / count)``; all-zero rows
     get 1 (scikit-learn's convention)."""
@@ -49,7 +59,7 @@ def cosine_to_ones(z: torch.Tensor, count) -> torch.Tensor:
     return 1 - torch.sqrt(on / count[..., None])
 
 
-def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 1.0) -> dict:
+def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = 1.0) -> dict[str, torch.Tensor]:
     """Ridge regression with intercept and sample weights, batched (scikit-learn's ``Ridge``
     with ``sample_weight``: minimises ``sum_n w_n (y_n - b - z_n . c)^2 + alpha |c|^2``).
 
@@ -118,8 +128,9 @@ class LIME(SuperpixelExplainer):
         >>> maps = lime(x, segments=res.segments)        # reuse the segmentation
     """
 
-    def __init__(self, model, *, samples: int = 1000, kernel_width: float = 0.25, alpha: float = 1.0, hide="mean",
-                 segmenter="quickshift", output: str = "softmax", normalize=None, input_range=None,
+    def __init__(self, model: Any, *, samples: int = 1000, kernel_width: float = 0.25, alpha: float = 1.0,
+                 hide: Any = "mean", segmenter: Any = "quickshift", output: str = "softmax", normalize: Any = None,
+                 input_range: Any = None,
                  blur_sigma: float = 10.0, seed: Optional[int] = None, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, hide=hide, segmenter=segmenter, output=output, normalize=normalize,
@@ -132,23 +143,22 @@ class LIME(SuperpixelExplainer):
         self.kernel_width = float(kernel_width)
         self.alpha = float(alpha)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"samples": self.samples, "kernel_width": self.kernel_width, "alpha": self.alpha, **super()._config()}
 
-    def _design(self, counts: list[int], generator, device) -> Design:
+    def _design(self, counts: list[int], generator: Optional[torch.Generator], device: torch.device) -> Design:
         n, width = self.samples, max(counts)
         z = torch.zeros(len(counts), n, width, dtype=torch.bool, device=device)
         for i, s in enumerate(counts):  # per image (its own segment count), from one seeded generator
             z[i, 0, :s] = True
             z[i, 1:, :s] = torch.randint(0, 2, (n - 1, s), generator=generator, device=device, dtype=torch.uint8) > 0
         rows = torch.full((len(counts),), n, dtype=torch.long)
-        return Design(z, rows, {})
+        return Design(z, rows)
 
-    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> dict:
+    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> LIMEFit:
         w = lime_kernel(cosine_to_ones(design.z, counts), self.kernel_width)
         fit = weighted_ridge(design.z, y, w, self.alpha)
-        return {"weights": fit["coef"], "intercept": fit["intercept"], "r2": fit["r2"],
-                "local_pred": fit["local_pred"]}
+        return LIMEFit(fit["coef"], fit["intercept"], fit["r2"], fit["local_pred"])
 
-    def _result(self, **fields) -> LIMEExplanation:
-        return LIMEExplanation(**fields)
+    def _result(self, **kwargs: Any) -> LIMEExplanation:
+        return LIMEExplanation(**kwargs)

@@ -24,7 +24,7 @@ Args:
           ``normalize`` / ``input_range`` is given, else the midpoint of each image's own min
           and max (over all channels);
         * ``"blur"``: a Gaussian-blurred copy of the image (``blur_sigma`` pixels, zero
-          padding, :func:`xai_torch.path.gaussian_blur`);
+          padding, :func:`xai_torch.imageops.gaussian_blur`);
         * a number, or a tensor that broadcasts to ``(B, C, H, W)`` (``(C, 1, 1)`` per
           channel...): that value.
     segmenter: ``"quickshift"`` (default, lime's parameters), ``"slic"``, ``"felzenszwalb"``
@@ -34,7 +34,7 @@ Args:
     output: what a class target explains: ``"softmax"`` (probability, default, as lime and
         shap), ``"logit"`` or ``"log_softmax"``. Callable targets are scored by the callable.
     normalize, input_range: the model-space black and white for ``hide="gray"`` (see
-        :mod:`xai_torch.path.base`).
+        :mod:`xai_torch.space`).
     blur_sigma: the blur of ``hide="blur"``, in pixels (default 10, as ``xt.Baseline("blur")``).
     seed: seed of the random coalitions; the same seed repeats bit-for-bit on the same
         device. ``None`` uses torch's global RNG.
@@ -51,20 +51,19 @@ Args:
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Union
 
 import torch
 
-from ..batching import map_chunks
 from ..errors import XaiError, check_choice, check_fill, describe
-from ..explainer import Explainer, Explanation, model_device, result_dtype
+from ..explainer import Explainer, Explanation
 from ..hooks import HookSession
+from ..imageops import gaussian_blur
+from ..runner import result_dtype
 from ..seeding import check_seed, make_generator
-from ..space import broadcast_to_images, check_space, value_range
-from ..path.blur import gaussian_blur
-from ..path.engine import Engine, fix_target
 from ..segmentation import SEGMENTERS, check_segments, get_segmenter
+from ..space import broadcast_to_images, check_space, value_range
 from ..targets import ClassTarget, Target
 
 HIDES = ("mean", "gray", "blur")
@@ -83,20 +82,21 @@ class SuperpixelExplanation(Explanation):
         model_calls: images the model evaluated (perturbations and clean images).
     """
 
-    segments: torch.Tensor = None
-    weights: torch.Tensor = None
-    num_segments: torch.Tensor = None
+    segments: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
+    num_segments: Optional[torch.Tensor] = None
     model_calls: int = 0
 
 
 # --- pure tensor pieces -------------------------------------------------------------------------------
-def check_hide(hide):
+def check_hide(hide: Any) -> Union[str, float, torch.Tensor]:
     """Validate ``hide`` (a mode name, a number or a tensor); returns it."""
     if isinstance(hide, str):
         return check_choice(hide, "hide", HIDES)
     if isinstance(hide, torch.Tensor) and not hide.is_floating_point():
         raise XaiError(f"hide must be one of {list(HIDES)}, a number or a float tensor; got {describe(hide)}.")
-    return check_fill(hide, f"hide (one of {list(HIDES)}, or a model-space fill)")
+    fill: Union[float, torch.Tensor] = check_fill(hide, f"hide (one of {list(HIDES)}, or a model-space fill)")
+    return fill
 
 
 def segment_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,8 @@ def segment_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return means.gather(2, idx.expand(b, c, h * w)).reshape(b, c, h, w).to(x.dtype)
 
 
-def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide, lo_hi=None, blur_sigma: float = 10.0) -> torch.Tensor:
+def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide: Union[str, float, torch.Tensor],
+                  lo_hi: Optional[tuple[Any, Any]] = None, blur_sigma: float = 10.0) -> torch.Tensor:
     """What hidden superpixels show, ``(B, C, H, W)`` on ``x.device`` (see the module doc).
 
     Args:
@@ -168,22 +169,30 @@ def paint(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Design:
     """The coalitions of one call: ``z`` ``(B, N, S)`` bool (row 0 all ones), ``rows`` ``(B,)``
-    how many rows of each image are real (the rest is padding), plus whatever the method's
-    solve needs in ``extra``."""
+    how many rows of each image are real (the rest is padding). A method that needs more for
+    its solve subclasses it."""
 
     z: torch.Tensor
     rows: torch.Tensor
-    extra: dict
+
+
+@dataclass
+class Fit:
+    """What a method's :meth:`~SuperpixelExplainer._fit` returns: ``weights`` ``(B, K, S)``
+    float64. A method subclasses it with its own result fields, each ``(B, K)`` (per image and
+    target) or ``(B,)`` (per image), copied to the explanation field of the same name."""
+
+    weights: torch.Tensor
 
 
 class SuperpixelExplainer(Explainer):
     """Base of LIME and KernelSHAP: a method implements :meth:`_design` (its coalitions) and
     :meth:`_fit` (weights from the scores)."""
 
-    call_keywords = ("segments", "image")
+    call_keywords: tuple[str, ...] = ("segments", "image")
 
-    def __init__(self, model, *, hide="mean", segmenter="quickshift", output: str = "softmax", normalize=None,
-                 input_range=None, blur_sigma: float = 10.0, seed: Optional[int] = None,
+    def __init__(self, model: Any, *, hide: Any = "mean", segmenter: Any = "quickshift", output: str = "softmax",
+                 normalize: Any = None, input_range: Any = None, blur_sigma: float = 10.0, seed: Optional[int] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
         self.hide = check_hide(hide)
@@ -197,21 +206,21 @@ class SuperpixelExplainer(Explainer):
         self.normalize, self.input_range = check_space(normalize, input_range)
         if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not blur_sigma >= 0:
             raise XaiError(f"blur_sigma must be a number >= 0 (pixels); got {describe(blur_sigma)}.")
-        self.blur_sigma = float(blur_sigma)
-        self.seed = check_seed(seed)
+        self.blur_sigma: float = float(blur_sigma)
+        self.seed: Optional[int] = check_seed(seed)
 
-    def _coerce_target(self, target, batch):
+    def _coerce_target(self, target: Any, batch: int) -> Target:
         t = super()._coerce_target(target, batch)
         if isinstance(t, ClassTarget):  # class indices are scored as `output` says
             return ClassTarget(t.classes, score=self.output).bind(batch) if t.classes is not None else \
                 ClassTarget(None, score=self.output)
         return t
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         seg = self.segmenter if isinstance(self.segmenter, str) else getattr(self.segmenter, "__name__",
                                                                             type(self.segmenter).__name__)
         hide = self.hide if not isinstance(self.hide, torch.Tensor) else f"tensor{tuple(self.hide.shape)}"
-        cfg = {"hide": hide, "segmenter": seg, "output": self.output}
+        cfg: dict[str, Any] = {"hide": hide, "segmenter": seg, "output": self.output}
         if self.normalize is not None:
             cfg["normalize"] = self.normalize
         if self.input_range is not None:
@@ -221,20 +230,19 @@ class SuperpixelExplainer(Explainer):
         return {**cfg, "seed": self.seed, **super()._config()}
 
     # -- what a method implements ----------------------------------------------------------------
-    def _design(self, counts: list[int], generator, device) -> Design:
+    def _design(self, counts: list[int], generator: Optional[torch.Generator], device: torch.device) -> Design:
         raise NotImplementedError
 
-    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> dict:
-        """``y`` ``(B, N, K)`` float64 scores of the design's rows (padding rows are 0).
-        Returns ``weights`` ``(B, K, S)`` float64 and any per-(image, target) extras
-        ``(B, K)`` for the result."""
+    def _fit(self, design: Design, y: torch.Tensor, counts: torch.Tensor) -> Fit:
+        """The weights (and the method's extras) from ``y`` ``(B, N, K)`` float64, the scores of
+        the design's rows (padding rows are 0)."""
         raise NotImplementedError
 
-    def _result(self, **fields) -> SuperpixelExplanation:
-        return SuperpixelExplanation(**fields)
+    def _result(self, **kwargs: Any) -> SuperpixelExplanation:
+        return SuperpixelExplanation(**kwargs)
 
     # -- one call ---------------------------------------------------------------------------------
-    def segments(self, x: torch.Tensor, segments=None, image=None) -> torch.Tensor:
+    def segments(self, x: torch.Tensor, segments: Any = None, image: Any = None) -> torch.Tensor:
         """The ``(B, H, W)`` labels this explainer uses for ``x`` (checked, from 0)."""
         x4 = x if x.ndim == 4 else x[None]
         if segments is not None:
@@ -249,10 +257,11 @@ class SuperpixelExplainer(Explainer):
         except XaiError as err:
             raise XaiError(f"the segmenter's labels: {err}") from None
 
-    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, segments=None,
-                 image=None) -> SuperpixelExplanation:
-        device = model_device(self.model, x.device)
-        xd = x.detach().to(device, copy=True)  # the user's x is never handed to the model
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 segments: Any = None, image: Any = None, **kwargs: Any) -> SuperpixelExplanation:
+        runner = self.runner(x, target)
+        device = runner.device
+        xd = runner.place(x)  # the user's x is never handed to the model
         b = xd.shape[0]
         # everything that can be wrong with the inputs fails here, before any model call
         labels = self.segments(xd, segments, image).to(device)
@@ -263,13 +272,11 @@ class SuperpixelExplainer(Explainer):
         counts = (labels.flatten(1).max(1).values + 1).tolist()
         design = self._design(counts, make_generator(self.seed, device), device)
         k = target.k or 1
-        chunk = self._chunk_size(xd, device)
 
         # 1. the clean images (row 0 of every image): scores, and the pinned class targets (class
         # targets arrive scored as `output` says, see _coerce_target)
-        scorer, fx, classes, _ = fix_target(Engine(self, target, xd), xd, target)
-        calls = b
-        classes = None if classes is None else classes.view(b, k)
+        scorer, fx, found, _ = runner.pin(xd, target)
+        classes = None if found is None else found.view(b, k)
         y = torch.zeros(b, design.z.shape[1], k, dtype=torch.float64, device=device)
         y[:, 0] = fx.view(b, k).to(torch.float64)
 
@@ -279,36 +286,32 @@ class SuperpixelExplainer(Explainer):
         row = (torch.arange(img_cpu.shape[0]) - (torch.cumsum(rows, 0) - rows)[img_cpu] + 1).to(device)
         img = img_cpu.to(device)
 
-        def perturbed(start, stop):
+        def perturbed(start: int, stop: int) -> None:
             i, r = img[start:stop], row[start:stop]
             z = compose(xd, hidden, labels, design.z[i, r], i, single=bool(img_cpu[start] == img_cpu[stop - 1]))
-            with torch.no_grad():
-                out = self.model(z)
+            out = runner.forward(z)
             s = torch.stack([scorer.scores(out, i * k + j)[0] for j in range(k)], 1)
             y[i, r] = s.detach().to(torch.float64)
 
         if img.shape[0]:
-            map_chunks(perturbed, img.shape[0], chunk, device=device, progress=self.progress,
-                       desc=type(self).__name__)
-        calls += img.shape[0]
+            runner.map(perturbed, img.shape[0])
         fit = self._fit(design, y, torch.tensor(counts, device=device))
 
         dtype = result_dtype(x)
         keep_k = target.k is not None
 
-        def out(t):
-            if t is None:
-                return None
+        def out(t: torch.Tensor) -> torch.Tensor:
             t = t.to(device=x.device, dtype=dtype if t.is_floating_point() else t.dtype)
             return t if keep_k else t[:, 0]
 
-        weights = fit.pop("weights")
-        attributions = paint(weights, labels)  # (B, K, 1, H, W)
+        attributions = paint(fit.weights, labels)  # (B, K, 1, H, W)
         extras = {}
-        for name, v in fit.items():  # (B, K) per target, (B,) per image
-            extras[name] = out(v) if v.ndim == 2 else v.to(x.device)
+        for f in fields(fit):  # (B, K) per target, (B,) per image
+            if f.name != "weights":
+                v = getattr(fit, f.name)
+                extras[f.name] = out(v) if v.ndim == 2 else v.to(x.device)
         return self._result(
             attributions=out(attributions), targets=out(classes) if classes is not None else None,
-            scores=out(y[:, 0]), segments=labels.to(x.device), weights=out(weights),
-            num_segments=torch.tensor(counts, device=x.device), model_calls=calls, **extras,
+            scores=out(y[:, 0]), segments=labels.to(x.device), weights=out(fit.weights),
+            num_segments=torch.tensor(counts, device=x.device), model_calls=runner.calls, **extras,
         )

@@ -19,15 +19,17 @@ every pair is subtracted once, so the ranking never recomputes a region's mean f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from ..errors import XaiError, check_choice, check_positive_int, describe
-from ..explainer import Explainer, Explanation, model_device, result_dtype
-from ..path.engine import Engine, fix_target
+from ..explainer import Explainer, Explanation
+from ..hooks import HookSession
 from ..path.ig import IntegratedGradients
-from ..segmentation import multiscale
+from ..runner import result_dtype
+from ..segmentation import check_segments, labels_to_masks, multiscale
+from ..targets import Target
 
 _F64 = torch.float64
 
@@ -49,11 +51,16 @@ class XRAIExplanation(Explanation):
         segments: per image, the ``(M, H, W)`` candidate masks.
     """
 
-    ranks: torch.Tensor = None
-    regions: list = None
-    gains: list = None
-    base_attribution: torch.Tensor = None
-    segments: list = None
+    ranks: Optional[torch.Tensor] = None
+    regions: Optional[list[torch.Tensor]] = None
+    gains: Optional[list[torch.Tensor]] = None
+    base_attribution: Optional[torch.Tensor] = None
+    segments: Optional[list[torch.Tensor]] = None
+
+
+#: ``(map, regions, gains)`` of one image: ``(H, W)`` float64 densities, the ranked regions'
+#: ``(H, W)`` bool masks and their ``()`` gains.
+Ranking = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
 
 
 class _Uncovered:
@@ -86,7 +93,7 @@ class _Uncovered:
 
 
 def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1.0,
-              min_pixel_diff: int = 50) -> tuple[torch.Tensor, list, list]:
+              min_pixel_diff: int = 50) -> Ranking:
     """PAIR's "full" XRAI greedy on one image (pure tensor code).
 
     Args:
@@ -103,7 +110,9 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
     remaining = torch.ones(masks.shape[0], dtype=torch.bool, device=attr.device)
     covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
     out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
-    n_covered, regions, gains = 0, [], []
+    n_covered = 0
+    regions: list[torch.Tensor] = []
+    gains: list[torch.Tensor] = []
     while n_covered / (h * w) <= area_threshold:
         remaining &= left.cnt >= min_pixel_diff
         if not bool(remaining.any()):
@@ -121,7 +130,7 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
     return _finish(a, out, regions, gains, h, w)
 
 
-def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> tuple[torch.Tensor, list, list]:
+def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> Ranking:
     """PAIR's "fast" XRAI on one image: regions sorted once by whole-region density (empty ones
     last, stable), then walked, each writing the density of its new pixels. The new-pixel
     counts and sums are kept up to date incrementally, so a skipped region costs nothing."""
@@ -132,7 +141,8 @@ def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50)
     order = torch.sort(dens, descending=True, stable=True).indices.tolist()
     covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
     out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
-    regions, gains = [], []
+    regions: list[torch.Tensor] = []
+    gains: list[torch.Tensor] = []
     counts = left.cnt.tolist()
     for m in order:
         if counts[m] < max(min_pixel_diff, 1):  # a region with no new pixel has no density
@@ -148,7 +158,8 @@ def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50)
     return _finish(a, out, regions, gains, h, w)
 
 
-def _finish(a, out, regions, gains, h, w):
+def _finish(a: torch.Tensor, out: torch.Tensor, regions: list[torch.Tensor], gains: list[torch.Tensor], h: int,
+            w: int) -> Ranking:
     rest = out == float("-inf")
     if bool(rest.any()):
         out[rest] = a[rest].mean()
@@ -161,44 +172,12 @@ def _finish(a, out, regions, gains, h, w):
     return out.view(h, w), regions, gains
 
 
-def rank_map(regions: list, shape) -> torch.Tensor:
+def rank_map(regions: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
     """``(H, W)`` long ranks 1..N from ordered regions (0 where no region covers)."""
     ranks = torch.zeros(shape, dtype=torch.long, device=regions[0].device if regions else None)
     for i, region in enumerate(regions):
         ranks[region] = i + 1
     return ranks
-
-
-def top_fraction(maps: torch.Tensor, fraction: float = 0.3, *, exact: bool = False) -> torch.Tensor:
-    """Keep the most important ``fraction`` of each image (the IG chapter's "top 30 %" XRAI masks).
-
-    Args:
-        maps: ``(B, 1, H, W)`` (or ``(B, H, W)``) maps, e.g. XRAI's.
-        fraction: in (0, 1] (``[0, 1]`` with ``exact``).
-        exact: ``False``: ``maps >= quantile(1 - fraction)`` per image, as PAIR's notebook
-            computes it (a tie at the threshold is kept whole, so XRAI regions are never cut and
-            more than ``fraction`` can be kept). ``True``: exactly ``round(fraction * H * W)``
-            pixels, ties broken in raster order by a stable sort.
-
-    Returns:
-        A bool tensor of the same shape.
-
-    Example:
-        >>> keep = xt.region.top_fraction(xrai(x), 0.3)
-        >>> shown = x * keep
-    """
-    valid = "[0, 1]" if exact else "(0, 1]"
-    number = isinstance(fraction, (int, float)) and not isinstance(fraction, bool)
-    if not number or not (0 < fraction <= 1 or (exact and fraction == 0)):
-        raise XaiError(f"fraction must lie in {valid}; got {fraction!r}.")
-    flat = maps.flatten(1).to(_F64)
-    if exact:
-        order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-        keep = torch.zeros_like(flat, dtype=torch.bool)
-        keep.scatter_(1, order[:, :int(round(fraction * flat.shape[1]))], True)
-        return keep.view(maps.shape)
-    threshold = torch.quantile(flat, 1 - fraction, dim=1, keepdim=True)
-    return (flat >= threshold).view(maps.shape)
 
 
 class XRAI(Explainer):
@@ -240,10 +219,10 @@ class XRAI(Explainer):
         >>> keep = xt.region.top_fraction(res.attributions, 0.3)   # the top 30 % of the image
     """
 
-    call_keywords = ("base_attribution", "segments", "image")
+    call_keywords: tuple[str, ...] = ("base_attribution", "segments", "image")
 
-    def __init__(self, model, *, steps: int = 100, algorithm: str = "full", area_threshold: float = 1.0,
-                 baselines=None, min_pixel_diff: int = 50, batch_size: Optional[int] = None,
+    def __init__(self, model: Any, *, steps: int = 100, algorithm: str = "full", area_threshold: float = 1.0,
+                 baselines: Any = None, min_pixel_diff: int = 50, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
         self.steps = check_positive_int(steps, "steps")
@@ -255,12 +234,12 @@ class XRAI(Explainer):
         self.baselines = baselines
         self.min_pixel_diff = check_positive_int(min_pixel_diff, "min_pixel_diff", minimum=0)
 
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         cfg = {"steps": self.steps, "algorithm": self.algorithm, "area_threshold": self.area_threshold,
                "baselines": self.baselines, "min_pixel_diff": self.min_pixel_diff}
         return {**cfg, **super()._config()}
 
-    def _masks(self, segments, x: torch.Tensor, image) -> list:
+    def _masks(self, segments: Any, x: torch.Tensor, image: Any) -> list[torch.Tensor]:
         b, _, h, w = x.shape
         if segments is None:
             return multiscale(x, image=image)
@@ -277,14 +256,15 @@ class XRAI(Explainer):
         seg = torch.as_tensor(segments).to(x.device)
         if seg.dtype == torch.bool and seg.ndim == 3 and b == 1 and tuple(seg.shape[1:]) == (h, w):
             return [seg]
-        from ..segmentation import check_segments, labels_to_masks
-
         labels = check_segments(seg, x, minimum=1)
         return [labels_to_masks(lab) for lab in labels]
 
-    def _explain(self, x, target, session, base_attribution=None, segments=None, image=None) -> XRAIExplanation:
-        device = model_device(self.model, x.device)
-        xd = x.detach().to(device)
+    def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
+                 base_attribution: Any = None, segments: Any = None, image: Any = None,
+                 **kwargs: Any) -> XRAIExplanation:
+        runner = self.runner(x, target)
+        device = runner.device
+        xd = runner.place(x)
         k = target.k
         if base_attribution is not None:
             base = torch.as_tensor(base_attribution)
@@ -300,10 +280,10 @@ class XRAI(Explainer):
         if base_attribution is None:
             baselines = self.baselines if self.baselines is not None else [_image_min, _image_max]
             ig = IntegratedGradients(self.model, steps=self.steps, batch_size=self.batch_size, progress=self.progress)
-            res = ig._run(xd, target, {"baseline": baselines}, details=self._details)
+            res = ig._run(xd, target, {"baseline": baselines}, details=details)
             base, scores, classes = res.attributions, res.scores, res.targets
-        elif self._details:
-            _, scores, classes, _ = fix_target(Engine(self, target, xd), xd, target)
+        elif details:
+            _, scores, classes, _ = runner.pin(xd, target)
         attr = base.max(dim=-3).values.reshape(-1, *x.shape[2:])  # the signed channel max, rows (B [* K])
         maps, ranks, regions, gains = [], [], [], []
         for row in range(attr.shape[0]):
