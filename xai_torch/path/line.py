@@ -39,7 +39,7 @@ def baseline_scores(runner: ModelRunner, base: torch.Tensor, k: int) -> torch.Te
 
 def line_points(x: torch.Tensor, base: torch.Tensor, k: int, paths: torch.Tensor, alphas: torch.Tensor,
                 weights: torch.Tensor, slots: Optional[torch.Tensor] = None) -> Points:
-    """Engine samples on straight lines: sample ``n`` is ``b + alphas[n] (x - b)`` on path
+    """Path samples on straight lines: sample ``n`` is ``b + alphas[n] (x - b)`` on path
     ``paths[n]`` (row ``p // J``, baseline ``p % J``) with weight ``weights[n]``, accumulated
     into ``slots[n]`` (default: the path). Samples must come grouped by path."""
     j_count = base.shape[0]

@@ -191,7 +191,7 @@ class XRAI(Explainer):
         algorithm: ``"full"`` (greedy on new-pixel density) or ``"fast"`` (one sort).
         area_threshold: "full" stops once this fraction of the image is covered (the region
             crossing it is still added); 1.0 ranks everything.
-        baselines: IG baselines (see :mod:`xai_torch.path.baselines`); default PAIR's: each
+        baselines: IG baselines (see :mod:`xai_torch.space`); default PAIR's: each
             image's scalar min and max.
         min_pixel_diff: regions adding fewer new pixels are dropped (PAIR's 50).
 
