@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -121,6 +122,25 @@ class Scaled(nn.Module):
 
     def forward(self, x):
         return self.net(x) * self.scale
+
+
+class Linear(nn.Module):
+    """F(x) = W vec(x) + c in float64: gradients are constant, G x I sums are exact drops."""
+
+    def __init__(self, shape=(3, 6, 6), classes: int = 4) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        d = math.prod(shape)
+        self.w = nn.Parameter(torch.randn(classes, d, generator=g, dtype=torch.float64))
+        self.c = nn.Parameter(torch.randn(classes, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T + self.c
+
+
+def lin_x(b: int = 2) -> torch.Tensor:
+    """Inputs of :class:`Linear`: ``(b, 3, 6, 6)`` float64."""
+    return torch.randn(b, 3, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
 
 @pytest.fixture

@@ -315,10 +315,6 @@ KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type]] = {
                                      "the batch", AssertionError),
     ("SmoothGrad", "alone"): ("SmoothGrad's noise for an image depends on the other images in the batch (one "
                               "generator draws the noise of the whole chunk); issue 19 item 3", AssertionError),
-    ("sensitivity_n", "alone"): ("sensitivity_n draws each subset block as rand((B, D)): an image's subsets depend "
-                                 "on how many images are in the batch", AssertionError),
-    ("descending_order", "pure"): ("metrics.descending_order of a 1-D tensor raises a raw IndexError, not "
-                                   "XaiError", IndexError),
     ("rise_blur", "pure"): ("metrics.rise_blur(x, size=0) raises oneDNN's raw RuntimeError, not XaiError",
                             RuntimeError),
 }

@@ -2,37 +2,14 @@
 ``infidelity``, model-call counts, seeds, bad inputs and no trace."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from torch import nn
 
 import xai_torch as xt
 from xai_torch.errors import XaiError
 from xai_torch.metrics.infidelity import infidelity, infidelity_from_terms, square_masks
 
-from conftest import Counting, SmallNet, assert_no_trace, snapshot
-
-
-class Linear(nn.Module):
-    """F(x) = W vec(x) + c in float64: gradients are constant, G x I sums are exact drops."""
-
-    def __init__(self, shape=(3, 6, 6), classes: int = 4) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        d = math.prod(shape)
-        self.w = nn.Parameter(torch.randn(classes, d, generator=g, dtype=torch.float64))
-        self.c = nn.Parameter(torch.randn(classes, generator=g, dtype=torch.float64))
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w.T + self.c
-
-
-
-def lin_x(b: int = 2) -> torch.Tensor:
-    return torch.randn(b, 3, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-
+from conftest import Counting, Linear, SmallNet, assert_no_trace, lin_x, snapshot
 
 
 def noise_pert(std: float = 0.05, seed: int = 5, raw: bool = True):
@@ -153,6 +130,25 @@ def test_infidelity_calls_seeds_and_result(small, small_x):
     assert torch.equal(sq.infidelity, infidelity(small, small_x, attr[:, :1], perturbation="square", samples=5,
                                                  seed=4).infidelity)
     assert not torch.equal(res.infidelity, infidelity(small, small_x, attr, samples=5, seed=1).infidelity)
+
+
+@pytest.mark.parametrize("perturbation", ["gaussian", "square"])
+def test_infidelity_draws_per_image(small, small_x, perturbation):
+    """Image i's perturbations depend only on (seed, i) (metrics._random): its value is the same
+    alone, in a batch of any size and for any batch_size."""
+    attr = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    full = infidelity(small, small_x, attr, perturbation=perturbation, samples=4, seed=6)
+    for b, batch_size in ((1, None), (1, 3), (2, 1), (2, 5)):
+        part = infidelity(small, small_x[:b], attr[:b], perturbation=perturbation, samples=4, seed=6,
+                          batch_size=batch_size)
+        torch.testing.assert_close(part.infidelity, full.infidelity[:b], rtol=1e-4, atol=1e-9)
+    # the perturbed inputs of image 0 themselves, bit for bit
+    seen = []
+    for xs in (small_x, small_x[:1]):
+        counting = Counting(small, keep_inputs=True)
+        infidelity(counting, xs, attr[:len(xs)], perturbation=perturbation, samples=4, seed=6)
+        seen.append(torch.cat(counting.inputs[1:])[:4])
+    assert torch.equal(seen[0], seen[1])
 
 
 

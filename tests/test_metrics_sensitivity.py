@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
-from test_metrics_infidelity import Linear, lin_x
 from torch import nn
 
 import xai_torch as xt
 from xai_torch.errors import XaiError
 from xai_torch.metrics.sensitivity import max_sensitivity
 
-from conftest import Counting, SmallNet, assert_no_trace, snapshot
+from conftest import Counting, Linear, SmallNet, assert_no_trace, lin_x, snapshot
 
 
 class Quadratic(nn.Module):
@@ -82,6 +81,26 @@ def test_max_sensitivity_pins_clean_class_and_batches(small, small_x):
     again = max_sensitivity(xt.Gradient(counting), small_x, samples=5, radius=20.0, batch_size=4)
     assert counting.sizes == [3, 4, 4, 4, 3]
     assert torch.allclose(again.max_sensitivity, res.max_sensitivity, rtol=1e-12)
+
+
+def test_max_sensitivity_draws_per_image(small, small_x):
+    """Image i's noise depends only on (seed, i) (metrics._random): the same alone, in a batch
+    of any size and for any batch_size."""
+    seen = []
+    grad = xt.Gradient(small)
+
+    def explainer(x, target=None):
+        seen.append(x.clone())
+        return grad(x, target=target)
+
+    full = max_sensitivity(explainer, small_x, samples=4, seed=6, model=small)
+    noisy_full = torch.cat(seen[1:])
+    for b, batch_size in ((1, None), (1, 3), (2, 1), (2, 5)):
+        seen.clear()
+        part = max_sensitivity(explainer, small_x[:b], samples=4, seed=6, model=small, batch_size=batch_size)
+        assert torch.equal(torch.cat(seen[1:]), noisy_full[:4 * b])  # the noisy images, bit for bit
+        torch.testing.assert_close(part.max_sensitivity, full.max_sensitivity[:b], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(part.avg_sensitivity, full.avg_sensitivity[:b], rtol=1e-4, atol=1e-9)
 
 
 

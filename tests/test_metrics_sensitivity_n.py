@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
-from test_metrics_infidelity import Linear, lin_x
 
 import xai_torch as xt
 from xai_torch.errors import XaiError
 from xai_torch.metrics._common import correlation
 from xai_torch.metrics.sensitivity_n import feature_map, sensitivity_n, sensitivity_n_grid, subset_masks
 
-from conftest import Counting, SmallNet, assert_no_trace, snapshot
+from conftest import Counting, Linear, SmallNet, assert_no_trace, lin_x, snapshot
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,16 +64,42 @@ def test_sensitivity_n_calls_baseline_and_seeds(small, small_x):
     attr = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
     res = sensitivity_n(counting, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0, batch_size=7)
     assert counting.sizes == [3, 7, 7, 4]
-    z = torch.cat(counting.inputs[1:]).view(2, 3, 3, 3, 12, 12)  # (n, draw, image, C, H, W)
+    # rows are image-major: (image, n, draw, C, H, W)
+    z = torch.cat(counting.inputs[1:]).view(3, 2, 3, 3, 12, 12)
     removed = (z == -7.0).all(3)
-    assert removed[0].flatten(2).sum(-1).eq(1).all() and removed[1].flatten(2).sum(-1).eq(5).all()
-    assert torch.equal(z[0, :, 1][~removed[0, :, 1][:, None].expand(-1, 3, -1, -1)],
-                       small_x[1].expand(3, -1, -1, -1)[~removed[0, :, 1][:, None].expand(-1, 3, -1, -1)])
+    assert removed[:, 0].flatten(2).sum(-1).eq(1).all() and removed[:, 1].flatten(2).sum(-1).eq(5).all()
+    assert torch.equal(z[1, 0][~removed[1, 0][:, None].expand(-1, 3, -1, -1)],
+                       small_x[1].expand(3, -1, -1, -1)[~removed[1, 0][:, None].expand(-1, 3, -1, -1)])
     # the subsets of the same seed do not depend on batch_size
     again = sensitivity_n(small, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0)
     assert torch.equal(res.sums, again.sums) and torch.allclose(res.deltas, again.deltas, rtol=1e-12)
     other = sensitivity_n(small, small_x, attr, n=[1, 5], subsets=3, baseline=-7.0, seed=1)
     assert not torch.equal(res.sums, other.sums)
+
+
+def test_sensitivity_n_draws_per_image(small, small_x):
+    """Image i's subsets depend only on (seed, i): the same alone, in a batch of any size and for
+    any batch_size (issue 19 item 3; they used to be drawn as rand((B, D)) blocks)."""
+    attr = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    full = sensitivity_n(small, small_x, attr, n=[5, 30], subsets=4, seed=2)
+    for b in (1, 2):
+        for batch_size in (None, 1, 5):
+            part = sensitivity_n(small, small_x[:b], attr[:b], n=[5, 30], subsets=4, seed=2, batch_size=batch_size)
+            assert torch.equal(part.sums, full.sums[:b])  # no model involved: bit for bit
+            torch.testing.assert_close(part.deltas, full.deltas[:b], rtol=1e-5, atol=1e-6)
+    # the removed pixels themselves: image 0's perturbed inputs are the same alone and in the batch
+    seen = []
+    for xs in (small_x, small_x[:1]):
+        counting = Counting(small, keep_inputs=True)
+        sensitivity_n(counting, xs, attr[:len(xs)], n=[5], subsets=4, baseline=-7.0, seed=2)
+        seen.append(torch.cat(counting.inputs[1:])[:4])  # image 0's 4 subsets come first
+    assert torch.equal(seen[0], seen[1])
+    # the subsets depend on the position, not on the image: other images, the same relevance per
+    # pixel (all distinct), the same sums
+    rel = torch.arange(144.0).view(1, 1, 12, 12).expand(3, -1, -1, -1)
+    flipped = sensitivity_n(small, small_x.flip(0), rel, n=[5, 30], subsets=4, seed=2)
+    assert torch.equal(flipped.sums, sensitivity_n(small, small_x, rel, n=[5, 30], subsets=4, seed=2).sums)
+    assert not torch.equal(flipped.sums[0], flipped.sums[1])
 
 
 

@@ -42,7 +42,13 @@ REDUCTIONS = ("sum", "abs", "max_abs", "max", "l2", "mean")
 
 
 def reduce_channels(attr: torch.Tensor, how: str = "sum") -> torch.Tensor:
-    """``(B, C, H, W)`` attributions -> ``(B, H, W)`` pixel relevance (see ``reduce`` above)."""
+    """``(B, C, H, W)`` attributions -> ``(B, H, W)`` pixel relevance (see ``reduce`` above).
+
+    Raises:
+        XaiError: ``attr`` is not a real ``(B, C, H, W)`` tensor, or ``how`` is unknown.
+    """
+    if not isinstance(attr, torch.Tensor) or attr.ndim != 4 or attr.is_complex():
+        raise XaiError(f"reduce_channels takes real attributions of shape (B, C, H, W); got {describe(attr)}.")
     check_choice(how, "reduce", REDUCTIONS)
     if how == "sum":
         return attr.sum(1)
@@ -59,7 +65,19 @@ def reduce_channels(attr: torch.Tensor, how: str = "sum") -> torch.Tensor:
 
 def descending_order(relevance: torch.Tensor) -> torch.Tensor:
     """Pixel indices ``(B, H*W)`` from most to least relevant. The sort is stable, so ties keep
-    raster order (row by row): the same map always gives the same order, on every device."""
+    raster order (row by row): the same map always gives the same order, on every device.
+
+    Args:
+        relevance: real pixel relevance ``(B, H, W)`` or ``(B, 1, H, W)`` (one value per pixel;
+            reduce channels first with :func:`reduce_channels`).
+
+    Raises:
+        XaiError: ``relevance`` is not a real tensor of one of those shapes.
+    """
+    if (not isinstance(relevance, torch.Tensor) or relevance.is_complex()
+            or not (relevance.ndim == 3 or (relevance.ndim == 4 and relevance.shape[1] == 1))):
+        raise XaiError("descending_order takes real pixel relevance of shape (B, H, W) or (B, 1, H, W) (reduce "
+                       f"channels first with reduce_channels); got {describe(relevance)}.")
     return torch.sort(relevance.flatten(1), dim=1, descending=True, stable=True).indices
 
 
@@ -204,7 +222,13 @@ def coerce_attribution(attribution: Any, x: torch.Tensor, classes: Optional[torc
                        reduce: Optional[str] = "sum", name: str = "attribution") -> torch.Tensor:
     """Check an attribution against ``x`` ``(B, C, H, W)`` (or call the explainer that makes
     it) and return it as float64 on ``x.device``: ``(B, H, W)`` if ``reduce`` else
-    ``(B, C', H, W)`` with ``C'`` = 1 or C."""
+    ``(B, C', H, W)`` with ``C'`` = 1 or C.
+
+    Raises:
+        XaiError: ``x`` is not a ``(B, C, H, W)`` tensor, or the attribution does not match it.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise XaiError(f"coerce_attribution needs the images x as a (B, C, H, W) tensor; got {describe(x)}.")
     b, c, h, w = x.shape
     if is_explainer(attribution):
         target = classes.cpu() if classes is not None else None

@@ -1,6 +1,14 @@
-"""What the random-perturbation metrics (infidelity, max-sensitivity, sensitivity-n) share:
-random draws made in fixed blocks, so that a seed gives the same draws whatever the chunk size,
-and the checks of their perturbation arguments."""
+"""What the random-perturbation metrics (infidelity, max-sensitivity, sensitivity-n) share: the
+one way they draw random numbers (:class:`Blocks`) and the checks of their perturbation arguments.
+
+The draw convention (per image): the rows of perturbations are image-major (all of image 0's
+rows, then image 1's, ...), and they are drawn in fixed blocks, in row order, from one generator
+seeded with ``seed`` on the model's device. A block never spans two images and its size does not
+depend on B or ``batch_size``, so image i's draws depend only on ``(seed, i)`` (and the metric's
+own settings): the same image at the same position gets the same perturbations bit-for-bit on the
+same device whatever else is in the batch and whatever the chunk size. (A user's perturbation
+callable receives the generator once per model chunk and is outside this convention.)
+"""
 from __future__ import annotations
 
 import math
@@ -14,7 +22,13 @@ from ..space import broadcast_to_images
 
 
 class Blocks:
-    """Rows of random draws made in fixed blocks of ``per`` rows, in block order.
+    """Rows of random draws made in fixed blocks of ``per`` rows, in block order: the one
+    drawing helper of the random metrics (see the module docstring for the convention).
+
+    Block ``k`` is ``draw(k)``, rows ``k * per`` to ``(k + 1) * per - 1``. Callers order their rows
+    image-major and choose ``per`` so that each image owns whole blocks (``per`` = the rows of one
+    image, or a divisor of them fixed by the metric's settings): image i's draws are then the same
+    whatever B and ``batch_size`` are.
 
     ``rows(start, stop)`` may be asked again for a range it already served (a CUDA
     out-of-memory retry in :func:`~xai_torch.batching.map_chunks`); blocks before ``start`` are

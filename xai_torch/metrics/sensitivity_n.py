@@ -3,9 +3,11 @@ between the relevance they hold and the score drop when they are removed.
 
 Arguments shared by every metric (``model``, ``x``, ``attribution``, ``target``, ``reduce``,
 ``batch_size``, ``progress``) are documented in :mod:`xai_torch.metrics._common`. Randomness:
-the subsets come from one ``torch.Generator`` seeded with ``seed`` on the model's device, in
-fixed blocks (one per subset draw), so a seed gives the same result bit-for-bit on the same
-device whatever ``batch_size`` is.
+per image (the convention of :mod:`xai_torch.metrics._random`): the subsets come from one
+``torch.Generator`` seeded with ``seed`` on the model's device, drawn image by image in fixed
+blocks (one block of ``subsets`` draws per image and grid point), so image i's subsets depend only
+on ``(seed, i)``, its size and the grid: a seed gives the same result bit-for-bit on the same device
+whatever the other images in the batch and whatever ``batch_size`` is.
 """
 from __future__ import annotations
 
@@ -91,7 +93,8 @@ def sensitivity_n(model: Any, x: torch.Tensor, attribution: Any, target: Any = N
         features: ``"pixel"`` (one feature per pixel, all channels) or an int p: ``p x p`` patches
             (the last row / column cropped at the edge).
         score: the class score ``F_c`` (``"logit"`` by default; see ``SCORES``).
-        seed: seed of the subsets (``None``: torch's global generator).
+        seed: seed of the subsets (``None``: torch's global generator). Drawn per image: image i
+            gets the same subsets alone, at position i of any batch, and for any ``batch_size``.
 
     Returns:
         :class:`SensitivityNResult`: ``correlation`` ``(B, G)``, the grid ``n`` ``(G,)``, and the
@@ -134,22 +137,24 @@ def sensitivity_n(model: Any, x: torch.Tensor, attribution: Any, target: Any = N
     counts = torch.tensor(grid, dtype=torch.long, device=dev)
     g = len(grid)
     gen = make_generator(seed, dev)
-    # rows are (grid point, draw, image); one block of keys per (grid point, draw)
-    blocks = Blocks(lambda k: torch.rand((b, d), generator=gen, device=dev), b)
-    sums = torch.empty(g * subsets * b, dtype=torch.float64, device=dev)
+    # rows are image-major (image, grid point, draw); one block of keys per (image, grid point),
+    # drawn in row order: image i's keys never depend on B (per-image draws, see _random)
+    blocks = Blocks(lambda k: torch.rand((subsets, d), generator=gen, device=dev), subsets)
+    per_image = g * subsets
+    sums = torch.empty(b * per_image, dtype=torch.float64, device=dev)
 
     def make(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.arange(start, stop, device=dev)
-        rows = idx % b
-        mask_f = subset_masks(blocks.rows(start, stop), counts[idx // (subsets * b)])
+        rows = idx // per_image
+        mask_f = subset_masks(blocks.rows(start, stop), counts[(idx // subsets) % g])
         sums[start:stop] = (mask_f * rel_f[rows]).sum(1)
         mask = mask_f[:, fmap].view(-1, 1, h, w)
         return torch.where(mask, base[rows], xd[rows]), rows
 
-    scores = scorer.evaluate(g * subsets * b, make, desc="sensitivity_n")
-    drops = scorer.clean.repeat(g * subsets) - scores
-    sums = sums.view(g, subsets, b).permute(2, 0, 1)
-    drops = drops.view(g, subsets, b).permute(2, 0, 1)
+    scores = scorer.evaluate(b * per_image, make, desc="sensitivity_n")
+    drops = scorer.clean.repeat_interleave(per_image) - scores
+    sums = sums.view(b, g, subsets)
+    drops = drops.view(b, g, subsets)
     return SensitivityNResult(to_result(correlation(sums, drops), x4), counts.to(x4.device),
                               to_result(sums, x4), to_result(drops, x4))
 
