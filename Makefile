@@ -37,7 +37,7 @@ browser:  ## install Debian's chromium with apt-get when it is missing (the repo
 test: install browser  ## install what the tests need (venv, Chromium), then run the whole suite (parity tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install  ## every family of methods on 2 packaged photos with CPU budgets (about 1.5 min on 2 cores) -> out/demo
+demo: install  ## every family of methods on 2 packaged photos with CPU budgets (under 2 min on 2 cores) -> out/demo
 	$(BIN)/xai-torch demo --out out/demo $(DEMO_ARGS)
 
 demo-full: install  ## the paper settings of every method on 5 photos (prints its estimate first) -> out/demo-full

@@ -39,7 +39,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                                    "OUT/report.html (top-5 predictions, overlays per image x method, wall time, "
                                    "budget and deletion / insertion AUC per method), its PNGs and summary.json. "
                                    "By default every method but Score-CAM on 2 photos, each slow method with a "
-                                   "CPU budget (about 1.5 minutes on 2 CPU cores); --full: the paper's settings "
+                                   "CPU budget (under 2 minutes on 2 CPU cores); --full: the paper's settings "
                                    "of every method on 5 photos (it prints its estimate first).")
     d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--full", action="store_true",
