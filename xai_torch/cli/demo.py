@@ -1,10 +1,11 @@
 """``xai-torch demo``: the packaged EfficientNet-Lite0 on the packaged photos, every family of methods.
 
 The default demo answers in under two minutes on 2 CPU cores (126 s of CPU time on one core
-with one thread, measured with /usr/bin/time): two photos, every method but Score-CAM, each slow method with its CPU budget (:attr:`xai_torch.presets.MethodSpec.demo`:
-fewer steps, samples, masks or windows; the report names it next to the method) and 9-point
-deletion / insertion curves. ``--full`` runs the paper's configurations on all five photos
-with 29-point curves, after printing how long that will take.
+with one thread, measured with /usr/bin/time): two photos, every method but Score-CAM, each
+slow method with its CPU budget (:attr:`xai_torch.presets.MethodSpec.demo`: fewer steps,
+samples, masks or windows; the report names it next to the method) and 9-point deletion /
+insertion curves. ``--full`` runs the paper's configurations on all five photos with 29-point
+curves, after printing how long that will take.
 """
 from __future__ import annotations
 
