@@ -313,10 +313,6 @@ PURE_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), P
 KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type]] = {
     ("ExpectedGradients", "alone"): ("issue 19 item 3: Expected Gradients' draws depend on the other images in "
                                      "the batch", AssertionError),
-    ("SmoothGrad", "alone"): ("SmoothGrad's noise for an image depends on the other images in the batch (one "
-                              "generator draws the noise of the whole chunk); issue 19 item 3", AssertionError),
-    ("rise_blur", "pure"): ("metrics.rise_blur(x, size=0) raises oneDNN's raw RuntimeError, not XaiError",
-                            RuntimeError),
 }
 
 

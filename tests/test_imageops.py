@@ -61,6 +61,31 @@ def test_rise_blur_is_depthwise_zero_padded_convolution():
     assert xt.metrics.rise_blur is rise_blur
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"size": 0}, "size .* odd int >= 1"), ({"size": -3}, "size"), ({"size": 4}, "odd"), ({"size": 2.0}, "size"),
+    ({"size": True}, "size"), ({"sigma": 0.0}, "sigma .* > 0"), ({"sigma": -1.0}, "sigma"),
+    ({"sigma": float("nan")}, "sigma"), ({"sigma": float("inf")}, "sigma"), ({"sigma": "5"}, "sigma"),
+])
+def test_rise_blur_checks_its_arguments(kwargs, match):
+    """size=0 reached oneDNN's raw RuntimeError, an even size gave an (H + 1, W + 1) image and
+    sigma=0 a NaN image; each is an XaiError naming the argument now."""
+    x = torch.rand(2, 3, 9, 8, generator=rng())
+    with pytest.raises(xt.XaiError, match=match):
+        rise_blur(x, **kwargs)
+
+
+def test_rise_blur_checks_x_and_takes_any_odd_size():
+    with pytest.raises(xt.XaiError, match=r"\(B, C, H, W\)"):
+        rise_blur(torch.rand(3, 9, 8))
+    with pytest.raises(xt.XaiError, match="floating-point"):
+        rise_blur(torch.ones(1, 3, 9, 8, dtype=torch.long))
+    with pytest.raises(xt.XaiError, match="floating-point"):
+        rise_blur(np.zeros((1, 3, 9, 8)))
+    x = torch.rand(2, 3, 9, 8, generator=rng(), dtype=torch.float64)
+    torch.testing.assert_close(rise_blur(x, size=1, sigma=2), x)  # a 1-tap kernel is the identity
+    assert rise_blur(x, size=np.int64(3), sigma=np.float32(0.5)).shape == x.shape
+
+
 # --- min-max ---------------------------------------------------------------------------------------
 def test_minmax_closed_form_and_eps():
     t = torch.tensor([[1.0, 3.0], [2.0, 5.0]])

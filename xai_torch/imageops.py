@@ -13,13 +13,15 @@ Pure tensor functions on the caller's device, imported from below by ``path``, `
 """
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Union
 
 import torch
 import torch.nn.functional as F
 
-from .errors import XaiError
+from .errors import XaiError, describe
 
 #: the Gaussian's radius in standard deviations (scipy's ``truncate``)
 TRUNCATE = 4.0
@@ -140,11 +142,15 @@ def rise_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tens
     padding, same size), computed as two 1-D passes in ``x``'s dtype since the kernel is separable.
 
     Args:
-        x: ``(B, C, H, W)`` images.
-        size, sigma: as :func:`rise_kernel`.
+        x: ``(B, C, H, W)`` floating-point images.
+        size: the kernel's side in pixels, an odd int >= 1 (the blur keeps ``H x W``).
+        sigma: the Gaussian's standard deviation in pixels, a finite number > 0.
 
     Returns:
         the blurred images, ``x``'s dtype and device.
+
+    Raises:
+        XaiError: for any other ``x``, ``size`` or ``sigma``.
 
     Shape:
         ``(B, C, H, W) -> (B, C, H, W)``.
@@ -152,10 +158,24 @@ def rise_blur(x: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tens
     Example:
         >>> start = xai_torch.imageops.rise_blur(x)   # where insertion starts
     """
+    _check_rise_blur(x, size, sigma)
+    size = int(size)
     c, pad = x.shape[1], size // 2
-    k1 = _rise_taps(size, sigma).to(device=x.device, dtype=x.dtype)
+    k1 = _rise_taps(size, float(sigma)).to(device=x.device, dtype=x.dtype)
     rows = F.conv2d(x, k1.view(1, 1, size, 1).expand(c, 1, size, 1), padding=(pad, 0), groups=c)
     return F.conv2d(rows, k1.view(1, 1, 1, size).expand(c, 1, 1, size), padding=(0, pad), groups=c)
+
+
+def _check_rise_blur(x: object, size: object, sigma: object) -> None:
+    """:func:`rise_blur`'s arguments, before oneDNN sees them."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        raise XaiError(f"rise_blur needs x as floating-point (B, C, H, W) images; got {describe(x)}.")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1 or size % 2 == 0:
+        raise XaiError(f"rise_blur size (the kernel's side in pixels) must be an odd int >= 1, e.g. 11 (RISE's); "
+                       f"got {describe(size)}.")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 < float(sigma) < math.inf:
+        raise XaiError(f"rise_blur sigma (the Gaussian's standard deviation in pixels) must be a finite number "
+                       f"> 0, e.g. 5.0 (RISE's); got {describe(sigma)}.")
 
 
 # --- scaling and resizing ------------------------------------------------------------------------------

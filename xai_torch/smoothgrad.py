@@ -8,18 +8,36 @@ SmoothGrad (Smilkov et al. 2017) averages an explanation over noisy copies of th
 PAIR's default is ``square`` (its ``magnitude=True``) with ``noise=0.15`` and 25 samples;
 Captum's ``NoiseTunnel`` takes an absolute ``stdevs=1.0`` with 5 samples. Here ``noise`` is a
 fraction of each image's value range and ``variant="mean"`` is the default.
+
+Draws (the result of image ``i`` depends only on ``(seed, i, x[i])``, never on the other images,
+on ``B`` or on ``batch_size``):
+
+* noise: image ``i`` has its own generator, seeded with :func:`derive_seed` ``(seed, NOISE, i)``
+  on the image's device, from which its copies ``s = 0, 1, ...`` draw ``e_s`` in turn, one
+  ``randn((C, H, W))`` each (torch's global RNG image after image, copy after copy, when
+  ``seed`` is None);
+* a stochastic wrapped explainer (seeded, or RISE, whose images share one set of masks per
+  call) is called once per copy index ``s`` on the ``B`` noisy images of that index, with its
+  seed replaced by :func:`derive_seed` ``(its seed, INNER, s)`` for ``s > 0`` (its own seed for
+  ``s = 0``): every copy is a fresh draw of the wrapped explainer whatever the chunking, and
+  image ``i`` follows the wrapped explainer's own per-image convention. Deterministic
+  explainers see up to :data:`SAMPLES_PER_CALL` noisy copies per call.
 """
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
 from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation
 from .hooks import HookSession
+from .perturbation.rise import RISE
 from .runner import result_dtype
 from .seeding import check_seed, make_generator
 from .targets import ClassTarget, Target
@@ -27,6 +45,16 @@ from .targets import ClassTarget, Target
 VARIANTS = ("mean", "square", "var")
 #: the most noisy samples handed to the wrapped explainer in one call (memory bound).
 SAMPLES_PER_CALL = 256
+#: :func:`derive_seed` streams: the noise of an image, the wrapped explainer's seed per copy.
+NOISE, INNER = 1, 2
+
+
+def derive_seed(seed: int, stream: int, index: int) -> int:
+    """The seed of draw ``index`` of ``stream`` under ``seed``:
+    ``numpy.random.SeedSequence(seed % 2**64, spawn_key=(stream, index)).generate_state(1,
+    numpy.uint64)[0] >> 1`` (a 63-bit int, distinct streams are independent)."""
+    state = np.random.SeedSequence(seed % 2**64, spawn_key=(stream, index)).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
 @dataclass
@@ -68,7 +96,10 @@ class SmoothGrad(Explainer):
         variant: ``"mean"`` (SmoothGrad), ``"square"`` (SG-SQ, PAIR's default) or ``"var"``
             (VarGrad, population variance as Captum's NoiseTunnel).
         seed: the noise is repeatable bit-for-bit on the same device with a seed; ``None``
-            draws from torch's global RNG.
+            draws from torch's global RNG. Image ``i``'s noise comes from its own generator
+            seeded from ``(seed, i)``, so its result depends only on the seed, its index and
+            the image itself, never on the rest of the batch or on ``batch_size`` (module doc).
+            A seeded wrapped explainer draws afresh for every noisy copy.
 
     Returns:
         The wrapped explainer's output shape, reduced over the noisy copies; targets are
@@ -123,13 +154,40 @@ class SmoothGrad(Explainer):
         scores = classes = None
         if details or (isinstance(target, ClassTarget) and target.classes is None):
             target, scores, classes, _ = run.pin(xd, target)
-        b, n = x.shape[0], self.samples
+        b = x.shape[0]
         flat = xd.flatten(1)
         std = self.noise * (flat.max(1).values - flat.min(1).values)
-        generator = make_generator(self.seed, device)
-        # at most SAMPLES_PER_CALL noisy copies per wrapped call: several images with all their
-        # copies, or one image's copies in parts; reduced as running float64 sums, so memory
-        # does not grow with `samples`
+        # one generator per image: its noise does not depend on the other images (module doc)
+        generators = [None if self.seed is None else make_generator(derive_seed(self.seed, NOISE, i), device)
+                      for i in range(b)]
+
+        def noise(first: int, last: int, c: int) -> torch.Tensor:
+            """The next ``c`` copies of images ``first..last-1``, image-major, ``(last-first) * c`` rows."""
+            eps = [torch.randn(xd.shape[1:], generator=generators[i], device=device, dtype=xd.dtype)
+                   for i in range(first, last) for _ in range(c)]
+            clean = xd[first:last].repeat_interleave(c, 0)
+            return clean + torch.stack(eps) * std[first:last].repeat_interleave(c).view(-1, 1, 1, 1)
+
+        dtype = result_dtype(x)
+        k_shape = (b, target.k) if target.k is not None else (b,)
+        if _draws_per_call(self.explainer):
+            attributions, draw_delta = self._per_copy(noise, b, target, kwargs, details)
+        else:
+            attributions, draw_delta = self._grouped(noise, b, target, kwargs, details)
+        return SmoothGradExplanation(
+            attributions=attributions.to(device=x.device, dtype=dtype),
+            targets=None if classes is None else classes.view(k_shape).to(x.device),
+            scores=None if scores is None else scores.view(k_shape).to(device=x.device, dtype=dtype),
+            noise_std=std.to(device=x.device, dtype=dtype),
+            draw_delta=None if draw_delta is None else draw_delta.to(x.device),
+        )
+
+    def _grouped(self, noise: Callable[[int, int, int], torch.Tensor], b: int, target: Target, kwargs: dict[str, Any],
+                 details: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A deterministic wrapped explainer: at most SAMPLES_PER_CALL noisy copies per wrapped
+        call, several images with all their copies or one image's copies in parts; reduced as
+        running float64 sums, so memory does not grow with ``samples``."""
+        n = self.samples
         per_call = max(1, SAMPLES_PER_CALL // n)
         part = min(n, SAMPLES_PER_CALL)
         results: list[torch.Tensor] = []
@@ -141,12 +199,10 @@ class SmoothGrad(Explainer):
             draw: list[torch.Tensor] = []
             for done in range(0, n, part):
                 c = min(part, n - done)
-                clean = xd[first:last].repeat_interleave(c, 0)
-                eps = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-                noisy = clean + eps * std[first:last].repeat_interleave(c).view(-1, 1, 1, 1)
+                noisy = noise(first, last, c)
                 call = {key: _repeat(value, b, first, last, c, key) for key, value in kwargs.items()}
                 res = self.explainer._run(noisy, _Repeated(target, c, first), call, details=details)
-                a = res.attributions.to(device)
+                a = res.attributions.to(noisy.device)
                 a = a.view(last - first, c, *a.shape[1:]).to(torch.float64)
                 total = a.sum(1) if total is None else total + a.sum(1)
                 if self.variant != "mean":
@@ -158,15 +214,34 @@ class SmoothGrad(Explainer):
             results.append(self._reduce(total / n, None if square is None else square / n))
             if draw:
                 deltas.append(torch.cat(draw, -1))
-        dtype = result_dtype(x)
-        k_shape = (b, target.k) if target.k is not None else (b,)
-        return SmoothGradExplanation(
-            attributions=torch.cat(results).to(device=x.device, dtype=dtype),
-            targets=None if classes is None else classes.view(k_shape).to(x.device),
-            scores=None if scores is None else scores.view(k_shape).to(device=x.device, dtype=dtype),
-            noise_std=std.to(device=x.device, dtype=dtype),
-            draw_delta=torch.cat(deltas).to(x.device) if deltas else None,
-        )
+        return torch.cat(results), torch.cat(deltas) if deltas else None
+
+    def _per_copy(self, noise: Callable[[int, int, int], torch.Tensor], b: int, target: Target, kwargs: dict[str, Any],
+                  details: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """A stochastic wrapped explainer: one call per copy index on the ``B`` noisy images of
+        that index, with a seed per index (module doc), so no two copies share a draw."""
+        inner = self.explainer
+        seed = getattr(inner, "seed", None)
+        call = {key: _repeat(value, b, 0, b, 1, key) for key, value in kwargs.items()}
+        total: Optional[torch.Tensor] = None
+        square: Optional[torch.Tensor] = None
+        draw: list[torch.Tensor] = []
+        for s in range(self.samples):
+            if seed is not None and s > 0:
+                inner = copy.copy(self.explainer)  # the user's explainer keeps its seed
+                inner.seed = derive_seed(seed, INNER, s)  # type: ignore[attr-defined]
+            noisy = noise(0, b, 1)
+            res = inner._run(noisy, target, call, details=details)
+            a = res.attributions.to(device=noisy.device, dtype=torch.float64)
+            total = a if total is None else total + a
+            if self.variant != "mean":
+                square = a * a if square is None else square + a * a
+            delta = getattr(res, "delta", None)
+            if isinstance(delta, torch.Tensor):
+                draw.append(delta)
+        assert total is not None
+        n = self.samples
+        return self._reduce(total / n, None if square is None else square / n), torch.stack(draw, -1) if draw else None
 
     def _reduce(self, mean: torch.Tensor, mean_square: Optional[torch.Tensor]) -> torch.Tensor:
         """The variant from the float64 mean and mean square over the noisy copies."""
@@ -176,6 +251,12 @@ class SmoothGrad(Explainer):
         if self.variant == "square":
             return mean_square
         return (mean_square - mean * mean).clamp_min(0)  # population variance, as NoiseTunnel
+
+
+def _draws_per_call(explainer: Explainer) -> bool:
+    """Whether ``explainer`` draws random numbers that a call shares or repeats: a seeded one
+    restarts its generator per call, and RISE gives all the images of a call the same masks."""
+    return getattr(explainer, "seed", None) is not None or isinstance(explainer, RISE)
 
 
 def _repeat(value: Any, batch: int, first: int, last: int, n: int, key: str = "") -> Any:
