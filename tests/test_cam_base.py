@@ -6,11 +6,11 @@ import threading
 
 import pytest
 import torch
-from cam_helpers import ALL_CAMS, GRADIENT_CAMS, CallCounter, GapNet, gap_input, make_gapnet
 from torch import nn
 
 import xai_torch as xt
 
+from cam_helpers import ALL_CAMS, GRADIENT_CAMS, CallCounter, GapNet, gap_input, make_gapnet
 from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
 
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cam_helpers import CallCounter, gap_input, make_gapnet
 from torch import nn
 
 import xai_torch as xt
+
+from cam_helpers import CallCounter, gap_input, make_gapnet
 
 
 @pytest.fixture

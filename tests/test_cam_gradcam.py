@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from cam_helpers import acts_of, gap_input, make_gapnet
 from torch import nn
 
 import xai_torch as xt
 
+from cam_helpers import acts_of, gap_input, make_gapnet
 from conftest import torchvision_model
 
 

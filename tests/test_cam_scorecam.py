@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cam_helpers import CallCounter, GapNet, acts_of
 
 import xai_torch as xt
+
+from cam_helpers import CallCounter, GapNet, acts_of
 
 
 def _unit(m):

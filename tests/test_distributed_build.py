@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import image_folder, run_in_process
 
 from xai_torch import XaiError
 from xai_torch import distributed as xd
+
+from dist_helpers import image_folder, run_in_process
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dist_helpers import image_folder, run_in_process
 
 from xai_torch import distributed as xd
+
+from dist_helpers import image_folder, run_in_process
 
 
 @pytest.fixture(scope="module")

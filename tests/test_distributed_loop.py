@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dist_helpers import COMMON, image_folder, run_cli, run_in_process, same
 
 from xai_torch import distributed as xd
+
+from dist_helpers import COMMON, image_folder, run_cli, run_in_process, same
 
 
 @pytest.fixture(scope="module")

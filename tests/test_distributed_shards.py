@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dist_helpers import COMMON, image_folder, run_cli, run_in_process, same
 
 from xai_torch import XaiError
 from xai_torch import distributed as xd
+
+from dist_helpers import COMMON, image_folder, run_cli, run_in_process, same
 
 
 @pytest.fixture(scope="module")
