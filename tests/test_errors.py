@@ -81,8 +81,11 @@ def explainers(model):
 def test_from_output_is_refused_with_the_explainers_that_support_it(small, small_x):
     out = small(small_x)
     for e in explainers(small):
-        with pytest.raises(XaiError, match=f"{type(e).__name__} has no attached mode.*GradCAM"):
+        with pytest.raises(XaiError, match=f"{type(e).__name__} has no attached mode.*GradCAM") as info:
             e.from_output(out)
+        listed = str(info.value).rsplit("attached mode: ", 1)[1].rstrip(".").split(", ")
+        # public explainers only: no shared bases, and not GuidedGradCAM (it needs its own guided forward)
+        assert listed == ["CAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM"]
 
 
 def test_bad_input_to_every_explainer_is_an_xai_error_and_changes_nothing(small):

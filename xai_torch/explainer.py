@@ -22,8 +22,9 @@ Call arguments:
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -51,10 +52,9 @@ class Explanation:
     scores: Optional[torch.Tensor]
 
 
-def _subclasses(cls: type) -> list[type]:
-    out: list[type] = []
-    subs: list[type] = cls.__subclasses__()
-    for sub in subs:
+def _subclasses(cls: type[Explainer]) -> list[type[Explainer]]:
+    out: list[type[Explainer]] = []
+    for sub in cls.__subclasses__():
         out += [sub, *_subclasses(sub)]
     return out
 
@@ -70,6 +70,9 @@ class Explainer:
 
     #: per-call keyword arguments this explainer accepts besides ``target`` (``baseline``...).
     call_keywords: tuple[str, ...] = ()
+    #: whether ``from_output`` (attached mode) works: the explainer captures all it needs during
+    #: the user's own forward inside ``with explainer:``
+    attachable: ClassVar[bool] = False
 
     def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         if not callable(model):
@@ -123,9 +126,10 @@ class Explainer:
         """Attached mode: the explanation from the output of the user's own forward inside
         ``with explainer:``, without a second forward. Only explainers that capture what they
         need during that forward support it; the others raise :class:`XaiError`."""
+        # the public explainers (a run-time look-up in the loaded package, not an import)
+        public = vars(sys.modules[__name__.split(".")[0]])
         supported = sorted({c.__name__ for c in _subclasses(Explainer)
-                            if getattr(c, "from_output", None) is not Explainer.from_output
-                            and not c.__name__.startswith("_")})
+                            if c.attachable and public.get(c.__name__) is c})
         names = ", ".join(supported) if supported else "none yet"
         raise XaiError(
             f"{type(self).__name__} has no attached mode (from_output): it needs its own model calls. "
