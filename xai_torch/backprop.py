@@ -28,6 +28,8 @@ from .imageops import upsample_to
 from .rules import DECONV, GUIDED, PLAIN, RectifierMode, RectifierRule, check_interceptable
 from .targets import Target
 
+__all__ = ["BackpropExplanation", "Deconvnet", "GuidedBackprop", "GuidedGradCAM", "RectifierRuleExplainer"]
+
 
 @dataclass
 class BackpropExplanation(Explanation):

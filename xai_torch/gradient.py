@@ -16,6 +16,8 @@ from .hooks import HookSession
 from .runner import Grad, result_dtype
 from .targets import Target
 
+__all__ = ["Gradient", "InputGradientExplainer", "InputXGradient"]
+
 
 class InputGradientExplainer(Explainer):
     """Engine for attributions built from ``dF_c/dx``: override :meth:`_attribute` (how the

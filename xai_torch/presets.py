@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Union
 
 from .errors import XaiError, closest_names
 
@@ -31,6 +31,22 @@ CAM_LAYER = "_conv_head"
 KINDS = ("grayscale", "diverging", "map")
 #: the families the default demo must show, each by at least one method
 FAMILIES = ("gradient", "backprop", "cam", "path", "smoothgrad", "region", "perturbation")
+
+
+def explainer_classes() -> dict[str, type[Explainer]]:
+    """The explainer classes by name (``"GradCAM"``, ``"IntegratedGradients"``...): those each
+    method family exports in its ``__all__``, less the shared bases (named ``...Base`` or
+    ``...Explainer`` by convention)."""
+    from . import backprop, cam, gradient, path, perturbation, region, smoothgrad
+    from .explainer import Explainer
+
+    found: dict[str, type[Explainer]] = {}
+    for module in (gradient, backprop, cam, path, perturbation, smoothgrad, region):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) and issubclass(obj, Explainer) and not name.endswith(("Base", "Explainer")):
+                found[name] = obj
+    return found
 
 
 class Calls(NamedTuple):
@@ -124,13 +140,12 @@ class MethodSpec:
         Example:
             >>> METHODS["gradcam"].build(torchvision.models.resnet18(), layer="layer4")
         """
-        import xai_torch
-
         kw = self.options(layer=layer, normalize=normalize, steps=steps, demo=demo, **overrides)
-        cls = cast("type[Explainer]", getattr(xai_torch, self.cls))
+        classes = explainer_classes()
+        cls = classes[self.cls]
         try:
             if self.wraps is not None:
-                inner = cast("type[Explainer]", getattr(xai_torch, self.wraps))
+                inner = classes[self.wraps]
                 return cls(inner(model), **kw)
             return cls(model, **kw)
         except TypeError as err:

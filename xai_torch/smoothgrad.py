@@ -42,6 +42,8 @@ from .runner import result_dtype
 from .seeding import check_seed, make_generator
 from .targets import ClassTarget, Target
 
+__all__ = ["SmoothGrad", "SmoothGradExplanation"]
+
 VARIANTS = ("mean", "square", "var")
 #: the most noisy samples handed to the wrapped explainer in one call (memory bound).
 SAMPLES_PER_CALL = 256

@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import XaiError, XaiWarning
 from ..explainer import Explainer
 from ..models import IMAGENET_NORMALIZE, load_model, load_weights
-from ..presets import METHODS, MethodSpec
+from ..presets import METHODS, MethodSpec, explainer_classes
 from .config import import_object
 
 #: one input statistic: a scalar or one value per channel
@@ -87,12 +87,7 @@ def recreate(explainer: Explainer, model: nn.Module, changes: dict[str, Any]) ->
 
 def _explainer_class(name: str) -> Optional[type[Explainer]]:
     """The package's explainer class ``name`` (SmoothGrad wraps another explainer: not by name)."""
-    import xai_torch
-
-    obj = getattr(xai_torch, name, None)
-    if isinstance(obj, type) and issubclass(obj, Explainer) and name != "SmoothGrad":
-        return obj
-    return None
+    return None if name == "SmoothGrad" else explainer_classes().get(name)
 
 
 def build_explainer(method: Method, model: nn.Module, options: Optional[dict[str, Any]] = None,
@@ -130,10 +125,7 @@ def build_explainer(method: Method, model: nn.Module, options: Optional[dict[str
     elif ":" in method:
         explainer = import_object(method, "method factory")(model, **options)
     else:
-        import xai_torch
-
-        classes = [n for n in getattr(xai_torch, "__all__", []) if n not in ("Explainer", "SmoothGrad")
-                   and _explainer_class(n) is not None]
+        classes = sorted(n for n in explainer_classes() if n not in ("Explainer", "SmoothGrad"))
         raise XaiError(f"unknown method {method!r}; choose a preset from {', '.join(METHODS)}, a class from "
                        f"{', '.join(classes)}, or a factory 'package.module:function'.")
     if not isinstance(explainer, Explainer):
