@@ -34,7 +34,7 @@ browser:  ## install Debian's chromium with apt-get when it is missing (the repo
 	echo "  (or with sudo; on another system install Chromium so that 'chromium' is on PATH), then make test again." >&2; \
 	exit 1
 
-test: install browser  ## install what the tests need (venv, Chromium), then run the whole suite (parity tests included)
+test: install browser lint  ## install what the tests need (venv, Chromium), lint, then run the whole suite (parity tests included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install  ## every family of methods on 2 packaged photos with CPU budgets (under 2 min on 2 cores) -> out/demo
@@ -46,8 +46,9 @@ demo-full: install  ## the paper settings of every method on 5 photos (prints it
 bench: install  ## run the benchmarks and print ratios against the floor and the reference libraries
 	$(BIN)/python -m benchmarks
 
-lint: install  ## ruff
+lint: install  ## ruff on everything, mypy strict on xai_torch/ (pyproject.toml's [tool.mypy])
 	$(BIN)/ruff check xai_torch tests benchmarks
+	$(BIN)/mypy
 
 clean:  ## remove the virtual environment and outputs
 	rm -rf $(VENV) out build *.egg-info
