@@ -24,6 +24,15 @@ from .errors import XaiError, describe
 #: every way a class is scored from ``(n, num_classes)`` outputs: the raw logit (Captum's and
 #: PAIR's default), the softmax probability, its logarithm, or correctness (1.0 when the
 #: model's top-1 is the class; not differentiable, for metrics only).
+#:
+#: **One-output models** (``(n, 1)`` outputs: a binary classifier with one logit ``z``) are
+#: scored as the two-class model with logits ``(0, z)``, whose class is the positive one: the
+#: probability kinds become the sigmoid's, ``"softmax"`` -> ``sigmoid(z)``, ``"log_softmax"``
+#: -> ``logsigmoid(z)``, ``"accuracy"`` -> ``1.0`` when ``z > 0`` (``sigmoid(z) > 0.5``), and
+#: ``"logit"`` stays ``z``. (A softmax over one column is always 1: LIME, KernelSHAP, RISE and
+#: the deletion / insertion / PIC / ROAD curves would see a constant score and return empty
+#: maps and flat curves.) Every explainer and metric whose default score is a probability
+#: therefore explains ``P(positive) = sigmoid(z)`` of a one-logit model.
 SCORES = ("logit", "softmax", "log_softmax", "accuracy")
 #: the differentiable kinds, which :class:`ClassTarget` accepts.
 CLASS_SCORES = SCORES[:3]
@@ -31,7 +40,19 @@ CLASS_SCORES = SCORES[:3]
 
 def score_classes(output: torch.Tensor, classes: torch.Tensor, score: str = "logit") -> torch.Tensor:
     """The ``score`` (one of :data:`SCORES`) of class ``classes[i]`` in row ``i`` of
-    ``(n, num_classes)`` outputs, ``(n,)`` in the output's dtype."""
+    ``(n, num_classes)`` outputs, ``(n,)`` in the output's dtype. A one-column output (one
+    logit ``z``, class 0) is scored as the two-class logits ``(0, z)``: sigmoid, logsigmoid,
+    ``z > 0`` (see :data:`SCORES`).
+
+    Example:
+        >>> score_classes(torch.tensor([[0.0], [2.0]]), torch.tensor([0, 0]), "softmax")
+        tensor([0.5000, 0.8808])
+    """
+    if output.shape[1] == 1 and score != "logit":  # one logit: its probability is the sigmoid's
+        z = output[:, 0]
+        if score == "accuracy":
+            return (z > 0).to(output.dtype)
+        return torch.nn.functional.logsigmoid(z) if score == "log_softmax" else z.sigmoid()
     if score == "accuracy":
         return (output.argmax(1) == classes).to(output.dtype)
     if score == "softmax":

@@ -38,6 +38,7 @@ from ..targets import SCORES, ClassTarget, Target, as_target, score_classes
 # what a class target is scored by (targets.SCORES): the softmax probability (RISE's
 # deletion/insertion, SIC), the logit (ROAD in pytorch-grad-cam, infidelity), its
 # log-probability, or correctness (1.0 when the model's top-1 is the target class: AIC, ROAD).
+# A one-logit model is scored by the sigmoid of its logit (see targets.SCORES).
 REDUCTIONS = ("sum", "abs", "max_abs", "max", "l2", "mean")
 
 

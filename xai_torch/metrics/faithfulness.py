@@ -168,7 +168,9 @@ def deletion(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, 
             blur), a path baseline name (``"black"``, ``"blur"``, ``"uniform"``...; black and
             white need ``normalize`` or ``input_range``), an ``xt.Baseline``, a number or
             tensor in model space, or a callable ``x -> tensor``.
-        score: ``"softmax"`` (RISE), ``"logit"``, ``"log_softmax"`` or ``"accuracy"``.
+        score: ``"softmax"`` (RISE), ``"logit"``, ``"log_softmax"`` or ``"accuracy"``. On a
+            one-logit model the probability kinds are the sigmoid's (``sigmoid(z)``,
+            ``logsigmoid(z)``, ``z > 0``; see :data:`xai_torch.targets.SCORES`).
         normalize, input_range: the model's input space, for pixel-space substrates.
 
     Returns:

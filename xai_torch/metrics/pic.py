@@ -32,7 +32,7 @@ import torch
 
 from ..errors import XaiError, check_choice, check_input, describe
 from ..runner import model_device
-from ..targets import ClassTarget, as_target
+from ..targets import ClassTarget, as_target, score_classes
 from ._common import Scorer, check_fraction, coerce_attribution, is_explainer, to_result
 from .pic_curve import PicResult, check_num_points, pic_curve, points
 from .pic_images import (
@@ -82,7 +82,7 @@ class _BothScorer(Scorer):
     def _scores(self, out: Any, rows: torch.Tensor, first: bool) -> torch.Tensor:
         p = super()._scores(out, rows, first)  # checks the output, pins argmax targets
         assert self.classes is not None  # class targets only (checked by pic)
-        self._hits.append((out.detach().argmax(1) == self.classes[rows]).double())
+        self._hits.append(score_classes(out.detach(), self.classes[rows], "accuracy").double())
         return p
 
     def take_hits(self) -> torch.Tensor:
@@ -132,7 +132,8 @@ def pic(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, ki
             signed pixel attributions by magnitude). ``kind="both"`` and ``"aic"`` need class
             targets.
         kind: ``"sic"`` (softmax of the target), ``"aic"`` (1 if the top-1 is the target) or
-            ``"both"`` (one set of forwards, two results).
+            ``"both"`` (one set of forwards, two results). A one-logit model ``z`` scores
+            ``sigmoid(z)`` and ``z > 0`` (see :data:`xai_torch.targets.SCORES`).
         image: uint8 photos ``(B, H, W, 3)`` (or ``(B, H, W)`` greyscale), an array, a tensor or a
             list of ``(H, W, C)`` photos, at ``x``'s height and width.
         normalize: ``(mean, std)`` of the model's normalisation of pixels in [0, 1] (scalars or

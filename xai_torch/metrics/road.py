@@ -291,7 +291,8 @@ def road(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *,
         order: ``"morf"``, ``"lerf"`` or ``"both"``.
         score: ``"softmax"`` (probability), ``"logit"``, ``"log_softmax"`` or ``"accuracy"``
             (1.0 when the top-1 class is the target: the paper's curves with true labels as
-            ``target``).
+            ``target``). On a one-logit model the probability kinds are the sigmoid's (see
+            :data:`xai_torch.targets.SCORES`).
         noise: standard deviation of the imputation noise, absolute in x's space (the paper and
             pytorch-grad-cam use 0.01 on normalised images).
         seed: seeds the noise; each imputed image draws from its own generator seeded from

@@ -111,8 +111,9 @@ class RISE(PerturbationExplainer):
         cell: the grid size s (s x s cells); at most the image height and width.
         p: the probability that a grid cell is kept, in ``(0, 1]``.
         score: how class targets (``None``, ints, ``(B, K)``) are scored: ``"softmax"``
-            (probability, RISE's) or ``"logit"``. An ``xt.ClassTarget`` or callable target
-            keeps its own scoring.
+            (probability, RISE's; ``sigmoid(z)`` on a one-logit model, see
+            :data:`xai_torch.targets.SCORES`) or ``"logit"``. An ``xt.ClassTarget`` or
+            callable target keeps its own scoring.
         seed: the masks repeat bit-for-bit on the same device with a seed (for any
             ``batch_size``); ``None`` draws from torch's global RNG.
         model, batch_size, progress: see :mod:`xai_torch.explainer`.

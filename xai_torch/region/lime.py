@@ -100,9 +100,9 @@ class LIME(SuperpixelExplainer):
 
     Differences from lime: the target is one class per image (``target=None`` is lime's top
     label; give a ``(B, K)`` target for its ``top_labels=K``), explained by its softmax
-    probability by default; every superpixel is kept (lime's default ``num_features=100000``);
-    segments are always renumbered from 0; the random draws come from torch, so results equal
-    lime's in distribution, not bit for bit.
+    probability by default (the sigmoid of a one-logit model); every superpixel is kept
+    (lime's default ``num_features=100000``); segments are always renumbered from 0; the random
+    draws come from torch, so results equal lime's in distribution, not bit for bit.
 
     Args:
         model, batch_size, progress: see :mod:`xai_torch.explainer`.

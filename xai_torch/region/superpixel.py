@@ -33,6 +33,8 @@ Args:
         Labels are renumbered from 0 in every image, so no superpixel is void.
     output: what a class target explains: ``"softmax"`` (probability, default, as lime and
         shap), ``"logit"`` or ``"log_softmax"``. Callable targets are scored by the callable.
+        A one-logit model ``z`` (binary classifier) is explained by ``sigmoid(z)`` /
+        ``logsigmoid(z)`` (see :data:`xai_torch.targets.SCORES`).
     normalize, input_range: the model-space black and white for ``hide="gray"`` (see
         :mod:`xai_torch.space`).
     blur_sigma: the blur of ``hide="blur"``, in pixels (default 10, as ``xt.Baseline("blur")``).
