@@ -1,7 +1,6 @@
 """Reading a run back: :func:`load` and what it returns."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import XaiError
+from ..files import inside
 from .config import MANIFEST, sha256_file
-from .shards import read_shard
+from .shards import Record, parse_manifest, read_shard
 
 
 @dataclass
@@ -54,26 +54,27 @@ def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
         :class:`DatasetExplanation` (attributions as float32, float16 runs scaled back).
 
     Raises:
-        XaiError: no manifest, an unfinished run (unless ``allow_partial``), a missing or
-        corrupt shard.
+        XaiError: no manifest, a manifest that is not one (not JSON, not an object, keys
+        missing), an unfinished run (unless ``allow_partial``), a missing or corrupt shard, or
+        a shard path that leads out of ``out_dir`` (``../x.npz``, an absolute path, a link out:
+        only files inside the run folder are read).
 
     Example:
         >>> res = xt.distributed.load("runs/ig")
         >>> res.ids[:2], res.attributions.shape, res.metrics["deletion_auc"].mean()
     """
     out = Path(out_dir)
-    path = out / MANIFEST
-    if not path.is_file():
+    manifest = parse_manifest(out) if out.is_dir() else None
+    if manifest is None:
         raise XaiError(f"{str(out)!r} holds no {MANIFEST}: not the output folder of an xai-torch run.")
-    manifest = json.loads(path.read_text())
-    shards = {int(k): v for k, v in manifest.get("shards", {}).items()}
+    shards = _shard_records(out, manifest)
     missing = [k for k in range(manifest["num_shards"]) if k not in shards]
     if missing and not allow_partial:
         raise XaiError(f"the run in {str(out)!r} is unfinished: {len(missing)} of {manifest['num_shards']} shards "
                        "missing. Rerun the same command to finish it, or pass allow_partial=True.")
     parts = []
     for k in sorted(shards):
-        file = out / shards[k]["file"]
+        file = inside(out, shards[k]["file"], f"shard {k}")
         if not file.is_file():
             raise XaiError(f"shard {str(file)!r} is missing; rerun the same command to recompute it.")
         if verify and sha256_file(file) != shards[k]["sha256"]:
@@ -97,3 +98,24 @@ def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
                               attributions=np.concatenate(attributions), targets=cat("targets"),
                               predictions=cat("predictions"), labels=cat("labels"), metrics=metrics,
                               manifest=manifest)
+
+
+def _shard_records(out: Path, manifest: dict[str, Any]) -> dict[int, Record]:
+    """The manifest's shard records by index, checked: ``num_shards`` an int >= 0, ``shards`` an
+    object of ``{"file": str, "sha256": str, ...}`` keyed by shard indices below it."""
+    where = f"{str(out / MANIFEST)!r}"
+    fix = "not written by xai-torch run, or damaged; rerun the command that made it (or delete the folder)."
+    count, records = manifest.get("num_shards"), manifest.get("shards")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise XaiError(f"{where} has no valid 'num_shards' (got {count!r}): {fix}")
+    if not isinstance(records, dict):
+        raise XaiError(f"{where} has no 'shards' object (got {type(records).__name__}): {fix}")
+    shards: dict[int, Record] = {}
+    for key, rec in records.items():
+        k = int(key) if isinstance(key, str) and key.isdigit() else -1
+        if not 0 <= k < count or not isinstance(rec, dict) or not isinstance(rec.get("file"), str) \
+                or not isinstance(rec.get("sha256"), str):
+            raise XaiError(f"{where}: shard record {key!r} is not a shard index below {count} with 'file' and "
+                           f"'sha256' strings (got {rec!r:.120}): {fix}")
+        shards[k] = rec
+    return shards

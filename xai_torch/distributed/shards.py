@@ -1,6 +1,8 @@
 """A run's files: one ``shard-KKKKK.npz`` per shard (written atomically, checked by sha256 or,
 when not yet recorded, by reading it whole) and ``manifest.json`` (configuration, finished
-shards, one record per run)."""
+shards, one record per run). Writes go through :func:`xai_torch.files.atomic_write` (a link
+planted in the run folder is replaced, never written through); reads of names found in the
+manifest go through :func:`xai_torch.files.inside` (nothing outside the folder is read)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import XaiError
-from .config import MANIFEST, atomic_write, canonical, sha256_file
+from ..files import atomic_write, check_folder, inside
+from .config import MANIFEST, canonical, sha256_file
 
 #: one shard's record in the manifest (file, images, first / last id, sha256, bytes, rank, seconds)
 Record = dict[str, Any]
@@ -24,10 +27,27 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.npz"
 
 
+#: the arrays every shard file holds
+SHARD_KEYS = ("ids", "indices", "labels", "targets", "predictions", "attributions")
+
+
 def read_shard(path: Path) -> dict[str, NDArray[Any]]:
-    """All arrays of a shard file (reading every member checks its zip CRC)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {key: z[key] for key in z.files}
+    """All arrays of a shard file (reading every member checks its zip CRC).
+
+    Raises:
+        XaiError: the file is not a shard (unreadable, not an ``.npz``, arrays missing).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+    except Exception as err:  # noqa: BLE001 - zip, pickle and OS errors alike: not a shard
+        raise XaiError(f"shard {str(path)!r} is unreadable ({type(err).__name__}: {err}); rerun the same "
+                       "command to recompute it.") from None
+    missing = [key for key in SHARD_KEYS if key not in arrays]
+    if missing:
+        raise XaiError(f"shard {str(path)!r} lacks {missing}: not a shard of an xai-torch run; rerun the same "
+                       "command to recompute it.")
+    return arrays
 
 
 def write_shard(out: Path, k: int, arrays: dict[str, NDArray[Any]]) -> tuple[str, int]:
@@ -43,7 +63,7 @@ def shard_ok(out: Path, k: int, record: Optional[Record], config_hash: str, expe
     """Whether shard ``k`` is on disk and complete: its checksum matches the manifest's record,
     or (no record: written just before a crash) it reads whole with this run's config hash and ids."""
     path = out / shard_name(k)
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():  # a link is never ours: recomputing replaces it
         return False
     if record is not None:
         return bool(sha256_file(path) == record.get("sha256"))
@@ -62,23 +82,44 @@ def unrecorded_record(out: Path, k: int, ids: list[str]) -> Record:
             "bytes": path.stat().st_size, "rank": None, "seconds": None}
 
 
+def parse_manifest(out: Path) -> Optional[dict[str, Any]]:
+    """The JSON object in ``out/manifest.json``, ``None`` when there is no such file.
+
+    Raises:
+        XaiError: the manifest is a link out of ``out``, unreadable, not JSON, or not a JSON object.
+    """
+    if not (out / MANIFEST).exists():
+        return None
+    path = inside(out, MANIFEST, "manifest")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise XaiError(f"{str(out / MANIFEST)!r} is unreadable ({err}): not written by xai-torch run, or damaged; "
+                       "delete it (and the shards) to start over.") from None
+    if not isinstance(manifest, dict):
+        raise XaiError(f"{str(out / MANIFEST)!r} holds a JSON {type(manifest).__name__}, not the object xai-torch "
+                       "run writes; delete it (and the shards) to start over.")
+    return manifest
+
+
 def read_manifest(out: Path, config: dict[str, Any], config_hash: str) -> Optional[dict[str, Any]]:
     """The manifest in ``out`` (created if missing), ``None`` when there is none yet.
 
     Raises:
-        XaiError: an unreadable manifest, or one made with another configuration (the message
-        lists the differences).
+        XaiError: ``out`` is a file, an unreadable manifest, or one made with another
+        configuration (the message lists the differences).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
+    check_folder(out)
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise XaiError(f"{str(path)!r} is unreadable ({err}); delete it (and the shards) to start over.") from None
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise XaiError(f"cannot create --out {str(out)!r}: {err.strerror or err}.") from None
+    manifest = parse_manifest(out)
+    if manifest is None:
+        return None
     if manifest.get("config_hash") != config_hash:
-        old = manifest.get("config", {})
+        found = manifest.get("config")
+        old: dict[str, Any] = found if isinstance(found, dict) else {}
         diff = [f"{k}: {old.get(k)!r} there, {config.get(k)!r} here" for k in sorted(set(old) | set(config))
                 if old.get(k) != canonical(config.get(k))]
         raise XaiError(f"output folder {str(out)!r} holds a run with a different configuration ("
