@@ -133,6 +133,9 @@ class LayerTap:
             forward (when it is a tensor).
         input: a detached copy of that argument, kept only with ``keep_input=True``.
         forwards: forward passes of ``model`` recorded so far.
+        layer_inputs: with ``layer_inputs=True`` the tap records each layer's first positional
+            input (still in the graph, in ``outputs``) instead of its output, and the layer runs
+            on a copy of it.
 
     Example:
         >>> with HookSession() as s:
@@ -142,7 +145,7 @@ class LayerTap:
     """
 
     def __init__(self, session: HookSession, model: nn.Module, layers: Sequence[tuple[str, nn.Module]], *,
-                 keep_input: bool = False) -> None:
+                 keep_input: bool = False, layer_inputs: bool = False) -> None:
         self.thread = threading.get_ident()
         self.layers = list(layers)
         self.outputs: list[list[Any]] = [[] for _ in self.layers]
@@ -155,8 +158,12 @@ class LayerTap:
         self._keep_input = keep_input
         self._paused = 0
         session.forward_pre_hook(model, self._start)
+        self.layer_inputs = layer_inputs
         for i, (_, module) in enumerate(self.layers):
-            session.forward_hook(module, self._recorder(i))
+            if layer_inputs:
+                session.forward_pre_hook(module, self._input_recorder(i))
+            else:
+                session.forward_hook(module, self._recorder(i))
         session.forward_hook(model, self._finish)
 
     def _active(self) -> bool:
@@ -194,6 +201,16 @@ class LayerTap:
             self.outputs[i].append(output)
             # the network goes on with a copy: in-place ops later leave the recorded tensor intact
             return output.clone() if isinstance(output, torch.Tensor) else None
+
+        return hook
+
+    def _input_recorder(self, i: int) -> Callable[[nn.Module, tuple[Any, ...]], Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
+            if not self._active() or not args:
+                return None
+            self.outputs[i].append(args[0])
+            # the layer runs on a copy: its in-place ops leave the recorded input intact
+            return (args[0].clone(), *args[1:]) if isinstance(args[0], torch.Tensor) else None
 
         return hook
 

@@ -19,7 +19,7 @@ any other error, and ``KeyboardInterrupt``, propagates unchanged.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Optional, TypeVar
 
 import torch
@@ -60,6 +60,17 @@ class Grad(NamedTuple):
     softmax probability of the class (or ``None``) and the class (or ``None``)."""
 
     grad: torch.Tensor
+    scores: torch.Tensor
+    probs: Optional[torch.Tensor]
+    classes: Optional[torch.Tensor]
+
+
+class LayerGrad(NamedTuple):
+    """What :meth:`ModelRunner.layer_grad` returns: as :class:`Grad`, with ``dF/dA`` and ``A``
+    for each captured tensor ``A``."""
+
+    grads: list[torch.Tensor]
+    acts: list[torch.Tensor]
     scores: torch.Tensor
     probs: Optional[torch.Tensor]
     classes: Optional[torch.Tensor]
@@ -347,11 +358,20 @@ class ModelRunner:
         Raises:
             XaiError: when the score does not depend on ``z`` through autograd.
         """
+        g = self.layer_grad(z, rows, lambda leaf: [leaf], ["x"], target=target, forward=forward)
+        return Grad(g.grads[0], g.scores, g.probs, g.classes)
+
+    def layer_grad(self, z: torch.Tensor, rows: torch.Tensor, taken: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+                   names: Sequence[str], *, target: Optional[Target] = None,
+                   forward: Optional[Callable[[torch.Tensor], Any]] = None) -> LayerGrad:
+        """As :meth:`grad`, with respect to tensors ``taken(leaf)`` returns after the forward
+        (layer outputs or inputs that a :class:`~xai_torch.hooks.LayerTap` captured, named
+        ``names``), all in one ``torch.autograd.grad`` that stops at them; raises
+        :class:`XaiError` when the score does not depend on ``z`` or on one of them."""
         tgt = self._target(target)
         fn = self.model if forward is None else forward
         with torch.inference_mode(False), torch.enable_grad():
-            # a leaf that requires grad: the model cannot modify it in place (autograd refuses);
-            # tensors made under the user's torch.inference_mode() must be copied out of it
+            # a leaf requiring grad (the model cannot modify it in place); out of inference mode
             shared = bool(self._protected) and z.untyped_storage().data_ptr() in self._protected
             zg = (z.detach().clone() if shared or z.is_inference() else z.detach()).requires_grad_(True)
             out = self._call(fn, zg)
@@ -361,8 +381,14 @@ class ModelRunner:
                     f"{self.name}: the target score does not depend on x through autograd (the model or "
                     "the target callable detaches it, or runs under torch.no_grad), so it has no gradient."
                 )
-            (g,) = torch.autograd.grad(s.sum(), zg)
-        return Grad(g.detach(), s.detach(), probability(out, classes), classes)
+            acts = list(taken(zg))
+            grads = torch.autograd.grad(s.sum(), acts, allow_unused=True)
+        for name, g in zip(names, grads):
+            if g is None:
+                raise XaiError(f"{self.name}: the target score does not depend on {name!r}; choose a layer "
+                               "on the path from the input to the scored output.")
+        return LayerGrad([g.detach() for g in grads], [a.detach() for a in acts], s.detach(),
+                         probability(out, classes), classes)
 
     def gradients(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(dF/dz, F(z))`` for every row of ``z``, chunked (all gradients are kept)."""
@@ -370,5 +396,5 @@ class ModelRunner:
         return torch.cat([p.grad for p in parts]), torch.cat([p.scores for p in parts])
 
 
-__all__ = ["Grad", "ModelRunner", "Pinned", "Scored", "keep_buffers", "model_device", "probability",
+__all__ = ["Grad", "LayerGrad", "ModelRunner", "Pinned", "Scored", "keep_buffers", "model_device", "probability",
            "repeat_rows", "result_dtype", "warn_if_training"]
