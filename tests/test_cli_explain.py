@@ -1,4 +1,5 @@
 """`xai-torch explain` (xai_torch/cli/explain.py): files written, JSON content, errors."""
+import importlib
 import json
 
 import cv2
@@ -98,7 +99,65 @@ def test_explain_errors(tmp_path, capsys):
     assert "could not read" in error(photo, "--weights", str(tmp_path / "broken.png"))
     if not torch.cuda.is_available():
         assert "CUDA is not available" in error(photo, "--device", "cuda")
+    # a JPEG cut off at 40 %: OpenCV decodes it with grey for the rest and only a warning, we refuse it
+    jpeg = cv2.imencode(".jpg", zoo.image("chelsea")[..., ::-1])[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 4 // 10])
+    assert "'" + str(tmp_path / "cut.jpg") + "' is an incomplete JPEG" in error(str(tmp_path / "cut.jpg"))
     assert not (tmp_path / "out").exists()  # nothing written on an error
+    (tmp_path / "out").write_text("a file")
+    assert "--out '" + str(tmp_path / "out") + "' is an existing file, not a folder" in error(photo)
+    assert (tmp_path / "out").read_text() == "a file"
+
+
+def test_jpeg_complete_walks_segments():
+    from xai_torch.models import jpeg_complete
+
+    bgr = zoo.image("chelsea")[..., ::-1]
+    for params in ([], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 4]):
+        data = cv2.imencode(".jpg", bgr, params)[1].tobytes()
+        assert jpeg_complete(data) and jpeg_complete(data + b"trailing bytes")
+        assert not any(jpeg_complete(data[:n]) for n in (3, 200, len(data) * 4 // 10, len(data) - 2))
+    assert jpeg_complete(b"\x89PNG not a jpeg")  # not a JPEG: not its to judge
+
+
+def test_explain_replaces_links_in_out_and_never_writes_through_them(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "chelsea.png").symlink_to(victim)
+    (out / "report.html").symlink_to(tmp_path / "created.html")  # dangling: following it would create a file
+    assert cli.main(["explain", "chelsea", "--method", "gradient", "--device", "cpu", "--out", str(out)]) == 0
+    assert victim.read_text() == "precious" and not (tmp_path / "created.html").exists()
+    for name in ("chelsea.png", "report.html"):
+        assert (out / name).is_file() and not (out / name).is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.png", "chelsea_gradient.png", "chelsea_grid.png",
+                                                     "plot_seconds.png", "report.html", "summary.json"]
+
+
+def test_a_method_that_fails_leaves_out_as_it_was(tmp_path, monkeypatch):
+    module = importlib.import_module("xai_torch.cli.explain")  # the module: the package exports its function
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    calls, fail_at = [], [2]
+
+    def picture(*args):
+        calls.append(1)
+        if len(calls) == fail_at[0]:
+            raise RuntimeError("the second method broke")
+        return real(*args)
+
+    real = module.picture
+    monkeypatch.setattr(module, "picture", picture)
+    with pytest.raises(RuntimeError, match="second method broke"):
+        cli.explain("chelsea", methods="gradient,gradcam", out=out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]  # no PNG of the first method, no staging folder
+    calls.clear()
+    fail_at[0] = 1
+    with pytest.raises(RuntimeError):  # a folder this call created is removed again
+        cli.explain("chelsea", methods="gradcam", out=tmp_path / "new" / "out", progress=False)
+    assert not (tmp_path / "new" / "out").exists()
 
 
 def test_explain_weights_that_do_not_fit(tmp_path, capsys):

@@ -34,6 +34,11 @@ def load_image(spec: str) -> tuple[str, np.ndarray, str]:
         ``(name, rgb, source)``: the file stem, the uint8 RGB image ``(H, W, 3)`` and where it
         came from.
 
+    Raises:
+        XaiError: a missing file, a folder, a file OpenCV cannot decode, or a JPEG that ends
+            before its image data does (cut off: OpenCV would decode the part it has, fill the
+            rest with grey and only print "Premature end of JPEG file"; :func:`jpeg_complete`).
+
     Example:
         >>> name, rgb, src = load_image("photos/cat.jpg")     # ("cat", (H, W, 3) uint8, "photos/cat.jpg")
     """
@@ -47,11 +52,74 @@ def load_image(spec: str) -> tuple[str, np.ndarray, str]:
                        f"{', '.join(zoo.IMAGES)}).")
     if p.is_dir():
         raise XaiError(f"{spec!r} is a folder; pass the image files themselves (e.g. {spec}/*.jpg).")
+    with open(p, "rb") as f:
+        is_jpeg = f.read(2) == b"\xff\xd8"
+    if is_jpeg and not jpeg_complete(p.read_bytes()):
+        raise XaiError(f"{spec!r} is an incomplete JPEG: the file ends before its image data does (cut off by an "
+                       "interrupted download or copy?). OpenCV would fill the missing part with grey and the "
+                       "explanation would show it; copy or download the file again.")
     bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise XaiError(f"could not read {spec!r} as an image: OpenCV cannot decode it. Pass a PNG, JPEG, BMP, "
                        "TIFF or WebP file.")
     return p.stem, np.ascontiguousarray(bgr[..., ::-1]), str(p)
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG stream reaches its end-of-image marker (EOI), walking its segments.
+
+    Segments are skipped by their lengths and each scan's entropy-coded data up to the next
+    marker (a stuffed ``FF 00`` or a restart marker is data), so an ``FF D9`` inside an EXIF
+    thumbnail or a segment's payload is not mistaken for the end. Bytes where a marker should
+    be are skipped as libjpeg does. Data that does not start with the start marker is not a
+    JPEG: ``True`` (not this function's to judge).
+
+    Args:
+        data: the file's bytes.
+
+    Returns:
+        ``False`` when the data ends before the EOI marker (a cut-off file).
+
+    Example:
+        >>> jpeg_complete(open("cat.jpg", "rb").read()[:20000])
+        False
+    """
+    if data[:2] != b"\xff\xd8":
+        return True
+    i, n = 2, len(data)
+    while i < n:
+        if data[i] != 0xFF:  # extraneous bytes before a marker: libjpeg skips them too
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return False
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return False
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:
+            return True
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            continue
+        if i + 2 > n:
+            return False
+        i += int.from_bytes(data[i:i + 2], "big")
+        if marker != 0xDA:
+            continue
+        while True:  # a scan: entropy-coded data up to the next real marker
+            j = data.find(b"\xff", i)
+            if j < 0 or j + 1 >= n:
+                return False
+            follow = data[j + 1]
+            if follow == 0xFF:  # fill before a marker
+                i = j + 1
+            elif follow == 0x00 or 0xD0 <= follow <= 0xD7:
+                i = j + 2
+            else:
+                i = j
+                break
+    return False
 
 
 def check_device(text: str) -> torch.device:

@@ -23,12 +23,14 @@ The summary (see :func:`xai_torch.cli.explain_images`)::
 from __future__ import annotations
 
 import html
+import io
 import math
 from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import quote
 
 from .errors import XaiError, describe
+from .files import atomic_write, check_folder
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em; color: #222; }
@@ -155,6 +157,13 @@ def _methods(summary: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
+def _save(fig: Any, path: Path) -> None:
+    """A matplotlib figure as PNG, written through :func:`~xai_torch.files.atomic_write`."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
+
+
 def _plots(out: Path, summary: dict[str, Any]) -> list[str]:
     """PNG plots (matplotlib, no pyplot state); [] when matplotlib is not installed."""
     try:
@@ -174,7 +183,7 @@ def _plots(out: Path, summary: dict[str, Any]) -> list[str]:
     ax.set_xscale("log")
     ax.set_xlabel(f"seconds per image ({summary.get('device', '?')})")
     fig.tight_layout()
-    fig.savefig(out / "plot_seconds.png")
+    _save(fig, out / "plot_seconds.png")
     written.append("plot_seconds.png")
     curves = [m for m in names if methods[m].get("fractions")]
     if curves:
@@ -191,7 +200,7 @@ def _plots(out: Path, summary: dict[str, Any]) -> list[str]:
             ax.set_title(f"{mode} (mean over images)", fontsize=10)
             ax.legend(fontsize=6, ncol=2 if len(curves) > 8 else 1)
         fig.tight_layout()
-        fig.savefig(out / "plot_curves.png")
+        _save(fig, out / "plot_curves.png")
         written.append("plot_curves.png")
     return written
 
@@ -199,6 +208,9 @@ def _plots(out: Path, summary: dict[str, Any]) -> list[str]:
 def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str = "xai_torch report",
                  plots: bool = True) -> Path:
     """Write ``out/report.html`` for a command-line summary; the PNGs it names must be in ``out``.
+
+    The page and its plots are written with :func:`xai_torch.files.atomic_write`: a link of the
+    same name in ``out`` is replaced, never written through.
 
     Args:
         out: the output folder of ``xai-torch demo`` / ``explain`` (holds the PNGs).
@@ -220,7 +232,7 @@ def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str =
         >>> write_report("out/demo", summary, title="my title")          # e.g. again, retitled
         PosixPath('out/demo/report.html')
     """
-    out = Path(out)
+    out = check_folder(out, "out")
     if not isinstance(summary, dict) or not isinstance(summary.get("images"), dict) \
             or not isinstance(summary.get("methods"), dict):
         raise XaiError(f"write_report takes the summary dict of xai-torch demo / explain (with 'images' and "
@@ -249,6 +261,4 @@ def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str =
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{_e(title)}</title>\n"
             f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(sections) + "\n</body>\n</html>\n")
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write(out / "report.html", page.encode("utf-8"))

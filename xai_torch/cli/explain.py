@@ -15,6 +15,7 @@ import torch
 
 from .. import viz, zoo
 from ..errors import XaiError
+from ..files import check_folder, staged
 from ..layers import find_layer
 from ..models import LoadedModel, auto_cam_layer, check_device, load_image, load_model
 from ..presets import KINDS, METHODS, resolve
@@ -162,7 +163,11 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
         photos: uint8 RGB ``(224, 224, 3)`` crops (``zoo.center_crop``).
         sources: where each photo came from (for the report).
         methods: names from :data:`~xai_torch.presets.METHODS`.
-        out: the output folder (created).
+        out: the output folder (created; an existing file there is an XaiError). Everything is
+            written to a private staging folder inside it and moved in at the end
+            (:func:`xai_torch.files.staged`): an entry of the same name is replaced, a link
+            itself and never the file it points to; if a method fails nothing is moved in and
+            ``out`` is left as it was.
         target: ``"top"`` (each image's top-1 class) or a class index.
         metrics: deletion / insertion AUC per image x method (``metric_step`` pixels per step,
             on the raw attributions: ``reduce="abs"`` for the grayscale methods, ``"sum"`` else).
@@ -190,7 +195,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
     from .. import metrics as xm
     from ..report import write_report
 
-    out = Path(out)
+    out = check_folder(out)
     shown = Progress(progress)
     model, device = loaded.model, next(iter(loaded.model.parameters())).device
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -233,67 +238,69 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
         if metrics else None,
         "images": {}, "methods": {},
     }
-    for i, (name, photo) in enumerate(zip(names, photos)):
-        viz.save_png(out / f"{name}.png", photo)
-        summary["images"][name] = {
-            "file": sources[i], "input": f"{name}.png", "grid": f"{name}_grid.png", "target": int(targets[i]),
-            "predictions": _predictions(logits[i], probs[i], labels), "overlays": {},
-            **({"deletion_auc": {}, "insertion_auc": {}} if metrics else {}),
-        }
-    panels = {name: [photo] for name, photo in zip(names, photos)}
-    bar = tqdm(methods, desc=command, unit="method", disable=shown.lines or progress is False, leave=False)
-    for k, method in enumerate(bar):
-        bar.set_postfix_str(method)
-        spec, step = METHODS[method], time.perf_counter()
-        try:
-            explainer = spec.build(model, layer=cam_layer, normalize=loaded.normalize, steps=steps, demo=demo)
-            _sync(device)
-            start, cpu = time.perf_counter(), time.process_time()
-            if spec.slow and len(photos) > 1:  # image by image, a line each: minutes must show progress
-                parts = []
-                for i in range(len(photos)):
-                    parts.append(explainer(x[i:i + 1], target=targets[i:i + 1]))
-                    shown.line(f"{method}: image {i + 1}/{len(photos)} ({names[i]}) done")
-                attributions = torch.cat(parts)
-            else:
-                attributions = explainer(x, target=targets)
-            _sync(device)
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        except XaiError as err:
-            raise XaiError(f"{method}: {err}") from None
-        entry: dict[str, Any] = {"kind": spec.kind, "family": spec.family, "seconds": round(seconds, 3),
-                                 "cpu_seconds": round(cpu, 3),
-                                 "seconds_per_image": round(seconds / len(photos), 4),
-                                 "estimate_seconds": round(guess.seconds[method], 2)}
-        if demo:
-            entry["budget"] = spec.budget
-        for name, pic in zip(names, picture(photos, attributions, spec.kind)):
-            viz.save_png(out / f"{name}_{method}.png", pic)
-            summary["images"][name]["overlays"][method] = f"{name}_{method}.png"
-            panels[name].append(pic)
-        if metrics:
-            reduce = "abs" if spec.kind == "grayscale" else "sum"
-            curves = {"deletion": xm.deletion(model, x, attributions, targets, step=metric_step, reduce=reduce,
-                                              progress=progress),
-                      "insertion": xm.insertion(model, x, attributions, targets, step=metric_step, reduce=reduce,
-                                                progress=progress)}
-            for mode, res in curves.items():
-                auc = res.auc.detach().double().cpu()
-                for name, v in zip(names, auc.tolist()):
-                    summary["images"][name][f"{mode}_auc"][method] = round(v, 4)
-                entry[f"{mode}_auc_mean"] = round(float(auc.mean()), 4)
-                entry[f"{mode}_curve_mean"] = [round(v, 4) for v in res.curve.detach().double().mean(0).tolist()]
-            entry["fractions"] = [round(v, 4) for v in curves["deletion"].fractions.detach().double().cpu().tolist()]
-        entry["step_seconds"] = round(time.perf_counter() - step, 3)  # explaining, pictures and curves
-        summary["methods"][method] = entry
-        shown.line(f"{method} ({k + 1}/{len(methods)}): {seconds:.1f} s" + (f" [{spec.budget}]" if demo else ""))
-        del attributions
-    bar.close()
-    for name, row in panels.items():
-        viz.save_png(out / f"{name}_grid.png", viz.labelled_grid([row], ["image", *methods]))
-    summary["wall_seconds"] = round(shown.elapsed(), 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(out, summary, title=title)
+    with staged(out) as stage:  # moved into ``out`` only when every method succeeded
+        for i, (name, photo) in enumerate(zip(names, photos)):
+            viz.save_png(stage / f"{name}.png", photo)
+            summary["images"][name] = {
+                "file": sources[i], "input": f"{name}.png", "grid": f"{name}_grid.png", "target": int(targets[i]),
+                "predictions": _predictions(logits[i], probs[i], labels), "overlays": {},
+                **({"deletion_auc": {}, "insertion_auc": {}} if metrics else {}),
+            }
+        panels = {name: [photo] for name, photo in zip(names, photos)}
+        bar = tqdm(methods, desc=command, unit="method", disable=shown.lines or progress is False, leave=False)
+        for k, method in enumerate(bar):
+            bar.set_postfix_str(method)
+            spec, step = METHODS[method], time.perf_counter()
+            try:
+                explainer = spec.build(model, layer=cam_layer, normalize=loaded.normalize, steps=steps, demo=demo)
+                _sync(device)
+                start, cpu = time.perf_counter(), time.process_time()
+                if spec.slow and len(photos) > 1:  # image by image, a line each: minutes must show progress
+                    parts = []
+                    for i in range(len(photos)):
+                        parts.append(explainer(x[i:i + 1], target=targets[i:i + 1]))
+                        shown.line(f"{method}: image {i + 1}/{len(photos)} ({names[i]}) done")
+                    attributions = torch.cat(parts)
+                else:
+                    attributions = explainer(x, target=targets)
+                _sync(device)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+            except XaiError as err:
+                raise XaiError(f"{method}: {err}") from None
+            entry: dict[str, Any] = {"kind": spec.kind, "family": spec.family, "seconds": round(seconds, 3),
+                                     "cpu_seconds": round(cpu, 3),
+                                     "seconds_per_image": round(seconds / len(photos), 4),
+                                     "estimate_seconds": round(guess.seconds[method], 2)}
+            if demo:
+                entry["budget"] = spec.budget
+            for name, pic in zip(names, picture(photos, attributions, spec.kind)):
+                viz.save_png(stage / f"{name}_{method}.png", pic)
+                summary["images"][name]["overlays"][method] = f"{name}_{method}.png"
+                panels[name].append(pic)
+            if metrics:
+                reduce = "abs" if spec.kind == "grayscale" else "sum"
+                curves = {"deletion": xm.deletion(model, x, attributions, targets, step=metric_step, reduce=reduce,
+                                                  progress=progress),
+                          "insertion": xm.insertion(model, x, attributions, targets, step=metric_step, reduce=reduce,
+                                                    progress=progress)}
+                for mode, res in curves.items():
+                    auc = res.auc.detach().double().cpu()
+                    for name, v in zip(names, auc.tolist()):
+                        summary["images"][name][f"{mode}_auc"][method] = round(v, 4)
+                    entry[f"{mode}_auc_mean"] = round(float(auc.mean()), 4)
+                    entry[f"{mode}_curve_mean"] = [round(v, 4) for v in res.curve.detach().double().mean(0).tolist()]
+                fractions = curves["deletion"].fractions.detach().double().cpu()
+                entry["fractions"] = [round(v, 4) for v in fractions.tolist()]
+            entry["step_seconds"] = round(time.perf_counter() - step, 3)  # explaining, pictures and curves
+            summary["methods"][method] = entry
+            shown.line(f"{method} ({k + 1}/{len(methods)}): {seconds:.1f} s" + (f" [{spec.budget}]" if demo else ""))
+            del attributions
+        bar.close()
+        for name, row in panels.items():
+            viz.save_png(stage / f"{name}_grid.png", viz.labelled_grid([row], ["image", *methods]))
+        summary["wall_seconds"] = round(shown.elapsed(), 1)
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(stage, summary, title=title)
     return summary
 
 
@@ -325,6 +332,7 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
     if not images:
         raise XaiError("explain needs at least one image file.")
     names = resolve(methods)
+    check_folder(out)
     loaded_images = [load_image(str(s)) for s in images]  # every file is checked before the model loads
     dev = check_device(str(device))
     loaded = load_model(model, weights, num_classes, dev)
