@@ -138,6 +138,8 @@ def staged(out: Union[str, os.PathLike[str]], what: str = "--out") -> Iterator[P
     an entry of the same name there is replaced (a link itself, never its target; a folder in
     the way is refused before anything moves). On any exception the staging folder is deleted,
     and ``out`` too when this call created it: ``out`` is left as it was.
+    A process killed outright (SIGKILL) cannot clean up: its ``.xai-torch-staging-*`` folder
+    stays in ``out`` and may be deleted.
 
     Args:
         out: the output folder (created when missing, parents too).

@@ -11,6 +11,11 @@
   same for your own images (any file OpenCV reads) and model.
 * ``xai-torch run``: dataset-scale runs (:mod:`xai_torch.distributed`).
 
+``demo`` and ``explain`` write into a private staging folder inside ``--out`` and move the
+files in only when every method has succeeded (:func:`xai_torch.files.staged`): a failed
+command leaves ``--out`` as it was, and an entry named like an output file (a link included)
+is replaced, never written through. A cut-off JPEG is refused, not explained with grey.
+
 Methods are the records of :data:`xai_torch.presets.METHODS` (their aliases and the groups
 ``all`` / ``fast`` / ``demo`` work too); models load through :mod:`xai_torch.models`.
 """

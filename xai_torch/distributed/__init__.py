@@ -22,7 +22,9 @@ and read the result with :func:`load`. How a run is organised:
   is either whole or absent. ``manifest.json`` (config, model, method, dataset, every finished
   shard with its sha256, one record per run) is written only by rank 0, after every round, from
   what all ranks report through a gloo collective. The output folder must be shared by all
-  ranks (one machine, or a network file system).
+  ranks (one machine, or a network file system). Links planted in it are replaced, never
+  written through (:func:`xai_torch.files.atomic_write`), a linked shard is recomputed, and
+  :func:`load` reads only files inside the folder (a manifest naming ``../x.npz`` is refused).
 * **Resume.** A rerun with the same ``out`` refuses a folder made with another configuration
   (model, weights, method and options, dataset ids, shard size, dtype, target rule, metrics,
   seed, preprocessing) and otherwise skips every shard whose file matches the checksum in the
