@@ -412,7 +412,7 @@ def measure(name: str, model, x, target=None, build_x=None, call_x=None, batch_s
 
 WITH_MODEL = EXPLAINERS + MODEL_METRICS
 CHECKED = {n: cases(WITH_MODEL, n) for n in ("success", "grad_input", "training", "exception", "interrupt", "rank",
-                                            "channels", "target", "seed", "batch_size")}
+                                            "channels", "dtype", "target", "seed", "batch_size")}
 
 
 # --- no trace -------------------------------------------------------------------------------
@@ -512,6 +512,34 @@ def test_wrong_channel_count_raises_xai_error_naming_the_shape(name):
     err = _bad(name, images(1, c=4)[0])
     named = (f"(4, {H}, {W})", f"(1, 4, {H}, {W})", "4 channels")   # not torch's "input[1, 4, 10, 10]"
     assert any(n in str(err) for n in named), f"{name}: the message names no shape: {err}"
+
+
+@pytest.mark.parametrize("name", CHECKED["dtype"])
+@pytest.mark.parametrize("model_dtype, x_dtype", [(torch.float32, torch.float64), (torch.bfloat16, torch.float32)])
+def test_dtype_mismatch_raises_xai_error_naming_both_dtypes(name, model_dtype, x_dtype):
+    """Nothing is cast for the user (issue 19 item 4): a float64 x for a float32 model, or a
+    float32 x for a bfloat16 one (float16 convolutions need CUDA), raises XaiError naming both
+    dtypes, the model's error chained, nothing changed; x in the model's dtype then works."""
+    model, x = user_model().to(model_dtype), images().to(x_dtype)
+    before = snapshot(model, x)
+    with pytest.raises(xt.XaiError) as info:
+        measure(name, model, x)
+    assert str(x_dtype) in str(info.value) and str(model_dtype) in str(info.value), info.value
+    assert_no_trace(before, snapshot(model, x))
+    for raised in model.raised:
+        assert key(raised) in chain(info.value, explicit=True), f"{name}: the model's {raised!r} is not chained"
+    result = leaves(measure(name, model, x.to(model_dtype)))   # results: float32 (metrics: float64)
+    if name in EXPLAINER_RECIPES:
+        assert result["result.attributions"].dtype == torch.float32, name
+
+
+@pytest.mark.parametrize("name", CHECKED["dtype"])
+def test_channel_mismatch_names_both_channel_counts(name):
+    """A 4-channel x for the 3-channel model: the XaiError names both counts (issue 19 item 4).
+    One image: the shape probe's own error (on one image) then reads as the model's, chained."""
+    err = _bad(name, images(1, c=4))
+    named = ("3 channels" in str(err) and "x has 4" in str(err)) or "x has 4 channels" in str(err)  # PIC: RGB only
+    assert named, f"{name}: {err}"
 
 
 @pytest.mark.parametrize("name", CHECKED["target"])

@@ -167,6 +167,53 @@ def test_wrong_dtype_is_an_xai_error(small):
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
+def test_dtype_mismatches_name_both_dtypes_and_nothing_is_cast(small):
+    """Issue 19 item 4: float64 x / float32 model and float32 x / bfloat16 model (float16
+    convolutions run on CUDA only) raise XaiError naming both dtypes; x in the model's dtype
+    works, with float32 results."""
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    half = SmallNet().eval().to(torch.bfloat16)
+    for model, bad, good in ((small, x.double(), x), (half, x, x.to(torch.bfloat16))):
+        dtype = next(model.parameters()).dtype
+        for call in (lambda m, z: xt.Gradient(m)(z), lambda m, z: xt.metrics.deletion(m, z, z[:, 0], step=16).curve):
+            with pytest.raises(xt.XaiError, match=rf"'conv1' \(Conv2d\) computes in {dtype} but x is {bad.dtype}"):
+                call(model, bad)
+            assert call(model, good).dtype == (torch.float64 if call(model, good).ndim == 2 else torch.float32)
+
+
+def test_input_errors_behind_parameter_free_layers_and_in_functional_models():
+    """A Flatten before the first Linear, or no layers at all (F(x) = x W): still an XaiError
+    naming the misfit (these escaped as bare RuntimeErrors)."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).eval()
+    x = torch.rand(1, 3, 4, 4)
+    with pytest.raises(xt.XaiError, match=r"'1' \(Linear\) computes in torch.float32 but x is torch.float64"):
+        xt.Gradient(seq)(x.double())
+    with pytest.raises(xt.XaiError, match=r"\(4, 4, 4\).*'1' \(Linear\) failed") as info:
+        xt.Occlusion(seq, window=2)(torch.rand(1, 4, 4, 4))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(48, 2))
+
+        def forward(self, z):
+            return z.flatten(1) @ self.w
+
+    with pytest.raises(xt.XaiError, match="it computes in torch.float32 but x is torch.float64"):
+        xt.metrics.deletion(Functional(), x.double(), x[:, 0].double(), step=4)
+    bug = RuntimeError("a bug, not the input")
+
+    class Buggy(Functional):
+        def forward(self, z):
+            raise bug
+
+    with pytest.raises(RuntimeError) as info:   # no layer ran and the dtypes agree: not the input's
+        ModelRunner(Buggy(), sample=x[0]).forward(x)
+    assert info.value is bug
+
+
 def test_errors_from_later_layers_are_not_disguised(small, small_x):
     error = RuntimeError("boom")
     small.fail_with = error  # raised after conv1 and bn ran: not the input's fault

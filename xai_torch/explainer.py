@@ -15,7 +15,13 @@ Args:
 Call arguments:
     x: float tensor ``(B, C, H, W)`` (or ``(C, H, W)``, treated as B = 1) in the model's input
         space, on any device. It is moved to the model's device for the work and results come
-        back on ``x.device``, in float32 (float64 if ``x`` is float64).
+        back on ``x.device``, in float32 (float64 if ``x`` is float64). ``x`` must have the
+        model's dtype and channel count; nothing is cast for you, because a cast would change
+        the precision silently (a float64 ``x`` computed in float32, a float32 ``x`` in
+        bfloat16). A mismatch (float64 ``x`` for a float32 model, float32 ``x`` for a float16 /
+        bfloat16 one, 4 channels for a 3-channel model) raises :class:`~xai_torch.XaiError`
+        naming both dtypes or channel counts; pass ``x.to(model_dtype)`` (results are then
+        float32) or convert the model.
     target: ``None`` (per-image argmax), an int, one int per image, a ``(B, K)`` array (K
         results per image: outputs gain a dim after the batch dim), or an ``xt.Target`` /
         callable ``output -> (n,)`` scores. See :mod:`xai_torch.targets`.

@@ -12,9 +12,9 @@ call. It
 It never hands the model a view of the user's input (inputs sharing memory with a protected
 tensor are copied first), counts the samples the model saw, and works under the user's
 ``torch.inference_mode()``. A ``RuntimeError`` that the model raises in its first layer on the
-first call (the input does not fit: wrong channel count, size or dtype) comes back as an
-:class:`~xai_torch.errors.XaiError` naming the input shape and the model, the original chained;
-any other error, and ``KeyboardInterrupt``, propagates unchanged.
+first call (the input does not fit: channel count, size, or a dtype not the layer's: nothing
+is cast) comes back as an :class:`~xai_torch.errors.XaiError` naming both sides, the original
+chained; any other error, and ``KeyboardInterrupt``, propagates unchanged.
 """
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def repeat_rows(output: Any, k: int) -> Any:
 
 
 def _leaves(model: nn.Module) -> dict[nn.Module, str]:
-    return {m: name or type(m).__name__ for name, m in model.named_modules() if next(m.children(), None) is None}
+    return {m: name for name, m in model.named_modules() if name and next(m.children(), None) is None}
 
 
 class ModelRunner:
@@ -239,32 +239,26 @@ class ModelRunner:
         try:
             out = fn(z)
         except RuntimeError as err:
-            if not self._ok and not is_oom(err):
-                layer = self._failing_first_layer(z)
-                if layer is not None:
-                    cause = str(err).rstrip(". ")
-                    raise XaiError(
-                        f"{self.name}: the model {type(self.model).__name__} cannot take x with images of "
-                        f"shape {tuple(z.shape[1:])} and dtype {z.dtype} (model input {tuple(z.shape)}): "
-                        f"its first layer {layer} failed with: {cause}. Give x as (B, C, H, W) with the "
-                        "channel count, size and dtype the model expects."
-                    ) from err
+            problem = None if self._ok or is_oom(err) else self._input_problem(z)
+            if problem is not None:
+                raise XaiError(
+                    f"{self.name}: the model {type(self.model).__name__} cannot take x with images of shape "
+                    f"{tuple(z.shape[1:])} and dtype {z.dtype} (model input {tuple(z.shape)}): {problem}. Give x as "
+                    f"(B, C, H, W) with the channel count, size and dtype the model expects ({str(err).rstrip('. ')})."
+                ) from err
             raise
         self._ok = True
         self.calls += z.shape[0]
         return out
 
-    def _failing_first_layer(self, z: torch.Tensor) -> Optional[str]:
-        """The shape probe after a model error on the first call: the model runs once more on one
-        image with hooks recording which leaf layers start and finish. If it fails again in the
-        first leaf layer it reached, before any layer finished, the input does not fit the model:
-        return that layer's name and type. Otherwise (the error comes from later in the model,
-        or does not repeat, or the model is not an ``nn.Module``) return ``None``."""
+    def _input_problem(self, z: torch.Tensor) -> Optional[str]:
+        """Why ``z`` does not fit the model, after an error on the first call: one image runs again
+        with hooks recording which leaf layers start and finish. A failure inside the leaf entered
+        last, before any layer with parameters finished (or, no leaf run, a model whose parameters
+        are not ``z``'s dtype), is the input's: name it and the misfit. Else ``None``."""
         if not isinstance(self.model, nn.Module):
             return None
-        leaves = _leaves(self.model)
-        entered: list[nn.Module] = []
-        finished: list[nn.Module] = []
+        leaves, entered, finished = _leaves(self.model), [], []
         with HookSession() as session, torch.no_grad():
             if self.training:
                 keep_buffers(self.model, session)
@@ -273,13 +267,19 @@ class ModelRunner:
                 session.forward_hook(m, lambda mod, args, out: finished.append(mod))
             try:
                 self.model(z[:1].clone())
-            except RuntimeError:
+            except Exception:  # the probe never replaces the model's own error
                 pass
             else:
                 return None
-        if finished or not entered:
+        if (entered and entered[-1] in finished) or any(next(f.parameters(), None) is not None for f in finished):
             return None
-        return f"'{leaves[entered[-1]]}' ({type(entered[-1]).__name__})"
+        w = next((m := entered[-1] if entered else self.model).parameters(), None)  # no leaf ran: the model's
+        what = f"its first layer '{leaves[m]}' ({type(m).__name__})" if entered else "it"
+        if w is not None and w.is_floating_point() and w.dtype != z.dtype:
+            return f"{what} computes in {w.dtype} but x is {z.dtype}; pass x.to({w.dtype}) or convert the model"
+        if isinstance(m, nn.modules.conv._ConvNd) and m.in_channels != z.shape[1]:
+            return f"{what} takes {m.in_channels} channels but x has {z.shape[1]}"
+        return f"{what} failed" if entered else None
 
     # -- scoring ----------------------------------------------------------------------------
     def _target(self, target: Optional[Target]) -> Target:

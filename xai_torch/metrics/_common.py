@@ -7,7 +7,9 @@ Args:
     model: the classifier (``nn.Module`` or callable ``x -> (B, num_classes)``). Never modified:
         metrics only run forwards under ``torch.no_grad``; a model in training mode gets its
         buffers (BatchNorm statistics) restored afterwards, and a warning.
-    x: float tensor ``(B, C, H, W)`` (or ``(C, H, W)``) in the model's input space.
+    x: float tensor ``(B, C, H, W)`` (or ``(C, H, W)``) in the model's input space, in the
+        model's dtype and channel count: nothing is cast, a mismatch raises ``XaiError`` naming
+        both (see :mod:`xai_torch.explainer`).
     attribution: a tensor or array ``(B, C, H, W)``, ``(B, 1, H, W)`` or ``(B, H, W)`` (``(H, W)``
         when B = 1) of the same height and width as ``x``, or an explainer (any callable
         ``explainer(x, target=classes) -> attributions``), which is then called once on ``x``
