@@ -181,6 +181,17 @@ def test_dtype_mismatches_name_both_dtypes_and_nothing_is_cast(small):
             assert call(model, good).dtype == (torch.float64 if call(model, good).ndim == 2 else torch.float32)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (float16 convolutions)")
+def test_float16_model_with_float32_x_on_cuda():
+    torch.manual_seed(0)
+    model = SmallNet().eval().half().cuda()
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    with pytest.raises(xt.XaiError, match=r"computes in torch.float16 but x is torch.float32"):
+        xt.Gradient(model)(x)
+    maps = xt.Gradient(model)(x.half())
+    assert maps.dtype == torch.float32 and bool(torch.isfinite(maps).all())
+
+
 def test_input_errors_behind_parameter_free_layers_and_in_functional_models():
     """A Flatten before the first Linear, or no layers at all (F(x) = x W): still an XaiError
     naming the misfit (these escaped as bare RuntimeErrors)."""
