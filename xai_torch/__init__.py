@@ -27,6 +27,7 @@ from .explainer import Explainer, Explanation
 from .gradient import Gradient, InputXGradient
 from .hooks import HookSession, capture
 from .layers import find_layer, find_layers
+from .neuron import NeuronTarget
 from .path import Baseline, BlurIG, ExpectedGradients, GuidedIG, IntegratedGradients, PathExplanation
 from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
 from .region import LIME, XRAI, KernelSHAP, KernelSHAPExplanation, LIMEExplanation, XRAIExplanation
@@ -66,6 +67,7 @@ __all__ = [
     "as_target",
     "find_layer",
     "find_layers",
+    "NeuronTarget",
     "distributed",
     "metrics",
     "path",

@@ -24,7 +24,9 @@ Call arguments:
         float32) or convert the model.
     target: ``None`` (per-image argmax), an int, one int per image, a ``(B, K)`` array (K
         results per image: outputs gain a dim after the batch dim), or an ``xt.Target`` /
-        callable ``output -> (n,)`` scores. See :mod:`xai_torch.targets`.
+        callable ``output -> (n,)`` scores. See :mod:`xai_torch.targets`. A target with an
+        ``attach(model, session)`` method (``xt.NeuronTarget``) is attached once per call,
+        before the first forward, in the call's hook session.
 """
 from __future__ import annotations
 
@@ -158,6 +160,9 @@ class Explainer:
         with HookSession() as session:
             if training:
                 keep_buffers(self.model, session)
+            attach = getattr(tgt, "attach", None)
+            if callable(attach):  # a target that reads the model's layers (xt.NeuronTarget)
+                attach(self.model, session)
             result = self._explain(x4, tgt, session, details=details, **kwargs)
         return result
 
