@@ -3,16 +3,18 @@ is, and the scope of the interception (per call, per thread, nothing outside).""
 from __future__ import annotations
 
 import threading
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import xai_torch as xt
-from xai_torch.rules import DECONV, GUIDED, PLAIN, RectifierMode, check_interceptable
+from xai_torch.rules import DECONV, GUIDED, PLAIN, RectifierMode, check_interceptable, wrapper_error, wrapper_errors
 
-from conftest import _ref_rectifier, count_rectifier_ops, reference_gradient
+from conftest import _ref_rectifier, assert_no_trace, count_rectifier_ops, reference_gradient, snapshot
 
 RULES = {"guided": xt.GuidedBackprop, "deconvnet": xt.Deconvnet}
 
@@ -196,3 +198,47 @@ def test_count_matches_the_dispatcher(small, small_x):
     with RectifierMode(PLAIN) as mode:
         small(small_x)
     assert mode.calls == count_rectifier_ops(small, small_x) == 2
+
+
+# --- wrappers gradients cannot pass (issue 19, item 5) ---------------------------------------------
+class Reentrant(nn.Module):
+    def __init__(self, net: nn.Module, reentrant: bool = True) -> None:
+        super().__init__()
+        self.net, self.reentrant = net, reentrant
+
+    def forward(self, x):
+        n = self.net
+        h = checkpoint(lambda z: n.relu(n.bn(n.conv1(z))), x, use_reentrant=self.reentrant)
+        return n.fc(n.relu(n.conv2(h)).mean((2, 3)))
+
+
+def test_reentrant_checkpoint_errors_say_what_to_do(small, small_x):
+    model = Reentrant(small).eval()
+    xg = small_x.clone().requires_grad_()
+    with pytest.raises(RuntimeError) as raw:   # PyTorch's own refusal of autograd.grad
+        torch.autograd.grad(model(xg)[:, 0].sum(), xg)
+    err = wrapper_error(raw.value, "Gradient")
+    assert isinstance(err, xt.XaiError) and "use_reentrant=False" in str(err) and str(err).startswith("Gradient:")
+    for unrelated in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("checkpoint .grad()")):
+        assert wrapper_error(unrelated, "Gradient") is None
+    with pytest.raises(KeyError):   # everything else passes unchanged
+        with wrapper_errors("Gradient"):
+            raise KeyError("x")
+    before = snapshot(model, small_x)
+    for explainer in (xt.Gradient(model), xt.GuidedBackprop(model), xt.IntegratedGradients(model, steps=2),
+                      xt.SmoothGrad(xt.Gradient(model), samples=2)):
+        with pytest.raises(xt.XaiError, match=r"use_reentrant=True.*use_reentrant=False") as info:
+            explainer(small_x, target=1)
+        assert isinstance(info.value.__cause__, RuntimeError)
+    assert_no_trace(before, snapshot(model, small_x))
+    # use_reentrant=False: the plain model's gradients
+    torch.testing.assert_close(xt.GuidedBackprop(Reentrant(small, False).eval())(small_x, 1),
+                               xt.GuidedBackprop(small)(small_x, 1), rtol=0, atol=0)
+
+
+def test_traced_models_are_named_as_traced(small, small_x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)   # torch.jit.trace is deprecated
+        traced = torch.jit.trace(small, small_x)
+    with pytest.raises(xt.XaiError, match=r"TorchScript module \(made with torch.jit.trace\)"):
+        xt.GuidedBackprop(traced)(small_x)

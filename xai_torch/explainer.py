@@ -39,6 +39,7 @@ import torch
 from .batching import check_batch_size
 from .errors import XaiError, check_input
 from .hooks import HookSession
+from .rules import wrapper_errors
 from .runner import ModelRunner, keep_buffers, warn_if_training
 from .targets import Target, as_target
 
@@ -157,7 +158,7 @@ class Explainer:
         x4, _ = check_input(x)
         tgt = self._coerce_target(target, x4.shape[0])
         training = self._warn_if_training()
-        with HookSession() as session:
+        with HookSession() as session, wrapper_errors(type(self).__name__):
             if training:
                 keep_buffers(self.model, session)
             attach = getattr(tgt, "attach", None)

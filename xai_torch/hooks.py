@@ -115,6 +115,43 @@ class HookSession:
 
 
 # --- taps ------------------------------------------------------------------------------------------
+def check_hookable(model: nn.Module, layers: Sequence[tuple[str, nn.Module]]) -> None:
+    """Raise when forward hooks on ``layers`` of ``model`` cannot record anything.
+
+    A TorchScript module (``torch.jit.script`` or ``torch.jit.trace``) runs its graph outside
+    Python: scripted modules refuse hooks, and the layers inside a traced one never call
+    theirs. A layer is hookable when neither ``model`` nor any module above the layer is one
+    (a traced module called from eager code is hookable itself, its layers are not).
+
+    Args:
+        model: the model; layers: ``(dotted name, module)`` pairs, as :func:`find_layers`
+            gives them.
+
+    Raises:
+        XaiError: naming the layer, the TorchScript module and how it was made.
+    """
+    modules = dict(model.named_modules())
+    for name, module in layers:
+        parts = name.split(".") if name else []
+        above = [".".join(parts[:i]) for i in range(len(parts))]  # "" is the model itself
+        owners = [(a, modules.get(a)) for a in above]
+        if isinstance(module, torch.jit.ScriptModule) and not _traced(module):
+            owners.append((name, module))
+        for owner, m in owners:
+            if isinstance(m, torch.jit.ScriptModule):
+                how = "traced with torch.jit.trace" if _traced(m) else "scripted with torch.jit.script"
+                where = "the model" if owner == "" else f"submodule {owner!r}"
+                raise XaiError(
+                    f"layer {name!r} cannot be hooked: {where} is a TorchScript module ({how}), which "
+                    "runs its graph outside Python, so forward hooks on its layers never run. Explain the "
+                    "eager (untraced, unscripted) model instead."
+                )
+
+
+def _traced(module: nn.Module) -> bool:
+    return "Traced" in type(module).__name__  # torch.jit's TracedModule / TopLevelTracedModule
+
+
 class LayerTap:
     """Forward hooks that record what some layers of ``model`` output during the forward passes
     of the thread that creates the tap, one forward at a time.
@@ -146,6 +183,7 @@ class LayerTap:
 
     def __init__(self, session: HookSession, model: nn.Module, layers: Sequence[tuple[str, nn.Module]], *,
                  keep_input: bool = False, layer_inputs: bool = False) -> None:
+        check_hookable(model, layers)
         self.thread = threading.get_ident()
         self.layers = list(layers)
         self.outputs: list[list[Any]] = [[] for _ in self.layers]
@@ -266,8 +304,8 @@ def capture(model: nn.Module, layers: Any) -> Iterator[Activations]:
         layers not called in the last forward are absent.
 
     Raises:
-        XaiError: for an unknown layer (the message lists the closest names) or a model that
-        is not an ``nn.Module``.
+        XaiError: for an unknown layer (the message lists the closest names), a model that
+        is not an ``nn.Module``, or a layer inside a traced or scripted (TorchScript) module.
 
     Example:
         >>> with xt.capture(model, ["layer3", "layer4"]) as acts:

@@ -21,8 +21,9 @@ explainer can warn naming them.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -216,10 +217,11 @@ def check_interceptable(model: Any) -> None:
     for name, module in model.named_modules():
         where = f"submodule {name!r}" if name else "the model"
         if isinstance(module, torch.jit.ScriptModule):
+            how = "torch.jit.trace" if "Traced" in type(module).__name__ else "torch.jit.script"
             raise XaiError(
-                f"{where} is a TorchScript module: its rectifier calls cannot be intercepted, so "
-                "guided backpropagation / DeconvNet would silently return the plain gradient. "
-                "Explain the eager (unscripted) model instead."
+                f"{where} is a TorchScript module (made with {how}): its rectifier calls cannot be "
+                "intercepted, so guided backpropagation / DeconvNet would silently return the plain "
+                "gradient. Explain the eager (untraced, unscripted) model instead."
             )
         if hasattr(module, "_orig_mod") and type(module).__name__ == "OptimizedModule":
             raise XaiError(
@@ -231,3 +233,36 @@ def check_interceptable(model: Any) -> None:
                 f"{where} is nn.DataParallel, which runs replicas in other threads where the "
                 "rule cannot reach. Explain model.module instead."
             )
+
+
+def wrapper_error(err: BaseException, who: str) -> Optional[XaiError]:
+    """The :class:`XaiError` that says what to do when ``err`` comes from a wrapper inside the
+    model that gradients cannot pass, else None.
+
+    ``torch.utils.checkpoint(..., use_reentrant=True)`` supports ``.backward()`` only, never
+    ``torch.autograd.grad`` (which every gradient method uses, so that no ``.grad`` changes):
+    PyTorch refuses with a message that names checkpointing and ``.grad()``. Nothing else is
+    recognised, so an unrelated error is never relabelled.
+    """
+    text = str(err).lower()
+    if isinstance(err, RuntimeError) and "checkpoint" in text and ".grad()" in text:
+        return XaiError(
+            f"{who}: the model uses torch.utils.checkpoint(..., use_reentrant=True), which supports "
+            "loss.backward() only, not the torch.autograd.grad that explainers use (so that no .grad of "
+            "the model changes). Pass use_reentrant=False to checkpoint (same memory saving, same "
+            "results), or explain the model without checkpointing."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def wrapper_errors(who: str) -> Iterator[None]:
+    """Re-raise the errors :func:`wrapper_error` recognises as that :class:`XaiError` (the
+    original chained); everything else, and ``KeyboardInterrupt``, passes unchanged."""
+    try:
+        yield
+    except RuntimeError as err:
+        translated = wrapper_error(err, who)
+        if translated is None:
+            raise
+        raise translated from err

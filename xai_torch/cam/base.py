@@ -19,10 +19,10 @@ from torch import nn
 
 from ..errors import XaiError, XaiWarning, describe
 from ..explainer import Explainer, Explanation
-from ..hooks import HookSession, LayerTap
+from ..hooks import HookSession, LayerTap, check_hookable
 from ..imageops import minmax, upsample_to
 from ..layers import find_layers
-from ..rules import RectifierMode
+from ..rules import RectifierMode, wrapper_errors
 from ..runner import ModelRunner, result_dtype
 from ..targets import Target
 
@@ -154,6 +154,7 @@ class LayerCAMBase(Explainer):
         self.model: nn.Module = model
         self.layer = layer
         self.layers = find_layers(model, layer)
+        check_hookable(model, self.layers)
         self.upsample = bool(upsample)
         if call is not None and (isinstance(call, bool) or not isinstance(call, int)):
             raise XaiError(f"call must be None or an int; got {describe(call)}.")
@@ -230,6 +231,7 @@ class LayerCAMBase(Explainer):
                         "torch.no_grad() or torch.inference_mode()); with frozen parameters, call "
                         "x.requires_grad_() first.") if state.attached else " (it is detached)."
                 raise XaiError(f"{type(self).__name__}: the target score has no gradient.{hint}")
+            self._check_graph(acts, state)
             grads = self._gradients(scores, acts, x, state)
         maps: list[torch.Tensor] = []
         weights: list[Optional[torch.Tensor]] = []
@@ -243,6 +245,20 @@ class LayerCAMBase(Explainer):
             maps.append(torch.relu(m))
             weights.append(w)
         return ChunkMaps(maps, weights, scores.detach(), classes, self._pixels(x, maps, state))
+
+    def _check_graph(self, acts: list[torch.Tensor], state: CAMState) -> None:
+        """Raise when a layer's output has no gradient while the score has one: the model runs
+        the layer under ``torch.no_grad()`` (``torch.utils.checkpoint(use_reentrant=True)``
+        does) or detaches its input; in attached mode, the parameters below it may be frozen."""
+        for (name, _), a in zip(self.layers, acts):
+            if not a.requires_grad:
+                frozen = ("its parameters and those before it are frozen and x does not require grad (call "
+                          "x.requires_grad_() before your forward), or ") if state.attached else ""
+                raise XaiError(
+                    f"{type(self).__name__}: the output of layer {name!r} has no gradient although the target "
+                    f"score has one: {frozen}the model runs the layer under torch.no_grad() or detaches its "
+                    "input, as torch.utils.checkpoint(..., use_reentrant=True) does. Use use_reentrant=False in "
+                    "the model, or choose a layer outside that part.")
 
     def _gradients(self, scores: torch.Tensor, acts: list[torch.Tensor], x: Optional[torch.Tensor],
                    state: CAMState) -> Sequence[torch.Tensor]:
@@ -343,7 +359,7 @@ class LayerCAMBase(Explainer):
         state = CAMState(run, tap, attached=True)
         acts = take(tap, self.call)
         base = torch.arange(batch, device=device) * (tgt.k or 1)
-        with torch.enable_grad(), tap.paused():
+        with torch.enable_grad(), tap.paused(), wrapper_errors(name):
             cols = [self._maps(output, acts, base + j, tgt, tap.input, state) for j in range(tgt.k or 1)]
         dtype = torch.float64 if tap.input_dtype == torch.float64 else torch.float32
         return self._assemble([_interleave(cols)], batch, shape[-2:], device, dtype, tgt)
