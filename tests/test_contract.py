@@ -311,8 +311,6 @@ PURE_METRICS = [n for n in PUBLIC_METRICS if isinstance(METRIC_RECIPES.get(n), P
 # (name, check) -> (the defect that makes the check fail today, the exception it fails with); the
 # case is xfail(strict=True, raises=...), so it fails again (and must leave this table) once fixed.
 KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type]] = {
-    ("ExpectedGradients", "alone"): ("issue 19 item 3: Expected Gradients' draws depend on the other images in "
-                                     "the batch", AssertionError),
 }
 
 

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,7 +38,7 @@ from .explainer import Explainer, Explanation
 from .hooks import HookSession
 from .perturbation.rise import RISE
 from .runner import result_dtype
-from .seeding import check_seed, make_generator
+from .seeding import check_seed, derive_seed, make_generator
 from .targets import ClassTarget, Target
 
 __all__ = ["SmoothGrad", "SmoothGradExplanation"]
@@ -49,14 +48,6 @@ VARIANTS = ("mean", "square", "var")
 SAMPLES_PER_CALL = 256
 #: :func:`derive_seed` streams: the noise of an image, the wrapped explainer's seed per copy.
 NOISE, INNER = 1, 2
-
-
-def derive_seed(seed: int, stream: int, index: int) -> int:
-    """The seed of draw ``index`` of ``stream`` under ``seed``:
-    ``numpy.random.SeedSequence(seed % 2**64, spawn_key=(stream, index)).generate_state(1,
-    numpy.uint64)[0] >> 1`` (a 63-bit int, distinct streams are independent)."""
-    state = np.random.SeedSequence(seed % 2**64, spawn_key=(stream, index)).generate_state(1, np.uint64)
-    return int(state[0] >> np.uint64(1))
 
 
 @dataclass

@@ -8,11 +8,26 @@ import torch
 
 from ..errors import XaiError, check_input, check_positive_int
 from ..runner import ModelRunner
+from ..seeding import derive_seed, make_generator
 from ..targets import ClassTarget
 from .base import PathExplainer, Paths
 from .engine import PathSamples, integrate
 
 _F64 = torch.float64
+#: the :func:`~xai_torch.seeding.derive_seed` stream of Expected Gradients' per-image draws
+_STREAM = 3
+
+
+def _draw(n_bg: int, steps: int, rows: int, generator: Optional[torch.Generator],
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(refs, alphas)``, each ``(rows, steps)``: background indices (without replacement,
+    independently per row, when ``n_bg >= steps``; else with replacement) and float64 path
+    positions in [0, 1)."""
+    if n_bg >= steps:
+        refs = torch.rand((rows, n_bg), generator=generator, device=device).argsort(1)[:, :steps]
+    else:
+        refs = torch.randint(n_bg, (rows, steps), generator=generator, device=device)
+    return refs, torch.rand((rows, steps), generator=generator, device=device, dtype=_F64)
 
 
 class ExpectedGradients(PathExplainer):
@@ -27,7 +42,10 @@ class ExpectedGradients(PathExplainer):
             example a few hundred training images).
         samples: draws per image (model evaluations). References are drawn without
             replacement when ``N >= samples``, else with replacement.
-        seed: see :mod:`xai_torch.seeding`.
+        seed: see :mod:`xai_torch.seeding`. With a seed, image ``i``'s references and path
+            positions are drawn from its own generator (seed ``derive_seed(seed, 3, i)``), so its
+            result does not depend on the other images of the batch nor on ``batch_size``, and
+            its ``K`` targets share the same draws.
 
     Returns:
         ``(B, C, H, W)`` signed attributions whose sum approximates, in expectation,
@@ -69,12 +87,13 @@ class ExpectedGradients(PathExplainer):
         n_bg, steps = bg.shape[0], self.samples
         r_count = x.shape[0] * k
         dev = x.device
-        if n_bg >= steps:  # without replacement, independently per row
-            keys = torch.rand((r_count, n_bg), generator=generator, device=dev)
-            refs = keys.argsort(1)[:, :steps]
-        else:
-            refs = torch.randint(n_bg, (r_count, steps), generator=generator, device=dev)
-        alphas = torch.rand((r_count, steps), generator=generator, device=dev, dtype=_F64)
+        if self.seed is None:  # torch's global RNG: every row drawn at once
+            refs, alphas = _draw(n_bg, steps, r_count, None, dev)
+        else:  # image i's draws depend on (seed, i) alone; its K targets share them
+            draws = [_draw(n_bg, steps, 1, make_generator(derive_seed(self.seed, _STREAM, i), dev), dev)
+                     for i in range(x.shape[0])]
+            refs = torch.cat([d[0] for d in draws]).repeat_interleave(k, 0)
+            alphas = torch.cat([d[1] for d in draws]).repeat_interleave(k, 0)
         a = alphas.to(x.dtype)
 
         # F(b) of every drawn reference, for the completeness check: one forward per distinct one
