@@ -92,8 +92,10 @@ def choose(err: torch.Tensor, sub: torch.Tensor, left: torch.Tensor) -> list[lis
     return picks
 
 
-def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, steps: int) -> Paths:
-    """Adaptive straight-line IG for every row (image x target) and baseline."""
+def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, steps: int,
+                   fb: Optional[torch.Tensor] = None) -> Paths:
+    """Adaptive straight-line IG for every row (image x target) and baseline (``fb``: the
+    baselines' scores when the caller has them)."""
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, groups = r_count * j_count, GROUPS
@@ -109,7 +111,8 @@ def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Ten
 
         return runner.scores(inputs, paths.shape[0]).scores.to(_F64)
 
-    fb = baseline_scores(runner, base, k)  # the rule needs both ends of every path, details or not
+    if fb is None:  # the rule needs both ends of every path, details or not
+        fb = baseline_scores(runner, base, k)
     f0 = fb.flatten().to(_F64)
     clean = runner.clean_scores
     if clean is None:

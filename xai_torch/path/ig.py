@@ -19,17 +19,20 @@ from ..runner import ModelRunner
 from .adaptive import MIN_STEPS, adaptive_paths
 from .base import PathExplainer, Paths
 from .engine import integrate
+from .layer import check_layer, layer_space, record_baselines
 from .line import baseline_scores, line_factor, line_points
 from .quadrature import RULES, get_rule
 
 
 def line_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, alphas: torch.Tensor,
-               weights: torch.Tensor, details: bool) -> Paths:
-    """Straight-line IG for every row (image x target) and baseline, with one shared rule."""
+               weights: torch.Tensor, details: bool, fb: Optional[torch.Tensor] = None) -> Paths:
+    """Straight-line IG for every row (image x target) and baseline, with one shared rule
+    (``fb``: the baselines' scores when the caller has them)."""
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, steps = r_count * j_count, alphas.shape[0]
-    fb = baseline_scores(runner, base, k) if details else None
+    if fb is None and details:
+        fb = baseline_scores(runner, base, k)
     dev = x.device
     paths = torch.arange(n_paths, device=dev).repeat_interleave(steps)
     points = line_points(x, base, k, paths, alphas.to(dev).repeat(n_paths), weights.to(dev).repeat(n_paths))
@@ -59,6 +62,12 @@ class IntegratedGradients(PathExplainer):
             ``(n-1)/n``) or ``"adaptive"``: nodes placed where the path score changes, within
             the same budget of ``steps`` model evaluations (see :mod:`xai_torch.path.adaptive`).
         normalize, input_range, seed: see :mod:`xai_torch.path.base`.
+        layer: ``None`` (attribute to the input), or one layer (dotted name or module): the
+            paths then run in that layer's space, from its activations for the baseline to
+            those for the image (Captum ``LayerIntegratedGradients``), and the attributions
+            are shaped like them (see :mod:`xai_torch.path.layer`).
+        layer_input: integrate in the space of the layer's first input instead of its output
+            (Captum's ``attribute_to_layer_input=True``).
 
     Call arguments:
         baseline: where the paths start (default ``"black"``); a name, a tensor, a callable
@@ -66,36 +75,55 @@ class IntegratedGradients(PathExplainer):
             :mod:`xai_torch.space`.
 
     Returns:
-        ``(B, C, H, W)`` signed attributions whose sum approximates ``F(x) - F(baseline)``;
-        ``explain`` returns a :class:`~xai_torch.path.PathExplanation` with the
+        ``(B, C, H, W)`` signed attributions whose sum approximates ``F(x) - F(baseline)``
+        (``(B, K, C, H, W)`` for ``(B, K)`` targets). With ``layer=``, shaped like the layer's
+        tensor, ``(B, [K,] C', H', W')``, and completeness holds in the layer's space: they sum
+        to ``F(x) - F(baseline)`` up to the quadrature error when the score depends on the
+        input only through the layer. ``explain`` returns a :class:`~xai_torch.path.PathExplanation` with the
         completeness ``delta`` and the path curve.
 
     Cost:
         ``steps`` forward + backward passes per image and baseline, in chunks of at most
-        ``batch_size`` samples, plus one forward per image and per baseline.
+        ``batch_size`` samples, plus one forward per image and per baseline (with
+        ``layer=``: the same, the forwards recording the layer's activations).
 
     Example:
         >>> ig = xt.IntegratedGradients(model, steps=64, normalize=xt.zoo.NORMALIZE)
         >>> res = ig.explain(x, target=281, baseline="black")
         >>> res.attributions.shape, res.relative_delta       # (B, C, H, W), (B,)
+        >>> xt.IntegratedGradients(model, layer="layer4")(x, target=281).shape   # resnet18, 224 px
+        torch.Size([8, 512, 7, 7])
     """
 
     def __init__(self, model: Any, *, steps: int = 50, method: str = "gauss_legendre", normalize: Any = None,
-                 input_range: Any = None, seed: Optional[int] = None, batch_size: Optional[int] = None,
-                 progress: Optional[bool] = None) -> None:
+                 input_range: Any = None, seed: Optional[int] = None, layer: Any = None, layer_input: bool = False,
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, seed=seed,
                          batch_size=batch_size, progress=progress)
+        self.layer = check_layer(model, layer, layer_input, type(self).__name__)
+        self.layer_input = layer_input
         self.method = check_choice(method, "method", [*RULES, "adaptive"])
         self.steps = check_positive_int(steps, "steps", minimum=2 if "trapezoid" in method else 1)
         if method == "adaptive":
             self.steps = check_positive_int(steps, "steps", minimum=MIN_STEPS)
 
     def _config(self) -> dict[str, Any]:
-        return {"steps": self.steps, "method": self.method, **super()._config()}
+        cfg = {"steps": self.steps, "method": self.method, **super()._config()}
+        if self.layer is not None:
+            cfg.update(layer=self.layer[0], **({"layer_input": True} if self.layer_input else {}))
+        return cfg
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
                generator: Optional[torch.Generator], details: bool) -> Paths:
+        if self.layer is None:
+            return self._line(runner, x, k, prepared, details)
+        with layer_space(runner, x, k, self.layer, self.layer_input) as (lr, a_x, swap):
+            a_b, fb = record_baselines(runner, swap, prepared, k)
+            return self._line(lr, a_x, k, a_b, details, fb)
+
+    def _line(self, runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, details: bool,
+              fb: Optional[torch.Tensor] = None) -> Paths:
         if self.method == "adaptive":
-            return adaptive_paths(runner, x, k, prepared, self.steps)
+            return adaptive_paths(runner, x, k, base, self.steps, fb)
         alphas, weights = get_rule(self.method, self.steps)
-        return line_paths(runner, x, k, prepared, alphas, weights, details)
+        return line_paths(runner, x, k, base, alphas, weights, details, fb)

@@ -54,7 +54,7 @@ def line_points(x: torch.Tensor, base: torch.Tensor, k: int, paths: torch.Tensor
             i, j = path // j_count // k, path % j_count
             # b + a * (x - b) in two roundings, as Captum (a fused multiply-add rounds differently,
             # and a ReLU network's gradient can jump on a one-ulp change of its input)
-            torch.mul(a[start + lo:start + hi].view(-1, 1, 1, 1), x[i] - base[j, i], out=z[lo:hi])
+            torch.mul(a[start + lo:start + hi].view(-1, *[1] * (x.ndim - 1)), x[i] - base[j, i], out=z[lo:hi])
             z[lo:hi] += base[j, i]
         return PathSamples(z, p // j_count, slot_of[start:stop], weights[start:stop], None)
 

@@ -1,0 +1,126 @@
+"""Path methods in a layer's space (xai_torch/path/layer.py): IG with ``layer=`` in closed form,
+completeness in the layer's space, model-call counts, bad input, no trace, parity with Captum's
+LayerIntegratedGradients."""
+import pytest
+import torch
+from torch import nn
+
+import xai_torch as xt
+
+from conftest import assert_no_trace, snapshot, torchvision_model
+
+RULES = ["gauss_legendre", "riemann_left", "riemann_right", "riemann_middle", "captum_trapezoid"]
+
+
+class Head(nn.Module):
+    """conv -> ReLU -> (layer "feat": flatten) -> linear: linear after the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu, self.feat, self.fc = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)
+
+    def forward(self, x):
+        return self.fc(self.feat(self.relu(self.conv(x))))
+
+
+def _x(b=2, size=6, seed=1):
+    return torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("method", [*RULES, "adaptive"])
+def test_closed_form_on_a_linear_head(method):
+    model, x = Head().eval(), _x()
+    b = torch.full_like(x, 0.3)
+    steps = 40 if method == "adaptive" else 3
+    res = xt.IntegratedGradients(model, steps=steps, method=method, layer="feat").explain(x, target=[2, 0], baseline=b)
+    with torch.no_grad():
+        a_x, a_b = model.feat(model.relu(model.conv(x))), model.feat(model.relu(model.conv(b)))
+    w = model.fc.weight[[2, 0]]
+    scale = 1.0 if method != "captum_trapezoid" else (steps - 1) / steps  # Captum's weights sum to (n-1)/n
+    torch.testing.assert_close(res.attributions, (a_x - a_b) * w * scale, rtol=1e-5, atol=1e-6)
+    assert res.attributions.shape == (2, 64)
+    if method != "captum_trapezoid":  # completeness in the layer's space, exact for a linear head
+        torch.testing.assert_close(res.delta, torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_completeness_in_layer_space_and_delta_definition(small, small_x):
+    b = torch.zeros_like(small_x)
+    res = xt.IntegratedGradients(small, steps=64, layer="conv2").explain(small_x, target=[1, 2, 0], baseline=b)
+    assert res.attributions.shape == (3, 8, 12, 12)
+    with torch.no_grad():
+        rows, cols = torch.arange(3), torch.tensor([1, 2, 0])
+        gap = small(small_x)[rows, cols] - small(b)[rows, cols]
+    torch.testing.assert_close(res.delta.double(), res.attributions.double().flatten(1).sum(1) - gap.double(),
+                               rtol=1e-5, atol=1e-5)
+    assert float(res.relative_delta.max()) < 0.02
+
+
+def test_k_targets_shape_calls_and_plain_call_equal(small, small_x):
+    ig = xt.IntegratedGradients(small, steps=5, layer="conv2", batch_size=7)
+    res = ig.explain(small_x, target=torch.tensor([[0, 1], [2, 3], [4, 0]]))
+    assert res.attributions.shape == (3, 2, 8, 12, 12) and res.delta.shape == (3, 2)
+    # record x (3) and the baseline (3), 5 steps x 6 rows, clean scores (3)
+    assert res.model_calls == 3 + 3 + 30 + 3
+    torch.testing.assert_close(ig(small_x, target=torch.tensor([[0, 1], [2, 3], [4, 0]])), res.attributions)
+
+
+def test_layer_input_and_module_spec(small, small_x):
+    res = xt.IntegratedGradients(small, steps=4, layer=small.conv2, layer_input=True).explain(small_x, target=1)
+    assert res.attributions.shape == (3, 6, 12, 12)
+    assert xt.IntegratedGradients(small, layer=small.conv2, layer_input=True)._config()["layer"] == "conv2"
+
+
+def test_inference_mode_and_no_trace(small, small_x):
+    before = snapshot(small, small_x)
+    with torch.inference_mode():
+        out = xt.IntegratedGradients(small, steps=4, method="riemann_middle",
+                                     layer="conv2")(small_x, target=1)
+    assert out.shape == (3, 8, 12, 12) and torch.isfinite(out).all()
+    assert_no_trace(before, snapshot(small, small_x))
+
+
+def test_bad_layers(small, small_x):
+    with pytest.raises(xt.XaiError, match="conv2"):
+        xt.IntegratedGradients(small, layer="conv3")
+    with pytest.raises(xt.XaiError, match="one layer"):
+        xt.IntegratedGradients(small, layer=["conv1", "conv2"])
+    with pytest.raises(xt.XaiError, match="layer_input"):
+        xt.IntegratedGradients(small, layer="conv2", layer_input="yes")
+
+    class Side(nn.Module):  # the score does not depend on "unused"
+        def __init__(self):
+            super().__init__()
+            self.net, self.unused = small, nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            self.unused(x)
+            return self.net(x)
+
+    model = Side().eval()
+    before = snapshot(model, small_x)
+    with pytest.raises(xt.XaiError, match="does not depend on layer 'unused'"):
+        xt.IntegratedGradients(model, steps=3, layer="unused")(small_x, target=1)
+    with pytest.raises(xt.XaiError, match="more than once"):  # SmallNet's ReLU is reused
+        xt.IntegratedGradients(small, steps=3, layer="relu")(small_x, target=1)
+    assert_no_trace(before, snapshot(model, small_x))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("layer_input", [False, True])
+@pytest.mark.parametrize("ours,theirs", [("gauss_legendre", "gausslegendre"), ("riemann_left", "riemann_left"),
+                                         ("riemann_right", "riemann_right"), ("riemann_middle", "riemann_middle"),
+                                         ("captum_trapezoid", "riemann_trapezoid")])
+def test_layer_ig_parity_with_captum(ours, theirs, layer_input):
+    from captum.attr import LayerIntegratedGradients
+
+    model = torchvision_model("resnet18")
+    x = _x(2, 64, 5)
+    b = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6)).expand(2, -1, -1, -1) * 0.1
+    layer = model.layer3 if layer_input else model.layer4[0].conv2
+    res = xt.IntegratedGradients(model, steps=4, method=ours, layer=layer, layer_input=layer_input)(
+        x, target=[3, 7], baseline=b)
+    ref = LayerIntegratedGradients(model, layer).attribute(x, b, target=[3, 7], n_steps=4, method=theirs,
+                                                           attribute_to_layer_input=layer_input)
+    assert res.shape == ref.shape
+    assert float((res - ref).abs().max() / ref.abs().max()) < 1e-4
