@@ -132,3 +132,19 @@ def test_parity_layer_gradient_x_activation(layer_input):
         x, target=[3, 5], attribute_to_layer_input=layer_input)
     ours = xt.Gradient(model, layer="layer3", layer_input=layer_input)(x, target=[3, 5])
     torch.testing.assert_close(ours, grads, rtol=1e-4, atol=1e-4 * float(grads.detach().abs().max()))
+
+
+def test_smoothgrad_over_a_list_of_layers():
+    model, x = TwoLinear(), _x(2)
+    w2 = model.fc2.weight.detach()
+    t = torch.tensor([[0, 1], [2, 0]])
+    inner = xt.InputXGradient(model, layer=["fc1", "fc2"])
+    sg = xt.SmoothGrad(inner, samples=3, noise=0.0, seed=0)
+    res = sg(x, target=t)
+    assert list(res) == ["fc1", "fc2"]
+    want = inner(x, target=t)
+    torch.testing.assert_close(res["fc1"], want["fc1"])
+    torch.testing.assert_close(res["fc2"], want["fc2"])
+    assert res["fc1"].shape == (2, 2, 5)
+    sq = xt.SmoothGrad(xt.Gradient(model, layer=["fc1"]), samples=2, variant="square")(x, target=[0, 1])
+    torch.testing.assert_close(sq["fc1"], w2[[0, 1]] ** 2)

@@ -95,8 +95,9 @@ class SmoothGrad(Explainer):
             A seeded wrapped explainer draws afresh for every noisy copy.
 
     Returns:
-        The wrapped explainer's output shape, reduced over the noisy copies; targets are
-        resolved once on the clean images (argmax of ``model(x)``).
+        The wrapped explainer's output shape, reduced over the noisy copies (a dict
+        ``name -> tensor`` when it attributes to a list of layers); targets are resolved once
+        on the clean images (argmax of ``model(x)``).
 
     Cost:
         ``samples`` times the wrapped explainer's, plus one forward per image.
@@ -163,12 +164,13 @@ class SmoothGrad(Explainer):
 
         dtype = result_dtype(x)
         k_shape = (b, target.k) if target.k is not None else (b,)
+        layout: dict[str, torch.Size] = {}  # a list of layers' attributions, packed (see _packed)
         if _draws_per_call(self.explainer):
-            attributions, draw_delta = self._per_copy(noise, b, target, kwargs, details)
+            attributions, draw_delta = self._per_copy(noise, b, target, kwargs, details, layout)
         else:
-            attributions, draw_delta = self._grouped(noise, b, target, kwargs, details)
+            attributions, draw_delta = self._grouped(noise, b, target, kwargs, details, layout)
         return SmoothGradExplanation(
-            attributions=attributions.to(device=x.device, dtype=dtype),
+            attributions=_unpacked(attributions.to(device=x.device, dtype=dtype), len(k_shape), layout),
             targets=None if classes is None else classes.view(k_shape).to(x.device),
             scores=None if scores is None else scores.view(k_shape).to(device=x.device, dtype=dtype),
             noise_std=std.to(device=x.device, dtype=dtype),
@@ -176,7 +178,7 @@ class SmoothGrad(Explainer):
         )
 
     def _grouped(self, noise: Callable[[int, int, int], torch.Tensor], b: int, target: Target, kwargs: dict[str, Any],
-                 details: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                 details: bool, layout: dict[str, torch.Size]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A deterministic wrapped explainer: at most SAMPLES_PER_CALL noisy copies per wrapped
         call, several images with all their copies or one image's copies in parts; reduced as
         running float64 sums, so memory does not grow with ``samples``."""
@@ -195,7 +197,7 @@ class SmoothGrad(Explainer):
                 noisy = noise(first, last, c)
                 call = {key: _repeat(value, b, first, last, c, key) for key, value in kwargs.items()}
                 res = self.explainer._run(noisy, _Repeated(target, c, first), call, details=details)
-                a = res.attributions.to(noisy.device)
+                a = _packed(res.attributions, 2 if target.k is not None else 1, layout).to(noisy.device)
                 a = a.view(last - first, c, *a.shape[1:]).to(torch.float64)
                 total = a.sum(1) if total is None else total + a.sum(1)
                 if self.variant != "mean":
@@ -210,7 +212,7 @@ class SmoothGrad(Explainer):
         return torch.cat(results), torch.cat(deltas) if deltas else None
 
     def _per_copy(self, noise: Callable[[int, int, int], torch.Tensor], b: int, target: Target, kwargs: dict[str, Any],
-                  details: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                  details: bool, layout: dict[str, torch.Size]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """A stochastic wrapped explainer: one call per copy index on the ``B`` noisy images of
         that index, with a seed per index (module doc), so no two copies share a draw."""
         inner = self.explainer
@@ -225,7 +227,8 @@ class SmoothGrad(Explainer):
                 inner.seed = derive_seed(seed, INNER, s)  # type: ignore[attr-defined]
             noisy = noise(0, b, 1)
             res = inner._run(noisy, target, call, details=details)
-            a = res.attributions.to(device=noisy.device, dtype=torch.float64)
+            a = _packed(res.attributions, 2 if target.k is not None else 1, layout)
+            a = a.to(device=noisy.device, dtype=torch.float64)
             total = a if total is None else total + a
             if self.variant != "mean":
                 square = a * a if square is None else square + a * a
@@ -244,6 +247,26 @@ class SmoothGrad(Explainer):
         if self.variant == "square":
             return mean_square
         return (mean_square - mean * mean).clamp_min(0)  # population variance, as NoiseTunnel
+
+
+def _packed(a: Any, lead: int, layout: dict[str, torch.Size]) -> torch.Tensor:
+    """A dict ``name -> (n, [K,] ...)`` of a list of layers as one ``(n, [K,] total)`` tensor,
+    the shapes recorded in ``layout``; a tensor as it is."""
+    if not isinstance(a, dict):
+        return a  # type: ignore[no-any-return]
+    layout.update({name: t.shape[lead:] for name, t in a.items()})
+    return torch.cat([t.flatten(lead) for t in a.values()], -1)
+
+
+def _unpacked(t: torch.Tensor, lead: int, layout: dict[str, torch.Size]) -> Any:
+    """The inverse of :func:`_packed` (the tensor as it is when ``layout`` is empty)."""
+    if not layout:
+        return t
+    out, start = {}, 0
+    for name, shape in layout.items():
+        part = t.narrow(-1, start, shape.numel())
+        out[name], start = part.reshape(*part.shape[:lead], *shape), start + shape.numel()
+    return out
 
 
 def _draws_per_call(explainer: Explainer) -> bool:
