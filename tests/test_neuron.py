@@ -188,3 +188,21 @@ def test_captum_neuron_guided_backprop_misses_functional_relus():
         plain = NeuronGradient(model, model.conv3).attribute(x, (1, 2, 2))
     torch.testing.assert_close(captum, plain)  # Captum: no rule applied, the plain gradient
     assert not torch.allclose(captum, ours)
+
+
+def test_neuron_at_the_attributed_layer_and_after_in_place_ops():
+    model, x = _net(), _x()
+    # the gradient of a neuron of layer "2" at layer "2" itself: one-hot; Grad-CAM there too
+    onehot = torch.zeros(2, 5, 8, 8, dtype=x.dtype)
+    onehot[:, 3, 2, 6] = 1
+    torch.testing.assert_close(xt.Gradient(model, layer="2")(x, target=xt.NeuronTarget("2", (3, 2, 6))), onehot)
+    cam = xt.GradCAM(model, layer="2", upsample=False)(x, target=xt.NeuronTarget("2", 3))
+    torch.testing.assert_close(cam, torch.relu(model[:3](x)[:, 3:4]).detach() / 64)
+    # ReLU(inplace=True) right after the layer: the neuron is read before it (negative values too)
+    torch.manual_seed(0)
+    inplace = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).double()
+    res = xt.Gradient(inplace).explain(x, target=xt.NeuronTarget("0", [(0, 0, 1), (0, 0, 2)]))
+    conv = inplace[0](x).detach()
+    want = torch.stack([conv[0, 0, 0, 1], conv[1, 0, 0, 2]])
+    assert bool((want < 0).all())
+    torch.testing.assert_close(res.scores, want)

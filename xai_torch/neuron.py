@@ -51,6 +51,20 @@ def _index_tensor(index: Any) -> torch.Tensor:
                    f"callable layer_output -> (B,), or a list of ints / tuples per image; got {describe(index)}.")
 
 
+class _CopyTap(LayerTap):
+    """A :class:`~xai_torch.hooks.LayerTap` that records a copy of the layer's output (in the
+    graph) and lets the network go on with the output itself: a later in-place op cannot change
+    the record, and an explainer's own tap on the same layer (``layer=``, a CAM) sees the tensor
+    the neuron is read from, so the neuron's gradient reaches it."""
+
+    def _recorder(self, i: int) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if self._active():
+                self.outputs[i].append(output.clone() if isinstance(output, torch.Tensor) else output)
+
+        return hook
+
+
 class NeuronTarget(Target):
     """The value of one neuron (or channel) of an internal layer's output, as ``target=``.
 
@@ -123,7 +137,7 @@ class NeuronTarget(Target):
         if not isinstance(model, nn.Module):
             raise XaiError(f"NeuronTarget needs an nn.Module to find its layer in; got {type(model).__name__}.")
         self.name, module = find_layer(model, self.layer, "NeuronTarget layer")
-        self._tap = LayerTap(session, model, [(self.name, module)])
+        self._tap = _CopyTap(session, model, [(self.name, module)])
 
     # -- scoring ------------------------------------------------------------------------------
     def activation(self, n: int) -> torch.Tensor:
