@@ -1,6 +1,8 @@
 """xt.NeuronTarget: every explainer explains a neuron as it explains a model whose output is that
 neuron; per-image and (B, K) neurons; errors; Captum's neuron methods (parity, and where Captum
 misses functional ReLUs)."""
+from collections import OrderedDict
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,3 +208,20 @@ def test_neuron_at_the_attributed_layer_and_after_in_place_ops():
     want = torch.stack([conv[0, 0, 0, 1], conv[1, 0, 0, 2]])
     assert bool((want < 0).all())
     torch.testing.assert_close(res.scores, want)
+
+
+def test_closed_forms_of_neurons_on_a_linear_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(flat=nn.Flatten(), fc1=nn.Linear(6, 5), fc2=nn.Linear(5, 3))).double()
+    x = torch.randn(3, 1, 2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    w1 = model.fc1.weight.detach().reshape(5, 1, 2, 3)
+    units = [(0,), (4,), (2,)]
+    torch.testing.assert_close(xt.Gradient(model)(x, target=xt.NeuronTarget("fc1", units)), w1[[0, 4, 2]])
+    ixg = xt.InputXGradient(model).explain(x, target=xt.NeuronTarget("fc1", (1,)))
+    torch.testing.assert_close(ixg.attributions, x * w1[1])
+    # the neuron minus its bias is linear in x: completeness of x * grad
+    torch.testing.assert_close(ixg.attributions.sum((1, 2, 3)), ixg.scores - model.fc1.bias.detach()[1])
+    # an int on a (B, D) layer is that unit (its mean over no further dims)
+    torch.testing.assert_close(xt.Gradient(model)(x, target=xt.NeuronTarget("fc1", 3)), w1[3].expand(3, 1, 2, 3))
+    ig = xt.IntegratedGradients(model, steps=3)(x, target=xt.NeuronTarget("fc1", (1,)), baseline=torch.zeros_like(x))
+    torch.testing.assert_close(ig, x * w1[1])
