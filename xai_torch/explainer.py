@@ -50,7 +50,8 @@ class Explanation:
 
     Attributes:
         attributions: ``(B, C, H, W)`` pixel attributions or ``(B, 1, H, W)`` maps, raw and
-            signed; ``(B, K, ...)`` for ``(B, K)`` targets.
+            signed; ``(B, K, ...)`` for ``(B, K)`` targets. With ``layer=`` (gradient
+            explainers): shaped like the layer, or a dict ``name -> tensor`` for a list of layers.
         targets: class index explained per image, ``(B,)`` or ``(B, K)``; ``None`` for
             callable targets.
         scores: the target score ``F_c(x)`` per image, ``(B,)`` or ``(B, K)``.
