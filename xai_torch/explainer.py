@@ -31,6 +31,7 @@ Call arguments:
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -90,7 +91,8 @@ class Explainer:
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress
-        self._sessions: list[HookSession] = []
+        # the sessions of the open ``with`` blocks: a stack per thread (threads may share an instance)
+        self._sessions: dict[int, list[HookSession]] = {}
 
     # -- configuration --------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -105,19 +107,29 @@ class Explainer:
     # -- context manager ------------------------------------------------------------------
     def __enter__(self: Any) -> Any:
         session = HookSession()
-        self._sessions.append(session)
+        self._sessions.setdefault(threading.get_ident(), []).append(session)
         try:
             self._open(session)
         except BaseException:
-            self._sessions.pop()
+            self._pop_session()
             session.close()
             raise
         return self
 
     def __exit__(self, *exc: Any) -> bool:
-        if not self._sessions:
-            return False
-        return bool(self._sessions.pop().__exit__(*exc))
+        session = self._pop_session()
+        return False if session is None else bool(session.__exit__(*exc))
+
+    def _pop_session(self) -> Optional[HookSession]:
+        """The innermost open ``with`` block of this thread, removed from its stack (None if none)."""
+        thread = threading.get_ident()
+        stack = self._sessions.get(thread)
+        if not stack:
+            return None
+        session = stack.pop()
+        if not stack:
+            del self._sessions[thread]
+        return session
 
     def _open(self, session: HookSession) -> None:
         """Register state that lives for the whole ``with`` block (none by default)."""
