@@ -206,6 +206,7 @@ EXPLAINER_RECIPES: dict[str, Recipe] = {
     "BlurIG": Recipe(lambda m, x, **o: xt.BlurIG(m, steps=4, max_sigma=2.0, **o)),
     "GuidedIG": Recipe(lambda m, x, **o: xt.GuidedIG(m, steps=4, **o)),
     "ExpectedGradients": Recipe(lambda m, x, **o: xt.ExpectedGradients(m, _background(x), samples=4, seed=0, **o)),
+    "LayerConductance": Recipe(lambda m, x, **o: xt.LayerConductance(m, "net.conv2", steps=3, **o)),
     "XRAI": Recipe(lambda m, x, **o: xt.XRAI(m, steps=4, min_pixel_diff=0, **o),
                    lambda x: {"segments": region_masks(x)}),
     "LIME": Recipe(lambda m, x, **o: xt.LIME(m, samples=8, seed=0, **o), lambda x: {"segments": grid(x)}),

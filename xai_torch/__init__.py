@@ -28,7 +28,15 @@ from .gradient import Gradient, InputXGradient
 from .hooks import HookSession, capture
 from .layers import find_layer, find_layers
 from .neuron import NeuronTarget
-from .path import Baseline, BlurIG, ExpectedGradients, GuidedIG, IntegratedGradients, PathExplanation
+from .path import (
+    Baseline,
+    BlurIG,
+    ExpectedGradients,
+    GuidedIG,
+    IntegratedGradients,
+    LayerConductance,
+    PathExplanation,
+)
 from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
 from .region import LIME, XRAI, KernelSHAP, KernelSHAPExplanation, LIMEExplanation, XRAIExplanation
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
@@ -76,6 +84,7 @@ __all__ = [
     "ExpectedGradients",
     "GuidedIG",
     "IntegratedGradients",
+    "LayerConductance",
     "PathExplanation",
     "KernelSHAP",
     "KernelSHAPExplanation",
