@@ -8,6 +8,8 @@ trace after success / an exception / a KeyboardInterrupt inside the forward, bad
 images of the batch change nothing."""
 import dataclasses
 import inspect
+import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import xai_torch as xt
 import xai_torch.metrics as xm
@@ -603,3 +606,102 @@ def test_model_free_metric_is_deterministic_and_leaves_its_inputs(name):
     args, kwargs = recipe.bad()
     with pytest.raises(xt.XaiError):
         fn(*args, **kwargs)
+
+
+# --- threads, wrappers, small holes (issue 19, items 1, 5, 6) --------------------------------
+class Checkpointed(Faulty):
+    """Faulty with conv1 -> bn -> ReLU under ``torch.utils.checkpoint(use_reentrant=True)``, which
+    supports ``.backward()`` only: same weights, same outputs as ``Faulty()``."""
+
+    def forward(self, x):
+        n = self.net
+        h = checkpoint(lambda z: n.relu(n.bn(n.conv1(z))), x, use_reentrant=True)
+        return n.fc(n.relu(n.conv2(h)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", cases(EXPLAINERS, "threads"))
+def test_threads_on_one_model_get_the_serial_result(name):
+    """The explainer in two threads, beside a thread of per-call CAM hooks (GradCAM) and one of
+    the rectifier mode (GuidedBackprop), on one model, threads switching every microsecond: each
+    of its calls gives the serial result, bit for bit (one intra-op thread: same kernels), and
+    nothing stays on the model. More pairs and calls: tests/test_threads.py."""
+    model, x = user_model(), images()
+    expect = {n: explain(n, model, x) for n in {name, "GradCAM", "GuidedBackprop"}}
+    before = snapshot(model, x)
+    got: dict[str, list] = {n: [] for n in expect}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def work(n: str) -> None:
+        try:
+            barrier.wait()
+            for _ in range(2):
+                got[n].append(explain(n, model, x))
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            errors.append(err)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in (name, name, "GradCAM", "GuidedBackprop")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    if errors:
+        raise errors[0]
+    for n, results in got.items():
+        assert results, n
+        for result in results:
+            assert_same(expect[n], result)
+    assert_no_trace(before, snapshot(model, x))
+
+
+@pytest.mark.filterwarnings("ignore:None of the inputs have requires_grad")
+@pytest.mark.parametrize("name", cases(EXPLAINERS, "checkpoint"))
+def test_reentrant_checkpoint_gives_the_plain_result_or_says_use_reentrant_false(name):
+    """Methods that need no input gradient work through the checkpoint, with the plain model's
+    result; the others raise XaiError naming ``use_reentrant=False``, the original chained."""
+    model, x = Checkpointed().eval(), images()
+    before = snapshot(model, x)
+    try:
+        got = explain(name, model, x)
+    except xt.XaiError as err:
+        assert "use_reentrant=False" in str(err), f"{name}: {err}"
+        assert isinstance(err.__cause__, RuntimeError) or "has no gradient" in str(err), name
+    else:
+        assert_same(explain(name, Faulty().eval(), x), got)
+    assert_no_trace(before, snapshot(model, x))
+
+
+@pytest.mark.parametrize("name", cases(EXPLAINERS, "traced"))
+def test_traced_model_gives_the_eager_result_or_says_torchscript(name):
+    """A ``torch.jit.trace``d model: methods that only call it (and take its input gradient) give
+    the eager result; methods that hook or intercept its layers say it is TorchScript, at
+    construction or call, instead of "layer was not called" or PyTorch's hook error."""
+    eager, x = Faulty().eval(), images()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # torch.jit.trace is deprecated; Faulty's counter is traced away
+        traced = torch.jit.trace(eager, x)
+    try:
+        got = explain(name, traced, x)
+    except xt.XaiError as err:
+        assert "TorchScript" in str(err), f"{name}: {err}"
+    else:
+        assert_same(explain(name, eager, x), got, tolerance=True)
+
+
+@pytest.mark.parametrize("name", cases(EXPLAINERS, "empty_target"))
+def test_an_empty_target_per_image_says_at_least_one(name):
+    for empty in ([[], []], torch.zeros(2, 0, dtype=torch.long)):
+        err = _bad(name, images(), target=empty)
+        assert "at least one target per image" in str(err), f"{name}: {err}"
+
+
+@pytest.mark.parametrize("noise", [float("inf"), float("nan"), -0.1, True, "0.1"])
+def test_smoothgrad_refuses_a_noise_that_is_not_a_finite_fraction(noise):
+    """At construction, not later with a message about NaN inputs."""
+    with pytest.raises(xt.XaiError, match="noise must be a finite number >= 0"):
+        xt.SmoothGrad(xt.Gradient(user_model()), noise=noise)

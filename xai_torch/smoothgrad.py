@@ -117,8 +117,9 @@ class SmoothGrad(Explainer):
         self.explainer = explainer
         self.call_keywords = explainer.call_keywords
         self.samples = check_positive_int(samples, "samples")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-            raise XaiError(f"noise must be a number >= 0 (a fraction of the value range); got {describe(noise)}.")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
+            raise XaiError(f"noise must be a finite number >= 0 (a fraction of the value range); "
+                           f"got {describe(noise)}.")
         self.noise = float(noise)
         self.variant = check_choice(variant, "variant", VARIANTS)
         self.seed = check_seed(seed)

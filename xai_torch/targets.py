@@ -139,7 +139,8 @@ class ClassTarget(Target):
                 f"image (length {batch}), a single int, or a ({batch}, K) tensor."
             )
         if c.ndim == 2 and c.shape[1] == 0:
-            raise XaiError("target of shape (B, 0) asks for no class; give at least one per image.")
+            raise XaiError(f"target of shape ({batch}, 0) asks for no class: give at least one target per image "
+                           f"(a ({batch}, K) array with K >= 1).")
         bound.classes = c
         bound.k = self.k
         bound._flat = c.reshape(-1)
@@ -211,6 +212,8 @@ def _class_tensor(classes: Any) -> torch.Tensor:
                 "target must be None, an int, a sequence of ints (one per image), a (B, K) "
                 f"array of ints, or a callable; got {describe(classes)} ({err})."
             ) from None
+    if t.numel() == 0 and t.ndim <= 2:  # [] or [[], []] has no values, hence no dtype: bind names what is missing
+        return t.to(device="cpu", dtype=torch.long)
     if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise XaiError(f"target class indices must be integers; got a {describe(t)}.")
     if t.ndim > 2:
