@@ -124,3 +124,46 @@ def test_layer_ig_parity_with_captum(ours, theirs, layer_input):
                                                            attribute_to_layer_input=layer_input)
     assert res.shape == ref.shape
     assert float((res - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("layer,layer_input", [("feat", False), ("fc", True)])
+def test_expected_gradients_closed_form_on_a_linear_head(layer, layer_input):
+    model, x, bg = Head().eval(), _x(), _x(4, seed=7)
+    eg = xt.ExpectedGradients(model, bg, samples=4, seed=0, layer=layer, layer_input=layer_input, batch_size=3)
+    res = eg.explain(x, target=[2, 0])  # 4 draws of 4 references: each once
+    with torch.no_grad():
+        a_x, a_b = model.feat(model.relu(model.conv(x))), model.feat(model.relu(model.conv(bg)))
+    torch.testing.assert_close(res.attributions, (a_x - a_b.mean(0)) * model.fc.weight[[2, 0]], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.delta, torch.zeros(2), atol=1e-5, rtol=0)
+    assert eg._config()["layer"] == layer
+
+
+@pytest.mark.parity
+def test_shap_gradient_explainer_layer_is_gradient_times_activation():
+    """shap's GradientExplainer((model, layer)) multiplies the gradient by the layer's input at
+    the interpolated image, A(b + t (x - b)), not by a_x - a_b: its values do not add up to
+    F(x) - F(b). Shown on the linear head, replaying its draws; ours keep completeness there."""
+    shap = pytest.importorskip("shap")
+    np = pytest.importorskip("numpy")
+    model, x, bg = Head().eval(), _x(), _x(1, seed=7)
+    theirs = torch.as_tensor(shap.GradientExplainer((model, model.fc), bg).shap_values(x, nsamples=3, rseed=4))
+    rng = np.random.RandomState(4)
+    feats = model.fc.weight.new_zeros(2, 64)
+    with torch.no_grad():
+        for j in range(2):
+            for _ in range(3):
+                rng.choice(1)
+                t = float(rng.uniform())
+                feats[j] += model.feat(model.relu(model.conv(t * x[j:j + 1] + (1 - t) * bg)))[0] / 3
+    expect = torch.stack([feats * w for w in model.fc.weight.detach()], -1)  # (B, 64, classes)
+    torch.testing.assert_close(theirs.float(), expect, rtol=1e-4, atol=1e-6)
+    ours = xt.ExpectedGradients(model, bg, samples=3, seed=0, layer="fc", layer_input=True).explain(x, target=[2, 0])
+    torch.testing.assert_close(ours.delta, torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def test_expected_gradients_layer_delta_definition(small, small_x):
+    bg = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    res = xt.ExpectedGradients(small, bg, samples=8, seed=0, layer="conv2").explain(small_x, target=1)
+    assert res.attributions.shape == (3, 8, 12, 12)
+    expect = res.attributions.double().flatten(1).sum(1) - (res.scores.double() - res.baseline_scores[:, 0].double())
+    torch.testing.assert_close(res.delta.double(), expect, rtol=1e-5, atol=1e-7)

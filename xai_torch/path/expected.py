@@ -12,6 +12,7 @@ from ..seeding import derive_seed, make_generator
 from ..targets import ClassTarget
 from .base import PathExplainer, Paths
 from .engine import PathSamples, integrate
+from .layer import check_layer, layer_space, record
 
 _F64 = torch.float64
 #: the :func:`~xai_torch.seeding.derive_seed` stream of Expected Gradients' per-image draws
@@ -46,15 +47,25 @@ class ExpectedGradients(PathExplainer):
             positions are drawn from its own generator (seed ``derive_seed(seed, 3, i)``), so its
             result does not depend on the other images of the batch nor on ``batch_size``, and
             its ``K`` targets share the same draws.
+        layer: ``None`` (attribute to the input), or one layer (dotted name or module): the
+            same expectation in that layer's space, ``E[(a_x - a_b) * dF/dA(a_b + a (a_x -
+            a_b))]`` with ``a_x``, ``a_b`` the layer's activations for the image and for the drawn
+            reference (see :mod:`xai_torch.path.layer`), shaped like them.
+        layer_input: use the layer's first input instead of its output: shap's
+            ``GradientExplainer((model, layer), background)`` convention. Where the score is
+            linear in that input the two agree exactly (shap interpolates images, not
+            activations; elsewhere they differ by where the gradient is taken).
 
     Returns:
         ``(B, C, H, W)`` signed attributions whose sum approximates, in expectation,
-        ``F(x) - E[F(b)]``; ``explain().delta`` compares it with the mean score of the drawn
-        references.
+        ``F(x) - E[F(b)]`` (also with ``layer=``, in the layer's space, when the score depends
+        on the input only through the layer); ``explain().delta`` compares it with the mean
+        score of the drawn references.
 
     Cost:
         ``samples`` forward + backward passes per image, plus one forward per distinct
-        reference drawn.
+        reference drawn (with ``layer=``: one more per image and per background image, to
+        record their activations).
 
     Example:
         >>> eg = xt.ExpectedGradients(model, background=train_images[:200], samples=50, seed=0)
@@ -64,14 +75,19 @@ class ExpectedGradients(PathExplainer):
     call_keywords: tuple[str, ...] = ()
 
     def __init__(self, model: Any, background: torch.Tensor, *, samples: int = 50, seed: Optional[int] = None,
-                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+                 layer: Any = None, layer_input: bool = False, batch_size: Optional[int] = None,
+                 progress: Optional[bool] = None) -> None:
         super().__init__(model, seed=seed, batch_size=batch_size, progress=progress)
+        self.layer = check_layer(model, layer, layer_input, type(self).__name__)
+        self.layer_input = layer_input
         background, _ = check_input(background, "background")
         self.background = background.detach()
         self.samples = check_positive_int(samples, "samples")
 
     def _config(self) -> dict[str, Any]:
         cfg = {"background": tuple(self.background.shape), "samples": self.samples, "seed": self.seed}
+        if self.layer is not None:
+            cfg.update(layer=self.layer[0], **({"layer_input": True} if self.layer_input else {}))
         return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
 
     def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -94,7 +110,6 @@ class ExpectedGradients(PathExplainer):
                      for i in range(x.shape[0])]
             refs = torch.cat([d[0] for d in draws]).repeat_interleave(k, 0)
             alphas = torch.cat([d[1] for d in draws]).repeat_interleave(k, 0)
-        a = alphas.to(x.dtype)
 
         # F(b) of every drawn reference, for the completeness check: one forward per distinct one
         used, where = torch.unique(refs, return_inverse=True)
@@ -110,21 +125,36 @@ class ExpectedGradients(PathExplainer):
         elif details:
             fb = runner.scores(base_inputs, refs.numel()).scores
 
-        weights = torch.full((r_count * steps,), 1.0 / steps, dtype=_F64, device=dev)
+        if self.layer is None:
+            return _integrate(runner, x, bg, k, refs, alphas, fb)
+        with layer_space(runner, x, k, self.layer, self.layer_input) as (lr, a_x, swap):
+            return _integrate(lr, a_x, record(runner, swap, bg), k, refs, alphas, fb)
 
-        def points(start: int, stop: int) -> PathSamples:
-            n = torch.arange(start, stop, device=dev)
-            r, s = n // steps, n % steps
-            xi, bi = x[r // k], bg[refs[r, s]]
-            z = bi + a[r, s].view(-1, 1, 1, 1) * (xi - bi)
-            return PathSamples(z, r, r, weights[start:stop], xi.to(_F64) - bi.to(_F64))
 
-        run = integrate(runner, points, r_count * steps, r_count, tuple(x.shape[1:]))
-        view = (r_count, 1, steps)
-        fb = None if fb is None else fb.view(r_count, steps).mean(1, keepdim=True)
-        return Paths(run.acc, fb, alphas.view(view),
-                     run.scores.view(view), None if run.probs is None else run.probs.view(view),
-                     run.grad_abs.view(view))
+def _integrate(runner: ModelRunner, x: torch.Tensor, bg: torch.Tensor, k: int, refs: torch.Tensor,
+               alphas: torch.Tensor, fb: Optional[torch.Tensor]) -> Paths:
+    """The Monte Carlo sum for rows with references ``refs`` ``(R, S)`` (indices into ``bg``) and
+    path positions ``alphas`` ``(R, S)``, in the space of ``x`` and ``bg`` (images, or a layer's
+    activations with a layer runner)."""
+    r_count, steps = refs.shape
+    dev = x.device
+    a = alphas.to(x.dtype)
+    weights = torch.full((r_count * steps,), 1.0 / steps, dtype=_F64, device=dev)
+    ones = [1] * (x.ndim - 1)
+
+    def points(start: int, stop: int) -> PathSamples:
+        n = torch.arange(start, stop, device=dev)
+        r, s = n // steps, n % steps
+        xi, bi = x[r // k], bg[refs[r, s]]
+        z = bi + a[r, s].view(-1, *ones) * (xi - bi)
+        return PathSamples(z, r, r, weights[start:stop], xi.to(_F64) - bi.to(_F64))
+
+    run = integrate(runner, points, r_count * steps, r_count, tuple(x.shape[1:]))
+    view = (r_count, 1, steps)
+    fb = None if fb is None else fb.view(r_count, steps).mean(1, keepdim=True)
+    return Paths(run.acc, fb, alphas.view(view),
+                 run.scores.view(view), None if run.probs is None else run.probs.view(view),
+                 run.grad_abs.view(view))
 
 
 def _class_scores(runner: ModelRunner, target: ClassTarget, images: torch.Tensor, which: torch.Tensor,
