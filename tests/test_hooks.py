@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import xai_torch as xt
-from xai_torch.hooks import LayerTap, capture
+from xai_torch.hooks import LayerTap, capture, this_thread
 
 from conftest import assert_no_trace, snapshot
 
@@ -146,3 +146,15 @@ def test_taps_record_only_their_thread_and_can_pause():
         out = model(x)
         assert tap.forwards == 1 and tap.output is out and len(tap.outputs[0]) == 1
         assert tap.input_shape == x.shape and torch.equal(tap.input, x) and tap.input is not x
+
+
+def test_this_thread_hooks_skip_other_threads():
+    lin, seen = nn.Linear(2, 2), []
+    with xt.HookSession() as s:
+        s.forward_hook(lin, this_thread(lambda m, i, o: seen.append(threading.get_ident())))
+        t = threading.Thread(target=lambda: lin(torch.ones(1, 2)))
+        t.start()
+        t.join()
+        lin(torch.ones(1, 2))
+    assert seen == [threading.get_ident()]
+    assert not lin._forward_hooks

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import xai_torch as xt
 
@@ -205,3 +206,30 @@ def test_the_function_mode_stack_is_per_thread():
         done.wait()
     t.join()
     assert seen["stack"] == 0 and mode.calls == 0
+
+
+class ServedElsewhere(nn.Module):
+    """SmallNet whose forward on a wrong input first waits for another thread's forward of the
+    same layers on a right one (a server busy with other requests), then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = SmallNet()
+
+    def forward(self, x):
+        if x.shape[1] != 3:
+            t = threading.Thread(target=lambda: self.net(X))
+            t.start()
+            t.join()
+        return self.net(x)
+
+
+def test_the_input_probe_sees_only_its_thread():
+    """The runner's input probe (which layer failed on a wrong input) hooks every leaf: another
+    thread's forward finishing those layers made it give up, and the error came back raw."""
+    model = ServedElsewhere().eval()
+    before = snapshot(model)
+    with pytest.raises(xt.XaiError, match="takes 3 channels but x has 4"):
+        xt.Gradient(model)(torch.randn(2, 4, 12, 12), 1)
+    assert_no_trace(before, snapshot(model))

@@ -114,6 +114,21 @@ class HookSession:
         return bool(self._stack.__exit__(*exc))
 
 
+def this_thread(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` as a hook that runs for the module calls of the thread that wraps it only; calls
+    from other threads (the same model served elsewhere) pass untouched.
+
+    Example:
+        >>> session.forward_hook(layer, this_thread(lambda m, i, o: seen.append(m)))
+    """
+    thread = threading.get_ident()
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        return hook(*args, **kwargs) if threading.get_ident() == thread else None
+
+    return guarded
+
+
 # --- taps ------------------------------------------------------------------------------------------
 def check_hookable(model: nn.Module, layers: Sequence[tuple[str, nn.Module]]) -> None:
     """Raise when forward hooks on ``layers`` of ``model`` cannot record anything.

@@ -27,7 +27,7 @@ from torch import nn
 
 from .batching import auto_batch_size, check_batch_size, is_oom, map_chunks
 from .errors import XaiError, XaiWarning, describe
-from .hooks import HookSession
+from .hooks import HookSession, this_thread
 from .targets import ClassTarget, Target
 
 T = TypeVar("T")
@@ -263,8 +263,8 @@ class ModelRunner:
             if self.training:
                 keep_buffers(self.model, session)
             for m in leaves:
-                session.forward_pre_hook(m, lambda mod, args: entered.append(mod))
-                session.forward_hook(m, lambda mod, args, out: finished.append(mod))
+                session.forward_pre_hook(m, this_thread(lambda mod, args: entered.append(mod)))
+                session.forward_hook(m, this_thread(lambda mod, args, out: finished.append(mod)))
             try:
                 self.model(z[:1].clone())
             except Exception:  # the probe never replaces the model's own error
