@@ -51,10 +51,11 @@ class ExpectedGradients(PathExplainer):
             same expectation in that layer's space, ``E[(a_x - a_b) * dF/dA(a_b + a (a_x -
             a_b))]`` with ``a_x``, ``a_b`` the layer's activations for the image and for the drawn
             reference (see :mod:`xai_torch.path.layer`), shaped like them.
-        layer_input: use the layer's first input instead of its output: shap's
-            ``GradientExplainer((model, layer), background)`` convention. Where the score is
-            linear in that input the two agree exactly (shap interpolates images, not
-            activations; elsewhere they differ by where the gradient is taken).
+        layer_input: use the layer's first input instead of its output, the input shap's
+            ``GradientExplainer((model, layer), background)`` attributes to. shap takes the same
+            gradients but interpolates images and multiplies by the layer's input at the
+            interpolated image instead of ``a_x - a_b``, so its values do not add up to
+            ``F(x) - E[F(b)]``; these do (tested, with shap's draws replayed).
 
     Returns:
         ``(B, C, H, W)`` signed attributions whose sum approximates, in expectation,
