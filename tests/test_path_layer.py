@@ -167,3 +167,18 @@ def test_expected_gradients_layer_delta_definition(small, small_x):
     assert res.attributions.shape == (3, 8, 12, 12)
     expect = res.attributions.double().flatten(1).sum(1) - (res.scores.double() - res.baseline_scores[:, 0].double())
     torch.testing.assert_close(res.delta.double(), expect, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("ours,theirs", [("gauss_legendre", "gausslegendre"),
+                                         ("captum_trapezoid", "riemann_trapezoid")])
+def test_neuron_ig_parity_with_captum(ours, theirs):
+    from captum.attr import NeuronIntegratedGradients
+
+    model = torchvision_model("resnet18")
+    x, b = _x(2, 64, 5), torch.zeros(2, 3, 64, 64)
+    layer = model.layer4[0].conv2
+    res = xt.IntegratedGradients(model, steps=4, method=ours)(x, target=xt.NeuronTarget(layer, (5, 1, 0)),
+                                                              baseline=b)
+    ref = NeuronIntegratedGradients(model, layer).attribute(x, (5, 1, 0), baselines=b, n_steps=4, method=theirs)
+    assert float((res - ref).abs().max() / ref.abs().max()) < 1e-4
