@@ -148,3 +148,8 @@ def test_smoothgrad_over_a_list_of_layers():
     assert res["fc1"].shape == (2, 2, 5)
     sq = xt.SmoothGrad(xt.Gradient(model, layer=["fc1"]), samples=2, variant="square")(x, target=[0, 1])
     torch.testing.assert_close(sq["fc1"], w2[[0, 1]] ** 2)
+    # a seeded wrapped explainer is called once per copy (SmoothGrad's other reduction path)
+    seeded = xt.Gradient(model, layer=["fc1", "fc2"])
+    seeded.seed = 0
+    per_copy = xt.SmoothGrad(seeded, samples=3, variant="var", seed=1)(x, target=t)
+    torch.testing.assert_close(per_copy["fc1"], torch.zeros(2, 2, 5, dtype=x.dtype))
