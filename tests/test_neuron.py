@@ -225,3 +225,26 @@ def test_closed_forms_of_neurons_on_a_linear_model():
     torch.testing.assert_close(xt.Gradient(model)(x, target=xt.NeuronTarget("fc1", 3)), w1[3].expand(3, 1, 2, 3))
     ig = xt.IntegratedGradients(model, steps=3)(x, target=xt.NeuronTarget("fc1", (1,)), baseline=torch.zeros_like(x))
     torch.testing.assert_close(ig, x * w1[1])
+
+
+class Tokens(nn.Module):
+    """Each pixel a token: (B, 3, 4, 4) -> tokens (B, 16, 3) -> proj (B, 16, 8) -> mean -> head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj, self.head = nn.Linear(3, 8).double(), nn.Linear(8, 2).double()
+
+    def forward(self, x):
+        return self.head(self.proj(x.flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_token_neurons_and_token_layers():
+    model = Tokens()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = xt.Gradient(model)(x, target=xt.NeuronTarget("proj", (5, 2)))  # token 5 = pixel (1, 1), feature 2
+    want = torch.zeros_like(x)
+    want[:, :, 1, 1] = model.proj.weight.detach()[2]
+    torch.testing.assert_close(got, want)
+    layer = xt.Gradient(model, layer="proj")(x, target=1)  # token-shaped: (B, tokens, features)
+    torch.testing.assert_close(layer, (model.head.weight.detach()[1] / 16).expand(2, 16, 8))
