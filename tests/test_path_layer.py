@@ -83,8 +83,10 @@ def test_inference_mode_and_no_trace(small, small_x):
 def test_bad_layers(small, small_x):
     with pytest.raises(xt.XaiError, match="conv2"):
         xt.IntegratedGradients(small, layer="conv3")
-    with pytest.raises(xt.XaiError, match="one layer"):
-        xt.IntegratedGradients(small, layer=["conv1", "conv2"])
+    with pytest.raises(xt.XaiError, match=r"layer\[1\]='conv9'.*conv2"):
+        xt.IntegratedGradients(small, layer=["conv1", "conv9"])
+    with pytest.raises(xt.XaiError, match="non-empty list"):
+        xt.ExpectedGradients(small, small_x, layer=[])
     with pytest.raises(xt.XaiError, match="layer_input"):
         xt.IntegratedGradients(small, layer="conv2", layer_input="yes")
 
@@ -182,3 +184,18 @@ def test_neuron_ig_parity_with_captum(ours, theirs):
                                                               baseline=b)
     ref = NeuronIntegratedGradients(model, layer).attribute(x, (5, 1, 0), baselines=b, n_steps=4, method=theirs)
     assert float((res - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
+def test_list_of_layers_gives_a_dict(small, small_x):
+    b = torch.zeros_like(small_x)
+    ig = xt.IntegratedGradients(small, steps=4, layer=["conv2", small.conv1])
+    res = ig.explain(small_x, target=1, baseline=b)
+    assert list(res.attributions) == ["conv2", "conv1"] and ig._config()["layer"] == ["conv2", "conv1"]
+    for name in ("conv2", "conv1"):
+        one = xt.IntegratedGradients(small, steps=4, layer=name).explain(small_x, target=1, baseline=b)
+        torch.testing.assert_close(res.attributions[name], one.attributions)
+        torch.testing.assert_close(res.layers[name].delta, one.delta)
+    assert res.model_calls == sum(p.model_calls for p in res.layers.values())
+    assert res.attributions["conv1"].shape == (3, 6, 12, 12)
+    got = xt.LayerConductance(small, ["conv2", "conv1"], steps=2)(small_x, target=1)
+    torch.testing.assert_close(got["conv1"], xt.LayerConductance(small, "conv1", steps=2)(small_x, target=1))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from ..explainer import Explainer, Explanation
 from ..hooks import HookSession
@@ -27,6 +28,7 @@ from ..runner import ModelRunner, result_dtype
 from ..seeding import check_seed, make_generator
 from ..space import check_baselines, check_space, make_baselines, value_range
 from ..targets import ClassTarget, Target
+from .layer import Layer, check_layers
 
 
 @dataclass
@@ -47,6 +49,9 @@ class PathExplanation(Explanation):
             targets that are not classes): the curve of the IG chapter's figures 4-3 and 4-5.
         path_grad: ``(B, [K,] J, S)`` mean ``|dF/dx|`` at every sample (figure 4-6).
         model_calls: samples the model evaluated (forward, or forward + backward).
+        layers: for a list of layers (``layer=[...]``), each layer's own explanation, by name
+            (``attributions`` is then a dict name -> tensor and the per-path fields are
+            ``None`` here); else ``None``.
     """
 
     delta: Optional[torch.Tensor] = None
@@ -57,6 +62,7 @@ class PathExplanation(Explanation):
     path_probs: Optional[torch.Tensor] = None
     path_grad: Optional[torch.Tensor] = None
     model_calls: int = 0
+    layers: Optional[dict[str, PathExplanation]] = None
 
 
 @dataclass
@@ -77,6 +83,9 @@ class PathExplainer(Explainer):
     call_keywords: tuple[str, ...] = ("baseline",)
     #: the baseline used when the call gives none.
     default_baseline: Any = "black"
+    #: the layers of ``layer=`` (``None``: the input) and whether they were given as a list
+    layers: Optional[list[Layer]] = None
+    layer_list = False
 
     def __init__(self, model: Any, *, normalize: Any = None, input_range: Any = None, seed: Optional[int] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
@@ -101,12 +110,36 @@ class PathExplainer(Explainer):
         return self.baselines(x, baseline, generator)
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
-        """The paths of every row; ``details``: whether the call reports baseline scores."""
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
+        """The paths of every row; ``details``: whether the call reports baseline scores;
+        ``layer``: the layer whose space they run in (``None``: the input)."""
         raise NotImplementedError
+
+    def _set_layers(self, model: Any, layer: Any, layer_input: Any) -> None:
+        """Check and keep ``layer=`` / ``layer_input=``."""
+        self.layers = check_layers(model, layer, layer_input, type(self).__name__)
+        self.layer_list = self.layers is not None and not isinstance(layer, (str, nn.Module))
+        self.layer_input = bool(layer_input)
+
+    def _layer_config(self) -> dict[str, Any]:
+        if self.layers is None:
+            return {}
+        names = [n for n, _ in self.layers]
+        return {"layer": names if self.layer_list else names[0], **({"layer_input": True} if self.layer_input else {})}
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
                  baseline: Any = None, **kwargs: Any) -> PathExplanation:
+        if self.layers is None or not self.layer_list:
+            return self._explain_one(x, target, details, baseline, None if self.layers is None else self.layers[0])
+        # a list of layers: one path integration per layer, each in its own space
+        parts = {name: self._explain_one(x, target, details, baseline, (name, m)) for name, m in self.layers}
+        first = next(iter(parts.values()))
+        return PathExplanation(attributions={n: p.attributions for n, p in parts.items()},  # type: ignore[arg-type]
+                               targets=first.targets, scores=first.scores, layers=parts,
+                               model_calls=sum(p.model_calls for p in parts.values()))
+
+    def _explain_one(self, x: torch.Tensor, target: Target, details: bool, baseline: Any,
+                     layer: Optional[Layer]) -> PathExplanation:
         runner = self.runner(x, target)
         xd = runner.place(x)
         generator = make_generator(self.seed, runner.device)
@@ -115,7 +148,7 @@ class PathExplainer(Explainer):
         if details or (isinstance(target, ClassTarget) and target.classes is None):
             target, fx, classes, _ = runner.pin(xd, target)
         k = target.k or 1
-        paths = self._paths(runner, xd, k, prepared, generator, details)
+        paths = self._paths(runner, xd, k, prepared, generator, details, layer)
 
         dtype = result_dtype(x)
         b = x.shape[0]

@@ -11,6 +11,7 @@ from ..imageops import gaussian_blur
 from ..runner import ModelRunner
 from .base import PathExplainer, Paths
 from .engine import PathSamples, integrate
+from .layer import Layer
 
 _F64 = torch.float64
 
@@ -85,7 +86,7 @@ class BlurIG(PathExplainer):
         return None  # the path starts at the blurred image: no baseline
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
         steps, dev = self.steps, x.device
         r_count = x.shape[0] * k
         sigmas = blur_sigmas(steps, self.max_sigma, self.sqrt).to(dev)

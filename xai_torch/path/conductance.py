@@ -24,7 +24,7 @@ from ..hooks import HookSession, LayerTap
 from ..runner import ModelRunner
 from .base import PathExplainer, Paths
 from .engine import runs
-from .layer import check_layer
+from .layer import Layer
 from .line import baseline_scores, line_points
 from .quadrature import RULES, get_rule
 
@@ -38,7 +38,8 @@ class LayerConductance(PathExplainer):
     Args:
         model, batch_size, progress: see :mod:`xai_torch.explainer`.
         layer: the layer (dotted name or module) whose output (or, with ``layer_input=True``,
-            first input) is attributed.
+            first input) is attributed; a list of layers gives a dict name -> attributions
+            (one run per layer).
         steps: path segments; the model runs at ``steps + 1`` nodes per path.
         method: whose nodes to use: ``"gauss_legendre"`` (default, as Captum),
             ``"riemann_left"``, ``"riemann_right"``, ``"riemann_middle"``,
@@ -73,19 +74,18 @@ class LayerConductance(PathExplainer):
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, seed=seed,
                          batch_size=batch_size, progress=progress)
-        found = check_layer(model, layer, layer_input, type(self).__name__)
-        if found is None:
+        if layer is None:
             raise XaiError("LayerConductance needs a layer (a dotted name or a module of the model); got None.")
-        self.layer, self.layer_input = found, layer_input
+        self._set_layers(model, layer, layer_input)
         self.method = check_choice(method, "method", list(RULES))
         self.steps = check_positive_int(steps, "steps")
 
     def _config(self) -> dict[str, Any]:
-        return {"layer": self.layer[0], **({"layer_input": True} if self.layer_input else {}),
-                "steps": self.steps, "method": self.method, **super()._config()}
+        return {**self._layer_config(), "steps": self.steps, "method": self.method, **super()._config()}
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
+        assert layer is not None
         base = prepared
         j_count, b_count = base.shape[:2]
         r_count = b_count * k
@@ -103,12 +103,12 @@ class LayerConductance(PathExplainer):
         has_probs: list[bool] = []
 
         with HookSession() as session:
-            tap = LayerTap(session, self.model, [self.layer], layer_inputs=self.layer_input)
+            tap = LayerTap(session, self.model, [layer], layer_inputs=self.layer_input)
 
             def chunk(start: int, stop: int) -> None:
                 nonlocal acc
                 z, rows, slots, _, _ = points(start, stop)
-                got = runner.layer_grad(z, rows, lambda _: take(tap, None), [self.layer[0]])
+                got = runner.layer_grad(z, rows, lambda _: take(tap, None), [layer[0]])
                 g, y = got.grads[0].to(_F64), got.acts[0].to(_F64)
                 if acc is None:
                     acc = torch.zeros((n_paths, *g.shape[1:]), dtype=_F64, device=dev)

@@ -12,7 +12,7 @@ from ..seeding import derive_seed, make_generator
 from ..targets import ClassTarget
 from .base import PathExplainer, Paths
 from .engine import PathSamples, integrate
-from .layer import check_layer, layer_space, record
+from .layer import Layer, layer_space, record
 
 _F64 = torch.float64
 #: the :func:`~xai_torch.seeding.derive_seed` stream of Expected Gradients' per-image draws
@@ -50,7 +50,8 @@ class ExpectedGradients(PathExplainer):
         layer: ``None`` (attribute to the input), or one layer (dotted name or module): the
             same expectation in that layer's space, ``E[(a_x - a_b) * dF/dA(a_b + a (a_x -
             a_b))]`` with ``a_x``, ``a_b`` the layer's activations for the image and for the drawn
-            reference (see :mod:`xai_torch.path.layer`), shaped like them.
+            reference (see :mod:`xai_torch.path.layer`), shaped like them; a list of layers
+            gives a dict name -> attributions (one run per layer, the same draws).
         layer_input: use the layer's first input instead of its output, the input shap's
             ``GradientExplainer((model, layer), background)`` attributes to. shap takes the same
             gradients but interpolates images and multiplies by the layer's input at the
@@ -79,16 +80,14 @@ class ExpectedGradients(PathExplainer):
                  layer: Any = None, layer_input: bool = False, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, seed=seed, batch_size=batch_size, progress=progress)
-        self.layer = check_layer(model, layer, layer_input, type(self).__name__)
-        self.layer_input = layer_input
+        self._set_layers(model, layer, layer_input)
         background, _ = check_input(background, "background")
         self.background = background.detach()
         self.samples = check_positive_int(samples, "samples")
 
     def _config(self) -> dict[str, Any]:
         cfg = {"background": tuple(self.background.shape), "samples": self.samples, "seed": self.seed}
-        if self.layer is not None:
-            cfg.update(layer=self.layer[0], **({"layer_input": True} if self.layer_input else {}))
+        cfg.update(self._layer_config())
         return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
 
     def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -99,7 +98,7 @@ class ExpectedGradients(PathExplainer):
         return bg.to(device=x.device, dtype=x.dtype)
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
         bg = prepared
         n_bg, steps = bg.shape[0], self.samples
         r_count = x.shape[0] * k
@@ -126,9 +125,9 @@ class ExpectedGradients(PathExplainer):
         elif details:
             fb = runner.scores(base_inputs, refs.numel()).scores
 
-        if self.layer is None:
+        if layer is None:
             return _integrate(runner, x, bg, k, refs, alphas, fb)
-        with layer_space(runner, x, k, self.layer, self.layer_input) as (lr, a_x, swap):
+        with layer_space(runner, x, k, layer, self.layer_input) as (lr, a_x, swap):
             return _integrate(lr, a_x, record(runner, swap, bg), k, refs, alphas, fb)
 
 

@@ -10,6 +10,7 @@ import torch
 from ..errors import XaiError, check_positive_int, describe
 from ..runner import ModelRunner
 from .base import PathExplainer, Paths
+from .layer import Layer
 
 _F64 = torch.float64
 
@@ -71,7 +72,7 @@ class GuidedIG(PathExplainer):
                 "batch_size": self.batch_size, "progress": self.progress}
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
         base = prepared
         j_count, b_count = base.shape[:2]
         r_count, dev = b_count * k, x.device

@@ -19,7 +19,7 @@ from ..runner import ModelRunner
 from .adaptive import MIN_STEPS, adaptive_paths
 from .base import PathExplainer, Paths
 from .engine import integrate
-from .layer import check_layer, layer_space, record_baselines
+from .layer import Layer, layer_space, record_baselines
 from .line import baseline_scores, line_factor, line_points
 from .quadrature import RULES, get_rule
 
@@ -65,7 +65,9 @@ class IntegratedGradients(PathExplainer):
         layer: ``None`` (attribute to the input), or one layer (dotted name or module): the
             paths then run in that layer's space, from its activations for the baseline to
             those for the image (Captum ``LayerIntegratedGradients``), and the attributions
-            are shaped like them (see :mod:`xai_torch.path.layer`).
+            are shaped like them (see :mod:`xai_torch.path.layer`). A list of layers gives a
+            dict name -> attributions (one integration per layer, each in its own space;
+            ``explain().layers`` holds each layer's explanation).
         layer_input: integrate in the space of the layer's first input instead of its output
             (Captum's ``attribute_to_layer_input=True``).
 
@@ -100,24 +102,20 @@ class IntegratedGradients(PathExplainer):
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, seed=seed,
                          batch_size=batch_size, progress=progress)
-        self.layer = check_layer(model, layer, layer_input, type(self).__name__)
-        self.layer_input = layer_input
+        self._set_layers(model, layer, layer_input)
         self.method = check_choice(method, "method", [*RULES, "adaptive"])
         self.steps = check_positive_int(steps, "steps", minimum=2 if "trapezoid" in method else 1)
         if method == "adaptive":
             self.steps = check_positive_int(steps, "steps", minimum=MIN_STEPS)
 
     def _config(self) -> dict[str, Any]:
-        cfg = {"steps": self.steps, "method": self.method, **super()._config()}
-        if self.layer is not None:
-            cfg.update(layer=self.layer[0], **({"layer_input": True} if self.layer_input else {}))
-        return cfg
+        return {"steps": self.steps, "method": self.method, **self._layer_config(), **super()._config()}
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
-               generator: Optional[torch.Generator], details: bool) -> Paths:
-        if self.layer is None:
+               generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
+        if layer is None:
             return self._line(runner, x, k, prepared, details)
-        with layer_space(runner, x, k, self.layer, self.layer_input) as (lr, a_x, swap):
+        with layer_space(runner, x, k, layer, self.layer_input) as (lr, a_x, swap):
             a_b, fb = record_baselines(runner, swap, prepared, k)
             return self._line(lr, a_x, k, a_b, details, fb)
 

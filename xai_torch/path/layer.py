@@ -31,21 +31,21 @@ from ..runner import Grad, ModelRunner, Scored
 from ..targets import Target
 from .line import baseline_scores
 
+#: a layer found in the model: ``(dotted name, module)``
+Layer = tuple[str, nn.Module]
 
-def check_layer(model: Any, layer: Any, layer_input: Any, owner: str) -> Optional[tuple[str, nn.Module]]:
-    """``(name, module)`` of the one layer ``layer`` names (``None`` for none); raises
-    :class:`XaiError` for an unknown layer (the closest names listed), a list, or a model that
-    is not an ``nn.Module``."""
+
+def check_layers(model: Any, layer: Any, layer_input: Any, owner: str) -> Optional[list[Layer]]:
+    """``(name, module)`` of each layer ``layer`` names (one, or a list; ``None`` for none);
+    raises :class:`XaiError` for an unknown layer (the closest names listed) or a model that is
+    not an ``nn.Module``."""
     if not isinstance(layer_input, bool):
         raise XaiError(f"layer_input must be True or False; got {describe(layer_input)}.")
     if layer is None:
         return None
     if not isinstance(model, nn.Module):
         raise XaiError(f"{owner}(layer=...) needs an nn.Module to find the layer in; got {type(model).__name__}.")
-    if not isinstance(layer, (str, nn.Module)):
-        raise XaiError(f"{owner}(layer=...) takes one layer (its path runs in that layer's space); got "
-                       f"{describe(layer)}. Make one explainer per layer.")
-    return find_layers(model, layer)[0]
+    return find_layers(model, layer)
 
 
 class Swap:
@@ -203,7 +203,7 @@ def record_baselines(runner: ModelRunner, swap: Swap, base: torch.Tensor, k: int
 
 
 @contextmanager
-def layer_space(runner: ModelRunner, x: torch.Tensor, k: int, layer: tuple[str, nn.Module],
+def layer_space(runner: ModelRunner, x: torch.Tensor, k: int, layer: Layer,
                 layer_input: bool) -> Iterator[tuple[LayerRunner, torch.Tensor, Swap]]:
     """``(layer runner, a_x, swap)`` for images ``x`` on the model's device, the hook removed
     after the block."""
