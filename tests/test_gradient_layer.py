@@ -117,20 +117,21 @@ def test_reused_layer_needs_call(small, small_x):
 
 # --- parity with Captum -------------------------------------------------------------------------
 @pytest.mark.parity
+@pytest.mark.parametrize("arch, layer", [("resnet18", "layer3"), ("densenet121", "features.denseblock3")])
 @pytest.mark.parametrize("layer_input", [False, True])
-def test_parity_layer_gradient_x_activation(layer_input):
+def test_parity_layer_gradient_x_activation(layer_input, arch, layer):
     from captum.attr import LayerGradientXActivation
 
-    model = torchvision_model("resnet18")
+    model = torchvision_model(arch)
+    module = model.get_submodule(layer)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    ours = xt.InputXGradient(model, layer="layer3", layer_input=layer_input)(x, target=[3, 5])
-    ref = LayerGradientXActivation(model, model.layer3).attribute(x, target=[3, 5],
-                                                                 attribute_to_layer_input=layer_input)
+    ours = xt.InputXGradient(model, layer=layer, layer_input=layer_input)(x, target=[3, 5])
+    ref = LayerGradientXActivation(model, module).attribute(x, target=[3, 5], attribute_to_layer_input=layer_input)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * float(ref.detach().abs().max()))
     # without the activation factor: Captum's LayerGradientXActivation(multiply_by_inputs=False)
-    grads = LayerGradientXActivation(model, model.layer3, multiply_by_inputs=False).attribute(
+    grads = LayerGradientXActivation(model, module, multiply_by_inputs=False).attribute(
         x, target=[3, 5], attribute_to_layer_input=layer_input)
-    ours = xt.Gradient(model, layer="layer3", layer_input=layer_input)(x, target=[3, 5])
+    ours = xt.Gradient(model, layer=layer, layer_input=layer_input)(x, target=[3, 5])
     torch.testing.assert_close(ours, grads, rtol=1e-4, atol=1e-4 * float(grads.detach().abs().max()))
 
 

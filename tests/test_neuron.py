@@ -130,18 +130,20 @@ def test_bad_neuron_targets():
 
 # --- parity with Captum -------------------------------------------------------------------------
 @pytest.mark.parity
+@pytest.mark.parametrize("arch, layer", [("resnet18", "layer3"), ("densenet121", "features.denseblock3")])
 @pytest.mark.parametrize("method", ["Gradient", "GuidedBackprop", "Deconvnet"])
-def test_parity_captum_neuron_methods(method):
+def test_parity_captum_neuron_methods(method, arch, layer):
     from captum.attr import NeuronDeconvolution, NeuronGradient, NeuronGuidedBackprop
 
     ref_cls = {"Gradient": NeuronGradient, "GuidedBackprop": NeuronGuidedBackprop,
                "Deconvnet": NeuronDeconvolution}[method]
-    model = torchvision_model("resnet18")
+    model = torchvision_model(arch)
+    module = model.get_submodule(layer)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     for index, selector in [((5, 1, 2), (5, 1, 2)), (7, lambda a: a[:, 7].mean((1, 2)))]:
-        ours = getattr(xt, method)(model)(x, target=xt.NeuronTarget("layer3", index))
+        ours = getattr(xt, method)(model)(x, target=xt.NeuronTarget(layer, index))
         with pytest.warns(UserWarning):  # Captum: "Input Tensor 0 did not already require gradients"
-            ref = ref_cls(model, model.layer3).attribute(x, selector)
+            ref = ref_cls(model, module).attribute(x, selector)
         torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
 
 
