@@ -63,6 +63,10 @@ def test_k_targets_shape_calls_and_plain_call_equal(small, small_x):
     # record x (3) and the baseline (3), 5 steps x 6 rows, clean scores (3)
     assert res.model_calls == 3 + 3 + 30 + 3
     torch.testing.assert_close(ig(small_x, target=torch.tensor([[0, 1], [2, 3], [4, 0]])), res.attributions)
+    both = ig.explain(small_x, target=1, baseline=["black", "white"])  # J = 2 baselines per image
+    one = [ig.explain(small_x, target=1, baseline=name) for name in ("black", "white")]
+    torch.testing.assert_close(both.attributions, (one[0].attributions + one[1].attributions) / 2)
+    torch.testing.assert_close(both.baseline_scores[:, 1], one[1].baseline_scores[:, 0])
 
 
 def test_layer_input_and_module_spec(small, small_x):
@@ -89,6 +93,8 @@ def test_bad_layers(small, small_x):
         xt.ExpectedGradients(small, small_x, layer=[])
     with pytest.raises(xt.XaiError, match="layer_input"):
         xt.IntegratedGradients(small, layer="conv2", layer_input="yes")
+    with pytest.raises(xt.XaiError, match="nn.Module"):
+        xt.IntegratedGradients(lambda z: z.flatten(1), layer="conv2")
 
     class Side(nn.Module):  # the score does not depend on "unused"
         def __init__(self):
