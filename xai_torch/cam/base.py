@@ -164,7 +164,8 @@ class LayerCAMBase(Explainer):
         self.reshape = reshape
         if len(self.layers) > 1 and not self.upsample:
             raise XaiError("several layers are fused at the input resolution: use upsample=True.")
-        self._taps: list[LayerTap] = []  # one per open ``with`` block
+        # one per open ``with`` block, of any thread: read through list() copies (other threads add and remove)
+        self._taps: list[LayerTap] = []
 
     def _config(self) -> dict[str, Any]:
         names = [n for n, _ in self.layers]
@@ -197,7 +198,7 @@ class LayerCAMBase(Explainer):
             return self._chunk(xd[rows // k] if k > 1 else xd[start:stop], rows, target, state)
 
         with contextlib.ExitStack() as stack:
-            for tap in self._taps:  # the call's own forwards are not the user's
+            for tap in list(self._taps):  # the call's own forwards are not the user's
                 if tap.thread == threading.get_ident():
                     stack.enter_context(tap.paused())
             parts = run.map(chunk, x.shape[0] * k)
@@ -370,7 +371,7 @@ class LayerCAMBase(Explainer):
             raise XaiError(f"{name} has no attached mode: its guided backward needs a forward pass of its own "
                            "with the rectifier rule, which your forward did not have. Call it on the images: "
                            "cam(x, target).")
-        mine = [t for t in self._taps if t.thread == threading.get_ident()]
+        mine = [t for t in list(self._taps) if t.thread == threading.get_ident()]
         if not mine:
             raise XaiError(
                 f"{name}.from_output needs the capture hooks of a `with` block opened on this thread: "
