@@ -619,14 +619,14 @@ class Checkpointed(Faulty):
         return n.fc(n.relu(n.conv2(h)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("name", cases(EXPLAINERS, "threads"))
+@pytest.mark.parametrize("name", cases(WITH_MODEL, "threads"))
 def test_threads_on_one_model_get_the_serial_result(name):
-    """The explainer in two threads, beside a thread of per-call CAM hooks (GradCAM) and one of
+    """The explainer or metric in two threads, beside a thread of per-call CAM hooks (GradCAM) and one of
     the rectifier mode (GuidedBackprop), on one model, threads switching every microsecond: each
     of its calls gives the serial result, bit for bit (one intra-op thread: same kernels), and
     nothing stays on the model. More pairs and calls: tests/test_threads.py."""
     model, x = user_model(), images()
-    expect = {n: explain(n, model, x) for n in {name, "GradCAM", "GuidedBackprop"}}
+    expect = {n: measure(n, model, x) for n in {name, "GradCAM", "GuidedBackprop"}}
     before = snapshot(model, x)
     got: dict[str, list] = {n: [] for n in expect}
     errors: list[BaseException] = []
@@ -636,7 +636,7 @@ def test_threads_on_one_model_get_the_serial_result(name):
         try:
             barrier.wait()
             for _ in range(2):
-                got[n].append(explain(n, model, x))
+                got[n].append(measure(n, model, x))
         except BaseException as err:  # noqa: BLE001 - re-raised below
             errors.append(err)
 
