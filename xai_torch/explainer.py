@@ -77,6 +77,11 @@ class Explainer:
     Usable directly (hooks live for one call) or as a context manager (state that a method
     keeps across calls lives inside the ``with`` block and is released at its end, even on
     an exception). Nested and repeated ``with`` blocks are fine.
+
+    Threads: several threads may run explainers on one model, and share one explainer, at
+    once (a web service, a thread pool); each gets the results it would get alone. Hooks
+    record only the forwards of the thread that registered them, the rectifier rule applies
+    in its own thread only, and ``with`` blocks are kept per thread.
     """
 
     #: per-call keyword arguments this explainer accepts besides ``target`` (``baseline``...).
