@@ -172,3 +172,16 @@ def test_pic_scores_the_sigmoid_and_the_sign_of_the_logit(models, x):
     assert bool((sic.scores[scored] < 1 - 1e-6).any()), "SIC scores of a one-logit model stuck at 1"
     assert torch.allclose(sic.scores[scored], tsic.scores[scored], atol=1e-6)
     assert torch.equal(aic.scores.nan_to_num(-1), taic.scores.nan_to_num(-1))
+
+
+def test_integrated_gradients_path_curve_is_the_sigmoid(models, x):
+    """IG's path curve (probability along the path) of a one-logit model is sigmoid(z), not a
+    softmax over one column that is 1 everywhere."""
+    one = models[0]
+    res = xt.IntegratedGradients(one, steps=8).explain(x, target=0, baseline=torch.zeros_like(x))
+    with torch.no_grad():
+        z = one.logit(x)  # from a zero baseline the path points are alpha * x
+        expect = torch.sigmoid(res.alphas.to(z.dtype) * (z - one.c)[:, None, None] + one.c)
+    torch.testing.assert_close(res.path_probs, expect.to(res.path_probs.dtype).expand_as(res.path_probs),
+                               rtol=1e-5, atol=1e-6)
+    assert float(res.path_probs.min()) < 0.99

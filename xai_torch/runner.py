@@ -28,7 +28,7 @@ from torch import nn
 from .batching import auto_batch_size, check_batch_size, is_oom, map_chunks
 from .errors import XaiError, XaiWarning, describe
 from .hooks import HookSession, this_thread
-from .targets import ClassTarget, Target
+from .targets import ClassTarget, Target, score_classes
 
 T = TypeVar("T")
 
@@ -123,10 +123,10 @@ def warn_if_training(model: Any, name: str, stacklevel: int = 4) -> bool:
 
 
 def probability(out: Any, classes: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Softmax probability of ``classes`` in a ``(n, num_classes)`` output (else ``None``)."""
+    """Probability of ``classes`` in a ``(n, num_classes)`` output, the sigmoid's for one column (else ``None``)."""
     if classes is None or not isinstance(out, torch.Tensor) or out.ndim != 2:
         return None
-    return out.detach().softmax(1).gather(1, classes.to(out.device)[:, None])[:, 0]
+    return score_classes(out.detach(), classes.to(out.device), "softmax")
 
 
 def repeat_rows(output: Any, k: int) -> Any:
