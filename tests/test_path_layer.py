@@ -205,3 +205,16 @@ def test_list_of_layers_gives_a_dict(small, small_x):
     assert res.attributions["conv1"].shape == (3, 6, 12, 12)
     got = xt.LayerConductance(small, ["conv2", "conv1"], steps=2)(small_x, target=1)
     torch.testing.assert_close(got["conv1"], xt.LayerConductance(small, "conv1", steps=2)(small_x, target=1))
+
+
+def test_neuron_target_at_the_attributed_layer(small, small_x):
+    b = torch.zeros_like(small_x)
+    target = xt.NeuronTarget("conv2", (3, 4, 5))
+    res = xt.IntegratedGradients(small, steps=2, layer="conv2").explain(small_x, target=target, baseline=b)
+    with torch.no_grad():
+        a_x = small.conv2(small.relu(small.bn(small.conv1(small_x))))
+        a_b = small.conv2(small.relu(small.bn(small.conv1(b))))
+    expect = torch.zeros_like(a_x)
+    expect[:, 3, 4, 5] = a_x[:, 3, 4, 5] - a_b[:, 3, 4, 5]
+    torch.testing.assert_close(res.attributions, expect)
+    torch.testing.assert_close(res.delta, torch.zeros(3), atol=1e-6, rtol=0)

@@ -65,10 +65,11 @@ class Swap:
         self.leaf: Optional[torch.Tensor] = None
         self.fired = 0  # hits in the current forward of the model
         session.forward_pre_hook(model, lambda m, args: self._start())
+        # first among the layer's hooks: later ones (a NeuronTarget at this layer) see the path point
         if layer_input:
-            session.forward_pre_hook(module, lambda m, args: self._pre(args))
+            session.forward_pre_hook(module, lambda m, args: self._pre(args), prepend=True)
         else:
-            session.forward_hook(module, lambda m, args, out: self._hit(out))
+            session.forward_hook(module, lambda m, args, out: self._hit(out), prepend=True)
 
     def _start(self) -> None:
         self.fired = 0
