@@ -218,3 +218,24 @@ def test_neuron_target_at_the_attributed_layer(small, small_x):
     expect[:, 3, 4, 5] = a_x[:, 3, 4, 5] - a_b[:, 3, 4, 5]
     torch.testing.assert_close(res.attributions, expect)
     torch.testing.assert_close(res.delta, torch.zeros(3), atol=1e-6, rtol=0)
+
+
+def test_threads_share_the_model(small, small_x):
+    import threading
+
+    ig = xt.IntegratedGradients(small, steps=6, layer="conv2", batch_size=4)
+    alone, grad_alone = ig(small_x, target=1), xt.Gradient(small)(small_x, target=2)
+    got: dict = {}
+
+    def run(name, fn):
+        for i in range(5):
+            got[name, i] = fn()
+
+    threads = [threading.Thread(target=run, args=("ig", lambda: ig(small_x, target=1))),
+               threading.Thread(target=run, args=("grad", lambda: xt.Gradient(small)(small_x, target=2)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(5):
+        assert torch.equal(got["ig", i], alone) and torch.equal(got["grad", i], grad_alone)

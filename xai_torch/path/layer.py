@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import XaiError, describe
-from ..hooks import HookSession
+from ..hooks import HookSession, check_hookable, this_thread
 from ..layers import find_layers
 from ..runner import Grad, ModelRunner, Scored
 from ..targets import Target
@@ -64,12 +64,14 @@ class Swap:
         self.grad = False
         self.leaf: Optional[torch.Tensor] = None
         self.fired = 0  # hits in the current forward of the model
-        session.forward_pre_hook(model, lambda m, args: self._start())
-        # first among the layer's hooks: later ones (a NeuronTarget at this layer) see the path point
+        check_hookable(model, [(name, module)])
+        # this thread's calls only (the model may serve other threads meanwhile); first among the
+        # layer's hooks, so that later ones (a NeuronTarget at this layer) see the path point
+        session.forward_pre_hook(model, this_thread(lambda m, args: self._start()))
         if layer_input:
-            session.forward_pre_hook(module, lambda m, args: self._pre(args), prepend=True)
+            session.forward_pre_hook(module, this_thread(lambda m, args: self._pre(args)), prepend=True)
         else:
-            session.forward_hook(module, lambda m, args, out: self._hit(out), prepend=True)
+            session.forward_hook(module, this_thread(lambda m, args, out: self._hit(out)), prepend=True)
 
     def _start(self) -> None:
         self.fired = 0
