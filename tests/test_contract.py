@@ -619,13 +619,7 @@ class Checkpointed(Faulty):
         return n.fc(n.relu(n.conv2(h)).mean((2, 3)))
 
 
-# model_randomization deep-copies the model: while another thread explains it, the copy takes that
-# thread's hooks with the activations they hold, and deepcopy refuses non-leaf tensors (XaiError
-# "could not deep-copy", intermittent, so not a strict xfail). Open: copy the model without hooks.
-THREAD_SAFE = [n for n in WITH_MODEL if n != "model_randomization"]
-
-
-@pytest.mark.parametrize("name", cases(THREAD_SAFE, "threads"))
+@pytest.mark.parametrize("name", cases(WITH_MODEL, "threads"))
 def test_threads_on_one_model_get_the_serial_result(name):
     """The explainer or metric in two threads, beside a thread of per-call CAM hooks (GradCAM) and one of
     the rectifier mode (GuidedBackprop), on one model, threads switching every microsecond: each

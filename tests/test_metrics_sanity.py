@@ -119,6 +119,23 @@ def test_user_model_untouched_and_global_rng_kept(small_x):
     assert cam.model is net and cam.layers[0][1] is net.conv2  # the explainer given is not rebuilt in place
 
 
+def test_the_copy_leaves_out_hooks_of_calls_running_on_the_model(small_x):
+    """Another call's hooks on the model (here an open ``xt.capture`` holding an activation in a
+    graph, as a thread explaining the same model has) are not copied: deepcopy refused their
+    non-leaf tensors, and the copy must not record into them."""
+    net = trained_small()
+    expect = model_randomization(net, lambda m: xt.Gradient(m), small_x, similarity=("spearman",))
+    with xt.capture(net, ["conv1"]) as acts:
+        net(small_x.requires_grad_(True))
+        small_x.requires_grad_(False)
+        held = acts["conv1"]
+        assert held.grad_fn is not None
+        got = model_randomization(net, lambda m: xt.Gradient(m), small_x, similarity=("spearman",))
+        assert acts["conv1"] is held  # the copies' forwards were not recorded
+    for name in expect.scores:
+        torch.testing.assert_close(got.scores[name], expect.scores[name])
+
+
 def test_training_mode_model_keeps_its_buffers(small_x):
     net = trained_small().train()
     before = snapshot(net, small_x)

@@ -28,6 +28,39 @@ _MISSING = object()
 _CM = TypeVar("_CM")
 
 
+class SessionHook:
+    """A module hook registered through a :class:`HookSession` (the function, wrapped).
+
+    A deep copy of the module shares it instead of copying it: it holds per-call state (a tap's
+    activations, which ``copy.deepcopy`` refuses when they are in a graph) that belongs to the
+    call that registered it, not to the copy; :func:`strip_session_hooks` removes it from the
+    copy (``metrics.model_randomization`` copies a model that other threads may be explaining).
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SessionHook:
+        return self
+
+
+def strip_session_hooks(model: nn.Module) -> None:
+    """Remove every :class:`SessionHook` from ``model``'s modules (a deep copy's: the original's
+    are removed by their sessions)."""
+    for module in model.modules():
+        for hooks in (module._forward_hooks, module._forward_pre_hooks):
+            for key in [k for k, fn in hooks.items() if isinstance(fn, SessionHook)]:
+                hooks.pop(key, None)
+                for extra in (module._forward_hooks_with_kwargs, module._forward_hooks_always_called,
+                              module._forward_pre_hooks_with_kwargs):
+                    extra.pop(key, None)
+
+
 class HookSession:
     """A stack of hook handles and restorers, released in reverse order exactly once.
 
@@ -65,11 +98,11 @@ class HookSession:
 
     def forward_hook(self, module: nn.Module, fn: Callable[..., Any], **kwargs: Any) -> RemovableHandle:
         self._check_open()
-        return self.add(module.register_forward_hook(fn, **kwargs))
+        return self.add(module.register_forward_hook(SessionHook(fn), **kwargs))
 
     def forward_pre_hook(self, module: nn.Module, fn: Callable[..., Any], **kwargs: Any) -> RemovableHandle:
         self._check_open()
-        return self.add(module.register_forward_pre_hook(fn, **kwargs))
+        return self.add(module.register_forward_pre_hook(SessionHook(fn), **kwargs))
 
     def tensor_hook(self, tensor: torch.Tensor,
                     fn: Callable[[torch.Tensor], Optional[torch.Tensor]]) -> RemovableHandle:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -22,7 +23,7 @@ from torch import nn
 from ..batching import progress_bar
 from ..errors import XaiError, check_choice, check_input, describe
 from ..explainer import Explainer
-from ..hooks import HookSession
+from ..hooks import HookSession, strip_session_hooks
 from ..layers import find_layer
 from ._common import REDUCTIONS, Scorer, coerce_attribution, to_result
 from .similarity import BUILTIN, SIMILARITIES
@@ -151,8 +152,18 @@ def _restore(members: list[tuple[str, nn.Module]], saved: list[dict[str, torch.T
                 t.copy_(v)
 
 
+#: ``reset_parameters()`` draws from torch's global RNG: seeding it and drawing must not interleave
+#: with another thread's (two randomisations of one model in two threads gave different weights)
+_GLOBAL_RNG = threading.Lock()
+
+
 def _reinit(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
     """Re-initialise every module of one step, reproducibly from ``seed``."""
+    with _GLOBAL_RNG:
+        _reinit_seeded(members, init, seed)
+
+
+def _reinit_seeded(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
     torch.manual_seed(seed)  # inside fork_rng: the caller's global RNG state is restored
     gen = torch.Generator().manual_seed(seed)
     for _, m in members:
@@ -173,6 +184,22 @@ def _reinit(members: list[tuple[str, nn.Module]], init: str, seed: int) -> None:
             reset_stats()
 
 
+def _deepcopy(model: nn.Module, explainer: Any) -> tuple[nn.Module, Any]:
+    """``deepcopy((model, explainer))`` without the hooks of explainer calls running on
+    ``model`` in other threads (they belong to those calls; see ``hooks.SessionHook``). Such a
+    call can add or remove a hook while the copy walks the module's hook dicts: that try is
+    repeated."""
+    for attempt in range(8):
+        try:
+            model_copy, explainer_copy = copy.deepcopy((model, explainer))
+            break
+        except RuntimeError as err:
+            if "during iteration" not in str(err) or attempt == 7:
+                raise
+    strip_session_hooks(model_copy)
+    return model_copy, explainer_copy
+
+
 def _build_explainer(explainer: Any, model: nn.Module) -> tuple[nn.Module, Callable[..., Any]]:
     """The copied model and an explainer on it (see ``model_randomization``)."""
     if isinstance(explainer, Explainer):
@@ -183,12 +210,12 @@ def _build_explainer(explainer: Any, model: nn.Module) -> tuple[nn.Module, Calla
             raise XaiError(f"the explainer {type(explainer).__name__} is inside an open `with` block (its hooks are on "
                            "the model); call model_randomization outside it.")
         try:  # one memo: the copied explainer's model and layers point into the copied model
-            model_copy, explainer_copy = copy.deepcopy((model, explainer))
+            model_copy, explainer_copy = _deepcopy(model, explainer)
         except Exception as err:  # noqa: BLE001 - reported with the way out
             raise XaiError(f"could not deep-copy {type(explainer).__name__} with its model ({err}); pass a factory "
                            "lambda m: Explainer(m, ...) instead.") from err
         return model_copy, explainer_copy
-    model_copy = copy.deepcopy(model)
+    model_copy, _ = _deepcopy(model, None)
     built = explainer(model_copy)
     if not callable(built):
         raise XaiError(f"the explainer factory must return an explainer (a callable x, target= -> attributions); "
