@@ -158,3 +158,36 @@ def test_this_thread_hooks_skip_other_threads():
         lin(torch.ones(1, 2))
     assert seen == [threading.get_ident()]
     assert not lin._forward_hooks
+
+
+# --- parity with Captum -------------------------------------------------------------------------
+@pytest.mark.parity
+def test_parity_capture_matches_captum_layer_activation():
+    # capture records outputs only; layer inputs are recorded by LayerTap(layer_inputs=True), the
+    # tap behind layer_input=True, compared here with Captum's attribute_to_layer_input=True
+    from captum.attr import LayerActivation
+
+    from xai_torch.hooks import HookSession
+    from xai_torch.layers import find_layers
+
+    from conftest import torchvision_model
+
+    model = torchvision_model("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    names = ["layer1.0.bn1", "layer3", "layer4", "avgpool"]
+    modules = [model.get_submodule(n) for n in names]
+    with capture(model, names) as acts, torch.no_grad():
+        model(x)
+    for layer_input in (False, True):
+        ref = LayerActivation(model, modules).attribute(x, attribute_to_layer_input=layer_input)
+        if layer_input:
+            with HookSession() as s, torch.no_grad():
+                tap = LayerTap(s, model, find_layers(model, names), layer_inputs=True)
+                model(x)
+            ours = [tap.outputs[i][-1] for i in range(len(names))]
+        else:
+            ours = [acts[n] for n in names]
+        for n, a, r in zip(names, ours, ref):
+            assert a.shape == r.shape, n
+            torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4 * float(r.abs().max()), msg=n)
+    assert float(acts["layer1.0.bn1"].min()) < 0  # the BN output, before the in-place ReLU

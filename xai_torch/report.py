@@ -18,7 +18,12 @@ The summary (see :func:`xai_torch.cli.explain_images`)::
      "methods": {method: {"kind": "map", "family": "cam", "seconds": 1.2, "seconds_per_image": 0.6,
                           "estimate_seconds": 1.0, "budget": "16 steps (full: 64)" (demo only),
                           "deletion_auc_mean": float, "insertion_auc_mean": float,
-                          "fractions": [...], "deletion_curve_mean": [...], "insertion_curve_mean": [...]}}}
+                          "fractions": [...], "deletion_curve_mean": [...], "insertion_curve_mean": [...]}},
+     "layer_attribution" (with --layer-attribution only): {"layer": "layer4", "methods": [...],
+         "shape": [512, 7, 7], "matplotlib": True, "note": None or why the charts are missing,
+         "seconds": {method: float}, "images": {name: {method: {"channels": [...], "top_channels": [[c, v], ...],
+         "chart": "name_method_layer_channels.png" or None, "map": "name_method_layer_map.png" or None,
+         "map_shape": [7, 7] or None}}}}}
 """
 from __future__ import annotations
 
@@ -50,6 +55,9 @@ table.grid th { position: sticky; top: 0; font-size: 0.8em; }
 .card img { width: 160px; height: 160px; display: block; margin-bottom: 0.4em; }
 .plots img { max-width: 48%; min-width: 320px; }
 .note { color: #666; font-size: 0.85em; }
+.layer img { display: block; margin-bottom: 0.3em; }
+.layer img.map { width: 160px; height: 160px; image-rendering: pixelated; }
+.layer img.chart { max-width: 520px; }
 """
 
 
@@ -157,6 +165,34 @@ def _methods(summary: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
+def _layers(info: dict[str, Any]) -> str:
+    """The ``--layer-attribution`` section: per image x method, the per-channel chart and the layer map."""
+    methods, shape = info.get("methods", []), info.get("shape")
+    head = "<tr><th>image</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods) + "</tr>"
+    rows = []
+    for name, per in info.get("images", {}).items():
+        cells = [f"<td>{_e(name)}</td>"]
+        for m in methods:
+            r = per.get(m)
+            if r is None:
+                cells.append("<td>–</td>")
+                continue
+            chart = f'<img class="chart" src="{_src(r["chart"])}" alt="{_e(name)} {_e(m)} per channel">' \
+                if r.get("chart") else ""
+            lmap = f'<img class="map" src="{_src(r["map"])}" alt="{_e(name)} {_e(m)} layer map">' \
+                if r.get("map") else ""
+            top = ", ".join(f"{c} ({v:+.3g})" for c, v in r.get("top_channels", []))
+            cells.append(f"<td>{chart}{lmap}<span class='note'>top channels: {_e(top)}</span></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    seconds = ", ".join(f"{_e(m)} {_fmt(v, 2)} s" for m, v in info.get("seconds", {}).items())
+    note = (f'<p class="note">Attributions to the output of <code>{_e(info.get("layer"))}</code> (shape '
+            f"{_e(shape)} per image): bars are the attribution per channel summed over space (red positive, "
+            "blue negative; the largest |value| labelled), the map is the sum over channels at the layer's "
+            f"resolution (blue-white-red, scaled by its largest |value|). Time at the layer: {seconds}.</p>")
+    missing = f'<p class="note"><b>No bar charts:</b> {_e(info["note"])}.</p>' if info.get("note") else ""
+    return f'{note}{missing}<div class="scroll layer"><table>{head}{"".join(rows)}</table></div>'
+
+
 def _save(fig: Any, path: Path) -> None:
     """A matplotlib figure as PNG, written through :func:`~xai_torch.files.atomic_write`."""
     buf = io.BytesIO()
@@ -254,6 +290,9 @@ def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str =
         "<h2>Methods: wall time and faithfulness</h2>",
         _methods(summary),
     ]
+    if summary.get("layer_attribution"):
+        sections += [f"<h2>Layer attribution at <code>{_e(summary['layer_attribution'].get('layer'))}</code></h2>",
+                     _layers(summary["layer_attribution"])]
     if plot_pngs:
         sections += ["<h2>Plots</h2>", '<div class="plots">' + "".join(_img(p, p) for p in plot_pngs) + "</div>"]
     sections.append('<p class="note">Written by xai_torch. Files: summary.json (all numbers), '

@@ -34,7 +34,8 @@ __all__ = ["DEMO_IMAGES", "DEMO_METHODS", "DEMO_METRIC_STEP", "FULL_IMAGES", "de
 
 def demo(out: Union[str, Path], images: Optional[Sequence[str]] = None, methods: Optional[Sequence[str]] = None,
          device: Union[str, torch.device] = "cpu", *, full: bool = False, metrics: bool = True,
-         steps: Optional[int] = None, metric_step: Optional[int] = None, progress: Optional[bool] = None) -> Summary:
+         steps: Optional[int] = None, metric_step: Optional[int] = None, progress: Optional[bool] = None,
+         layer_attribution: Optional[str] = None) -> Summary:
     """``xai-torch demo``: the packaged Lite0 on packaged photos with each method, as a report.
 
     Args:
@@ -50,6 +51,8 @@ def demo(out: Union[str, Path], images: Optional[Sequence[str]] = None, methods:
         steps, progress: see :func:`~xai_torch.cli.explain.explain_images`.
         metric_step: pixels per point of the curves (default :data:`DEMO_METRIC_STEP`, with
             ``full`` 224 * 8).
+        layer_attribution: also show the chosen gradient methods at this layer of the packaged
+            model (e.g. ``_conv_head``; :mod:`xai_torch.cli.layers`).
 
     Returns:
         The summary dict (see :mod:`xai_torch.report`).
@@ -74,4 +77,5 @@ def demo(out: Union[str, Path], images: Optional[Sequence[str]] = None, methods:
     what = "paper configurations" if full else "CPU budgets"
     return explain_images(loaded, images, photos, [f"packaged:{n}" for n in images], methods, out=out,
                           metrics=metrics, steps=steps, metric_step=metric_step, command="demo", progress=progress,
-                          demo=not full, title=f"xai_torch demo: EfficientNet-Lite0 on the packaged photos ({what})")
+                          demo=not full, layer_attribution=layer_attribution,
+                          title=f"xai_torch demo: EfficientNet-Lite0 on the packaged photos ({what})")

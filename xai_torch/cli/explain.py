@@ -19,6 +19,7 @@ from ..files import check_folder, staged
 from ..layers import find_layer
 from ..models import LoadedModel, auto_cam_layer, check_device, load_image, load_model
 from ..presets import KINDS, METHODS, resolve
+from .layers import plan_layer
 
 #: pixels changed per step of the deletion / insertion curves (29 points at 224 x 224)
 METRIC_STEP = 224 * 8
@@ -154,7 +155,8 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
                    methods: list[str], *, out: Union[str, Path], target: Union[str, int] = "top",
                    metrics: bool = False, layer: Optional[str] = None, steps: Optional[int] = None,
                    metric_step: int = METRIC_STEP, command: str = "explain", title: str = "xai_torch report",
-                   progress: Optional[bool] = None, demo: bool = False) -> Summary:
+                   progress: Optional[bool] = None, demo: bool = False,
+                   layer_attribution: Optional[str] = None) -> Summary:
     """Explain 224 x 224 photos with each method; write overlays, grids, ``summary.json`` and ``report.html``.
 
     Args:
@@ -179,6 +181,8 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
             a slow method) otherwise; True / False: those lines always / never.
         demo: apply each method's CPU budget (:attr:`~xai_torch.presets.MethodSpec.demo`); the
             report names it next to the method.
+        layer_attribution: also run the chosen gradient methods at this layer (per-channel bar
+            charts and layer-resolution maps: :mod:`xai_torch.cli.layers`).
 
     Returns:
         The summary dict (also ``out/summary.json``; its layout is in :mod:`xai_torch.report`).
@@ -225,6 +229,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
     if any(METHODS[m].layer for m in methods):
         cam_layer = layer or loaded.layer or auto_cam_layer(model, x)
         find_layer(model, cam_layer, "--layer")
+    plan = plan_layer(model, layer_attribution, methods)
     guess = estimate(loaded, x, methods, demo=demo, steps=steps, metrics=metrics, metric_step=metric_step,
                      cam_layer=cam_layer)
     print(f"xai-torch: {len(methods)} method(s) on {len(photos)} image(s) on {device}: {guess}", flush=True)
@@ -236,7 +241,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
         "metrics": {"step": metric_step, "score": "softmax", "deletion_substrate": "zeros",
                     "insertion_substrate": "rise_blur", "reduce": "abs for grayscale methods, else sum"}
         if metrics else None,
-        "images": {}, "methods": {},
+        "images": {}, "methods": {}, **({"layer_attribution": plan.summary()} if plan else {}),
     }
     with staged(out) as stage:  # moved into ``out`` only when every method succeeded
         for i, (name, photo) in enumerate(zip(names, photos)):
@@ -291,6 +296,9 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
                     entry[f"{mode}_curve_mean"] = [round(v, 4) for v in res.curve.detach().double().mean(0).tolist()]
                 fractions = curves["deletion"].fractions.detach().double().cpu()
                 entry["fractions"] = [round(v, 4) for v in fractions.tolist()]
+            if plan is not None and method in plan.methods:
+                plan.run(method, model, x, targets, stage=stage, names=names, entry=summary["layer_attribution"],
+                         normalize=loaded.normalize, steps=steps, demo=demo)
             entry["step_seconds"] = round(time.perf_counter() - step, 3)  # explaining, pictures and curves
             summary["methods"][method] = entry
             shown.line(f"{method} ({k + 1}/{len(methods)}): {seconds:.1f} s" + (f" [{spec.budget}]" if demo else ""))
@@ -309,7 +317,8 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
             num_classes: Optional[int] = None, target: Union[str, int] = "top",
             device: Union[str, torch.device] = "cpu", out: Union[str, Path] = "out/explain",
             metrics: bool = False, layer: Optional[str] = None,
-            steps: Optional[int] = None, metric_step: int = METRIC_STEP, progress: Optional[bool] = None) -> Summary:
+            steps: Optional[int] = None, metric_step: int = METRIC_STEP, progress: Optional[bool] = None,
+            layer_attribution: Optional[str] = None) -> Summary:
     """``xai-torch explain``: your images, the packaged or a torchvision model, the methods you name.
 
     Args:
@@ -318,7 +327,8 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
         model, weights, num_classes: see :func:`~xai_torch.models.load_model`.
         methods: names, aliases or groups (:func:`~xai_torch.presets.resolve`; a list, or one
             comma-separated string).
-        target, device, out, metrics, layer, steps, metric_step, progress: see :func:`explain_images`.
+        target, device, out, metrics, layer, steps, metric_step, progress, layer_attribution: see
+            :func:`explain_images`.
 
     Returns:
         The summary dict, also written to ``out/summary.json`` (next to ``report.html``).
@@ -340,4 +350,5 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
     photos = [zoo.center_crop(img) for _, img, _ in loaded_images]
     return explain_images(loaded, files, photos, [src for _, _, src in loaded_images], names, out=out,
                           target=target, metrics=metrics, layer=layer, steps=steps, metric_step=metric_step,
-                          progress=progress, title=f"xai_torch explain: {loaded.name}")
+                          progress=progress, layer_attribution=layer_attribution,
+                          title=f"xai_torch explain: {loaded.name}")

@@ -32,6 +32,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     method_help = (f"comma list of {', '.join(METHODS)}; aliases such as ig, gradcam++, gbp, shap; "
                    f"or a group: all, fast ({', '.join(GROUPS['fast'])}), demo (all but scorecam)")
     metric_step_help = "pixels changed per point of the deletion / insertion curves"
+    layer_help = ("also run the chosen gradient methods (gradient, input_x_gradient, guided_backprop, deconvnet, "
+                  "integrated_gradients, ig_adaptive, smoothgrad) at this layer, a dotted module name: the "
+                  "attribution per channel (summed over space) as a bar chart (needs matplotlib) and the map at "
+                  "the layer's resolution (summed over channels), in the report and as PNGs")
     steps_help = (f"path steps of {', '.join(n for n, s in METHODS.items() if s.steps)} "
                   "(default: each method's own; ig_adaptive >= 32)")
     d = sub.add_parser("demo", help="the packaged Lite0 on the packaged photos, every family -> report.html",
@@ -54,6 +58,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     d.add_argument("--metric-step", type=int, default=None,
                    help=f"{metric_step_help} (default {DEMO_METRIC_STEP}; --full: {METRIC_STEP})")
     d.add_argument("--device", default=default_device, help=f"cpu, cuda or cuda:N (default {default_device})")
+    d.add_argument("--layer-attribution", metavar="NAME", help=layer_help + " (e.g. _conv_head, _blocks.15)")
     e = sub.add_parser("explain", help="explain image files with the packaged or a torchvision model",
                        description="Explain image files (any format OpenCV reads; resized to 256 on the short "
                                    "side and centre-cropped to 224) and write OUT/report.html, the overlays "
@@ -78,6 +83,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                    help=f"deletion / insertion AUC per image x method ({METRIC_STEP} pixels per step; default: off)")
     e.add_argument("--device", default=default_device, help=f"cpu, cuda or cuda:N (default {default_device})")
     e.add_argument("--out", default="out/explain", help="output folder (default out/explain)")
+    e.add_argument("--layer-attribution", metavar="NAME", help=layer_help + " (e.g. layer4 of a ResNet)")
     # other subcommands register here (`run`: xai_torch.distributed)
     r = add_run_parser(sub)
     return parser, {"demo": d, "explain": e, "run": r}
@@ -89,7 +95,7 @@ def _run(args: argparse.Namespace) -> Summary:
         images = resolve_names(args.images, zoo.IMAGES, "image(s)") if args.images is not None else None
         methods = resolve(args.methods) if args.methods is not None else None
         return demo(out, images, methods, args.device, full=args.full, metrics=args.metrics, steps=args.steps,
-                    metric_step=args.metric_step)
+                    metric_step=args.metric_step, layer_attribution=args.layer_attribution)
     target: Any = args.target.strip().lower()
     if target != "top":
         try:
@@ -101,7 +107,7 @@ def _run(args: argparse.Namespace) -> Summary:
               "show an untrained network.", file=sys.stderr, flush=True)
     return explain(args.images, args.model, args.methods, weights=args.weights, num_classes=args.num_classes,
                    target=target, device=args.device, out=out, metrics=args.metrics, layer=args.layer,
-                   steps=args.steps, metric_step=args.metric_step)
+                   steps=args.steps, metric_step=args.metric_step, layer_attribution=args.layer_attribution)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

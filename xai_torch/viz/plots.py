@@ -336,3 +336,37 @@ def randomization_table(result: Any, *, similarity: Optional[str] = None, index:
         rows.append([layer, *[f"{lines[c][i]:.{digits}f}" for c in cols]])
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def plot_channels(values: Any, ax: Any = None, *, title: Optional[str] = None, top: int = 5) -> Figure:
+    """A layer attribution per channel (summed over space) as a bar chart, one bar per channel.
+
+    Args:
+        values: ``(C,)`` per-channel values, e.g. ``xt.Gradient(model, layer="layer4")(x)[0].sum((1, 2))``.
+        ax: an Axes to draw into (default: a new figure).
+        title: the Axes title.
+        top: label the ``top`` channels of largest ``|value|`` with their index.
+
+    Returns:
+        the matplotlib ``Figure`` (bars red for positive values, blue for negative ones).
+
+    Example:
+        >>> fig = viz.plots.plot_channels(attr[0].sum((1, 2)), title="gradient at layer4")
+    """
+    v = _np(values).ravel()
+    if v.size == 0 or not np.isfinite(v).all():
+        raise XaiError(f"plot_channels needs finite per-channel values; got {describe(values)}.")
+    fig, (a,) = _figure(size=(float(min(16.0, 5.0 + 0.01 * v.size)), 3.0)) if ax is None else _axes(ax, 1)
+    a.bar(np.arange(v.size), v, width=0.8 if v.size < 100 else 1.0,
+          color=np.where(v >= 0, "#c44e52", "#4c72b0").tolist())
+    a.axhline(0.0, color="black", lw=0.5)
+    for c in np.argsort(-np.abs(v), kind="stable")[:max(int(top), 0)]:
+        a.annotate(str(int(c)), (float(c), float(v[c])), fontsize=7, ha="center",
+                   va="bottom" if v[c] >= 0 else "top")
+    a.set_xlim(-0.5, v.size - 0.5)
+    a.margins(y=0.12)  # room for the labels
+    a.set_xlabel(f"channel ({v.size})")
+    a.set_ylabel("attribution, summed over space")
+    if title:
+        a.set_title(title, fontsize=9)
+    return fig
