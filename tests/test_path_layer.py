@@ -239,3 +239,23 @@ def test_threads_share_the_model(small, small_x):
         t.join()
     for i in range(5):
         assert torch.equal(got["ig", i], alone) and torch.equal(got["grad", i], grad_alone)
+
+
+@pytest.mark.parity
+def test_layer_ig_and_conductance_parity_with_captum_on_densenet121():
+    """DenseNet concatenates every earlier feature map and ends in a functional in-place ReLU."""
+    from captum.attr import LayerConductance, LayerIntegratedGradients
+
+    model = torchvision_model("densenet121")
+    x = _x(2, 64, 5)
+    b = torch.zeros_like(x)
+    for layer, layer_input in ((model.features.denseblock3, False), (model.features.transition3, True)):
+        ours = xt.IntegratedGradients(model, steps=4, method="gauss_legendre", layer=layer, layer_input=layer_input)(
+            x, target=[3, 7], baseline=b)
+        ref = LayerIntegratedGradients(model, layer).attribute(x, b, target=[3, 7], n_steps=4, method="gausslegendre",
+                                                               attribute_to_layer_input=layer_input)
+        assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+    layer = model.features.denseblock3
+    ours = xt.LayerConductance(model, layer, steps=4, method="gauss_legendre")(x, target=[3, 7], baseline=b)
+    ref = LayerConductance(model, layer).attribute(x, b, target=[3, 7], n_steps=4, method="gausslegendre").detach()
+    assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-4
