@@ -178,14 +178,16 @@ def test_expected_gradients_layer_delta_definition(small, small_x):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("ours,theirs", [("gauss_legendre", "gausslegendre"),
-                                         ("captum_trapezoid", "riemann_trapezoid")])
-def test_neuron_ig_parity_with_captum(ours, theirs):
+@pytest.mark.parametrize("arch,name,ours,theirs", [
+    ("resnet18", "layer4.0.conv2", "gauss_legendre", "gausslegendre"),
+    ("resnet18", "layer4.0.conv2", "captum_trapezoid", "riemann_trapezoid"),
+    ("densenet121", "features.denseblock3", "gauss_legendre", "gausslegendre")])
+def test_neuron_ig_parity_with_captum(arch, name, ours, theirs):
     from captum.attr import NeuronIntegratedGradients
 
-    model = torchvision_model("resnet18")
+    model = torchvision_model(arch)
     x, b = _x(2, 64, 5), torch.zeros(2, 3, 64, 64)
-    layer = model.layer4[0].conv2
+    layer = model.get_submodule(name)
     res = xt.IntegratedGradients(model, steps=4, method=ours)(x, target=xt.NeuronTarget(layer, (5, 1, 0)),
                                                               baseline=b)
     ref = NeuronIntegratedGradients(model, layer).attribute(x, (5, 1, 0), baselines=b, n_steps=4, method=theirs)
