@@ -288,3 +288,38 @@ def count_rectifier_ops(model, x) -> int:
     with torch.no_grad(), Count():
         model(x)
     return Count.n
+
+
+def close(a, b, rtol=1e-4):
+    """``a`` equals ``b`` to ``rtol`` relative to ``b``'s largest value (``b`` not all zero)."""
+    scale = b.abs().max()
+    assert scale > 0
+    err = (a - b).abs().max() / scale
+    assert err <= rtol, f"relative error {float(err):.2e}"
+
+
+@pytest.fixture
+def gapnet():
+    """The GAP -> FC net of the CAM tests (tests/cam_helpers.py), float64, eval mode."""
+    from cam_helpers import make_gapnet
+
+    return make_gapnet()
+
+
+@pytest.fixture
+def gap_x():
+    from cam_helpers import gap_input
+
+    return gap_input()
+
+
+class SideNet(nn.Module):
+    """``net`` plus a layer ``unused`` that runs on x but that no score depends on."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.unused = net, nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        self.unused(x)
+        return self.net(x)

@@ -10,16 +10,9 @@ from torch import nn
 
 import xai_torch as xt
 
-from conftest import count_rectifier_ops, reference_gradient
+from conftest import close, count_rectifier_ops, reference_gradient
 
 RULES = {"guided": xt.GuidedBackprop, "deconvnet": xt.Deconvnet}
-
-
-def close(a, b, rtol=1e-4):
-    scale = b.abs().max()
-    assert scale > 0
-    err = (a - b).abs().max() / scale
-    assert err <= rtol, f"relative error {float(err):.2e}"
 
 
 @pytest.mark.parametrize("kind", list(RULES))

@@ -10,18 +10,8 @@ from torch import nn
 
 import xai_torch as xt
 
-from cam_helpers import ALL_CAMS, GRADIENT_CAMS, CallCounter, GapNet, gap_input, make_gapnet
+from cam_helpers import ALL_CAMS, GRADIENT_CAMS, CallCounter, GapNet
 from conftest import SmallNet, assert_no_trace, snapshot, torchvision_model
-
-
-@pytest.fixture
-def gapnet():
-    return make_gapnet()
-
-
-@pytest.fixture
-def gap_x():
-    return gap_input()
 
 
 def test_outputs_are_raw_and_upsampled_bilinearly(gapnet, gap_x):

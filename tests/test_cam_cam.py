@@ -7,17 +7,7 @@ from torch import nn
 
 import xai_torch as xt
 
-from cam_helpers import CallCounter, gap_input, make_gapnet
-
-
-@pytest.fixture
-def gapnet():
-    return make_gapnet()
-
-
-@pytest.fixture
-def gap_x():
-    return gap_input()
+from cam_helpers import CallCounter
 
 
 def test_fc_option_and_errors(gapnet, gap_x):

@@ -14,18 +14,8 @@ from torch import nn
 
 import xai_torch as xt
 
-from cam_helpers import acts_of, gap_input, make_gapnet
+from cam_helpers import acts_of
 from conftest import torchvision_model
-
-
-@pytest.fixture
-def gapnet():
-    return make_gapnet()
-
-
-@pytest.fixture
-def gap_x():
-    return gap_input()
 
 
 def test_identities_on_a_gap_fc_net(gapnet, gap_x):

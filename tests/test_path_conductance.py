@@ -3,11 +3,10 @@ with both path ends, model-call counts across chunks, bad input, no trace, Captu
 import pytest
 import torch
 from test_path_layer import Head, _x
-from torch import nn
 
 import xai_torch as xt
 
-from conftest import assert_no_trace, snapshot, torchvision_model
+from conftest import SideNet, assert_no_trace, snapshot, torchvision_model
 
 
 @pytest.mark.parametrize("method", ["riemann_trapezoid", "captum_trapezoid", "gauss_legendre"])
@@ -50,16 +49,7 @@ def test_bad_input_and_no_trace(small, small_x):
     with pytest.raises(xt.XaiError, match="method"):
         xt.LayerConductance(small, "conv2", method="adaptive")
 
-    class Side(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net, self.unused = small, nn.Conv2d(3, 2, 1)
-
-        def forward(self, x):
-            self.unused(x)
-            return self.net(x)
-
-    model = Side().eval()
+    model = SideNet(small).eval()  # the score does not depend on "unused"
     before = snapshot(model, small_x)
     with pytest.raises(xt.XaiError, match="does not depend on 'unused'"):
         xt.LayerConductance(model, "unused", steps=2)(small_x, target=1)

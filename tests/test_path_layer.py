@@ -7,7 +7,7 @@ from torch import nn
 
 import xai_torch as xt
 
-from conftest import assert_no_trace, snapshot, torchvision_model
+from conftest import SideNet, assert_no_trace, snapshot, torchvision_model
 
 RULES = ["gauss_legendre", "riemann_left", "riemann_right", "riemann_middle", "captum_trapezoid"]
 
@@ -96,16 +96,7 @@ def test_bad_layers(small, small_x):
     with pytest.raises(xt.XaiError, match="nn.Module"):
         xt.IntegratedGradients(lambda z: z.flatten(1), layer="conv2")
 
-    class Side(nn.Module):  # the score does not depend on "unused"
-        def __init__(self):
-            super().__init__()
-            self.net, self.unused = small, nn.Conv2d(3, 2, 1)
-
-        def forward(self, x):
-            self.unused(x)
-            return self.net(x)
-
-    model = Side().eval()
+    model = SideNet(small).eval()  # the score does not depend on "unused"
     before = snapshot(model, small_x)
     with pytest.raises(xt.XaiError, match="does not depend on layer 'unused'"):
         xt.IntegratedGradients(model, steps=3, layer="unused")(small_x, target=1)

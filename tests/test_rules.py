@@ -14,16 +14,9 @@ from torch.utils.checkpoint import checkpoint
 import xai_torch as xt
 from xai_torch.rules import DECONV, GUIDED, PLAIN, RectifierMode, check_interceptable, wrapper_error, wrapper_errors
 
-from conftest import _ref_rectifier, assert_no_trace, count_rectifier_ops, reference_gradient, snapshot
+from conftest import _ref_rectifier, assert_no_trace, close, count_rectifier_ops, reference_gradient, snapshot
 
 RULES = {"guided": xt.GuidedBackprop, "deconvnet": xt.Deconvnet}
-
-
-def close(a, b, rtol=1e-4):
-    scale = b.abs().max()
-    assert scale > 0
-    err = (a - b).abs().max() / scale
-    assert err <= rtol, f"relative error {float(err):.2e}"
 
 
 class AllForms(nn.Module):
