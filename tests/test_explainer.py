@@ -258,7 +258,7 @@ def test_progress_bar(small, small_x, capsys):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path; CI has none)")
 @pytest.mark.parametrize("cls", EXPLAINERS, ids=ids)
 def test_runs_on_the_model_device(cls, small, small_x):
     cpu = cls(small)(small_x)

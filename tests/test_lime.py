@@ -284,7 +284,7 @@ def test_repr():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path; CI has none)")
 def test_cuda_model_cpu_input(x24):
     model = Scaled().cuda()
     seg = grid(24, 24, 3, 3)

@@ -64,7 +64,7 @@ def test_peak_memory_does_not_grow_with_steps():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path; CI has none)")
 def test_peak_cuda_memory_same_for_50_and_500_steps():
     model = torchvision_model("resnet18").cuda()
     x = torch.randn(2, 3, 64, 64, device="cuda")
