@@ -19,7 +19,7 @@ LAYERS = [
     # model evaluation and the explainer base
     ["runner", "explainer"],
     # the method families
-    ["gradient", "backprop", "cam", "path", "perturbation", "smoothgrad", "region"],
+    ["gradient", "backprop", "cam", "path", "perturbation", "smoothgrad", "region", "relevance", "attention"],
     # what judges explanations, and what pictures them
     ["metrics", "viz"],
     # applications: the packaged assets, the registry, loaders, the report, the command line
