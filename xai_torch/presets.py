@@ -37,11 +37,11 @@ def explainer_classes() -> dict[str, type[Explainer]]:
     """The explainer classes by name (``"GradCAM"``, ``"IntegratedGradients"``...): those each
     method family exports in its ``__all__``, less the shared bases (named ``...Base`` or
     ``...Explainer`` by convention)."""
-    from . import backprop, cam, gradient, path, perturbation, region, smoothgrad
+    from . import attention, backprop, cam, gradient, path, perturbation, region, relevance, smoothgrad
     from .explainer import Explainer
 
     found: dict[str, type[Explainer]] = {}
-    for module in (gradient, backprop, cam, path, perturbation, smoothgrad, region):
+    for module in (gradient, backprop, cam, path, perturbation, smoothgrad, region, relevance, attention):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, Explainer) and not name.endswith(("Base", "Explainer")):
