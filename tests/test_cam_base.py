@@ -49,8 +49,9 @@ def test_targets_batches_and_fusion():
     fused = xt.GradCAM(model, layer=["layer3", model.layer4]).explain(x)
     assert fused.attributions.shape == (2, 1, 64, 64) and len(fused.layer_maps) == 2
     assert float(fused.attributions.max()) <= 1.0 and float(fused.attributions.min()) >= 0.0
-    # pytorch-grad-cam's fusion: per-layer min-max of the upsampled ReLU'd maps, mean, min-max
-    singles = [xt.viz.minmax(xt.GradCAM(model, layer=n)(x), eps=1e-7) for n in ("layer3", "layer4")]
+    # pytorch-grad-cam's fusion: per-layer min-max of the ReLU'd maps at layer resolution, resize, mean, min-max
+    singles = [xt.imageops.upsample_to(xt.viz.minmax(xt.GradCAM(model, layer=n, upsample=False)(x), eps=1e-7),
+                                       (64, 64)) for n in ("layer3", "layer4")]
     torch.testing.assert_close(fused.attributions, xt.viz.minmax(torch.stack(singles).mean(0), eps=1e-7))
     # batching plan: batch_size bounds every model call
     calls = []

@@ -10,8 +10,9 @@ function or its map function.
 Outputs are raw maps after the ReLU, upsampled bilinearly (``align_corners=False``) to the
 input size: ``(B, 1, H, W)``, or ``(B, 1, h, w)`` with ``upsample=False``. No
 normalisation: that is :mod:`xai_torch.viz`'s job. Several layers are fused as
-pytorch-grad-cam does (each map ReLU'd, upsampled and min-max normalised per image, then
-averaged), which loses the raw scale.
+pytorch-grad-cam does (each map ReLU'd and min-max normalised per image at its layer's
+resolution, then upsampled, averaged and min-max normalised again), which loses the raw scale;
+a map whose range is rounding noise (e.g. a 1 x 1 layer map) scales to zeros.
 
 Attached mode: inside ``with cam:`` the hooks stay on the layers, and
 ``cam.from_output(model(x), target)`` explains your own forward without a second one (see

@@ -293,8 +293,8 @@ class LayerCAMBase(Explainer):
         if len(lm) == 1:
             m = lm[0]
             maps = upsample_to(m.flatten(0, -4), size).reshape(*m.shape[:-2], *size) if self.upsample else m
-        else:  # pytorch-grad-cam's fusion
-            ups = [minmax(upsample_to(m.flatten(0, -4), size), eps=1e-7) for m in lm]
+        else:  # pytorch-grad-cam's fusion: min-max at layer resolution, resize, mean, min-max
+            ups = [upsample_to(minmax(m.flatten(0, -4), eps=1e-7), size) for m in lm]
             maps = minmax(torch.stack(ups).mean(0), eps=1e-7).reshape(*lm[0].shape[:-2], *size)
         pixels = cat([p.pixels for p in parts])
         scores = cat([p.scores for p in parts])
