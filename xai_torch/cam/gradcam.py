@@ -1,13 +1,14 @@
 """The gradient-weighted CAMs: each variant is its channel-weight or map function."""
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from ..errors import XaiWarning
+from ..errors import XaiError, XaiWarning, describe
 from .base import LayerCAMBase
 
 
@@ -36,19 +37,38 @@ class GradCAMPlusPlus(LayerCAMBase):
     Args:
         alpha_norm: the authors' TensorFlow code renormalises alpha per channel
             (``alpha /= sum_ij alpha``); neither the paper nor the libraries do. Off by default.
+        alpha_eps: None (default): the paper's alpha. A number: pytorch-grad-cam's form,
+            ``alpha = g^2 / (2 g^2 + sum_ab A g^3 + alpha_eps)`` (0 where g is 0); ``1e-6`` is the
+            library's, and gives its maps exactly. Where gradients are small (~1e-3, common in
+            late layers of trained nets) the epsilon is not negligible against ``2 g^2``: it
+            shrinks alpha, moving channel weights by up to ~9 % on EfficientNet-Lite0's ``_blocks.15``.
+
+    Example:
+        >>> maps = xt.GradCAMPlusPlus(model, layer="layer4", alpha_eps=1e-6)(x)   # = pytorch-grad-cam
     """
 
-    def __init__(self, model: nn.Module, layer: Any, *, alpha_norm: bool = False, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, layer: Any, *, alpha_norm: bool = False,
+                 alpha_eps: Optional[float] = None, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)
         self.alpha_norm = bool(alpha_norm)
+        if alpha_eps is not None and (isinstance(alpha_eps, bool) or not isinstance(alpha_eps, (int, float))
+                                      or not 0 <= float(alpha_eps) < math.inf):
+            raise XaiError(f"alpha_eps must be None (the paper's alpha) or a finite number >= 0 (1e-6 is "
+                           f"pytorch-grad-cam's); got {describe(alpha_eps)}.")
+        self.alpha_eps = None if alpha_eps is None else float(alpha_eps)
 
     def _config(self) -> dict[str, Any]:
-        return {**super()._config(), "alpha_norm": self.alpha_norm}
+        extra = {} if self.alpha_eps is None else {"alpha_eps": self.alpha_eps}
+        return {**super()._config(), "alpha_norm": self.alpha_norm, **extra}
 
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         g2 = grads.pow(2)
         denom = 2 * g2 + acts.sum((2, 3), keepdim=True) * grads.pow(3)
-        ok = (grads != 0) & (denom > 0)
+        if self.alpha_eps is None:
+            ok = (grads != 0) & (denom > 0)
+        else:  # the library's form: no sign check on the denominator
+            denom = denom + self.alpha_eps
+            ok = (grads != 0) & (denom != 0)
         alpha = torch.where(ok, g2 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g2))
         if self.alpha_norm:
             total = alpha.sum((2, 3), keepdim=True)
