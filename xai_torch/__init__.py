@@ -39,6 +39,7 @@ from .path import (
 )
 from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
 from .region import LIME, XRAI, KernelSHAP, KernelSHAPExplanation, LIMEExplanation, XRAIExplanation
+from .relevance import DeepLift, DeepLiftExplanation, DeepLiftShap
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
 from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
 
@@ -98,6 +99,9 @@ __all__ = [
     "XRAI",
     "XRAIExplanation",
     "region",
+    "DeepLift",
+    "DeepLiftExplanation",
+    "DeepLiftShap",
     "segmentation",
     "SmoothGrad",
     "SmoothGradExplanation",

@@ -206,8 +206,11 @@ class RectifierMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def check_interceptable(model: Any) -> None:
-    """Raise if the rectifier calls of ``model`` cannot be seen from Python.
+def check_interceptable(model: Any,
+                        consequence: str = "guided backpropagation / DeconvNet would silently return the plain "
+                                           "gradient") -> None:
+    """Raise if the rectifier calls of ``model`` cannot be seen from Python; ``consequence`` says
+    what the explainer would do then (in the message).
 
     TorchScript and ``torch.compile`` run their graphs outside the Python dispatcher, so a
     rule would silently not apply; ``nn.DataParallel`` runs replicas in other threads.
@@ -220,8 +223,7 @@ def check_interceptable(model: Any) -> None:
             how = "torch.jit.trace" if "Traced" in type(module).__name__ else "torch.jit.script"
             raise XaiError(
                 f"{where} is a TorchScript module (made with {how}): its rectifier calls cannot be "
-                "intercepted, so guided backpropagation / DeconvNet would silently return the plain "
-                "gradient. Explain the eager (untraced, unscripted) model instead."
+                f"intercepted, so {consequence}. Explain the eager (untraced, unscripted) model instead."
             )
         if hasattr(module, "_orig_mod") and type(module).__name__ == "OptimizedModule":
             raise XaiError(

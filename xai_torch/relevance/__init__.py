@@ -2,4 +2,7 @@
 per call of the operation (modules, reused modules, functional calls, residual additions)."""
 from __future__ import annotations
 
+from .deeplift import DeepLift, DeepLiftExplanation, DeepLiftShap
+
 __all__: list[str] = []
+__all__ += ["DeepLift", "DeepLiftExplanation", "DeepLiftShap"]
