@@ -11,6 +11,12 @@ Args:
         halves it and retries.
     progress: tqdm progress bar on long work; ``None`` shows it when a call makes many model
         calls and stderr is a terminal.
+    select_output: what of the model's output the target scores, on every model call:
+        ``None`` (the output itself; class targets read the ``logits`` of a dict or an object,
+        Hugging Face's ``ImageClassifierOutput``, by themselves), a key of a dict or an
+        attribute name (``"logits"``, ``"out"``), a position in a tuple (``0``), or a callable
+        ``output -> scores``. Every explainer accepts it: the base adds the keyword to each
+        subclass's constructor (see :meth:`Explainer.__init_subclass__`).
 
 Call arguments:
     x: float tensor ``(B, C, H, W)`` (or ``(C, H, W)``, treated as B = 1) in the model's input
@@ -30,6 +36,8 @@ Call arguments:
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 import threading
 from dataclasses import dataclass
@@ -40,6 +48,7 @@ import torch
 from .batching import check_batch_size
 from .errors import XaiError, check_input
 from .hooks import HookSession
+from .modelio import OutputSelector, check_select_output
 from .rules import wrapper_errors
 from .runner import ModelRunner, keep_buffers, warn_if_training
 from .targets import Target, as_target
@@ -90,19 +99,46 @@ class Explainer:
     #: the user's own forward inside ``with explainer:``
     attachable: ClassVar[bool] = False
 
-    def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+    def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None,
+                 select_output: OutputSelector = None) -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress
+        self.select_output = check_select_output(select_output)
         # the sessions of the open ``with`` blocks: a stack per thread (threads may share an instance)
         self._sessions: dict[int, list[HookSession]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give the subclass's own ``__init__`` (when it has one without the keyword) the
+        keyword-only ``select_output=`` of the base: the wrapper takes it off the arguments,
+        runs the subclass's ``__init__``, then sets it, so every explainer accepts it without
+        repeating it in its signature (``inspect.signature`` shows it)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or "select_output" in inspect.signature(init).parameters:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Explainer, *args: Any, select_output: OutputSelector = None, **kw: Any) -> None:
+            checked = check_select_output(select_output)
+            init(self, *args, **kw)
+            if checked is not None:
+                self.select_output = checked
+
+        sig = inspect.signature(init)
+        params = list(sig.parameters.values())
+        at = next((i for i, p in enumerate(params) if p.kind == p.VAR_KEYWORD), len(params))
+        extra = inspect.Parameter("select_output", inspect.Parameter.KEYWORD_ONLY, default=None)
+        __init__.__signature__ = sig.replace(parameters=params[:at] + [extra] + params[at:])  # type: ignore[attr-defined]
+        setattr(cls, "__init__", __init__)  # noqa: B010 (mypy refuses assigning to a method)
 
     # -- configuration --------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         """Constructor keywords shown by ``repr`` (subclasses extend it)."""
-        return {"batch_size": self.batch_size, "progress": self.progress}
+        chosen = {} if self.select_output is None else {"select_output": self.select_output}
+        return {"batch_size": self.batch_size, "progress": self.progress, **chosen}
 
     def __repr__(self) -> str:
         model = type(self.model).__name__
@@ -201,7 +237,8 @@ class Explainer:
         """A :class:`~xai_torch.runner.ModelRunner` for one call on images ``x`` (the model's
         model, ``batch_size``, ``progress``; its name is the class name)."""
         return ModelRunner(self.model, batch_size=self.batch_size, progress=self.progress,
-                           name=type(self).__name__, sample=x[0], target=target, device=x.device)
+                           name=type(self).__name__, sample=x[0], target=target, device=x.device,
+                           select_output=self.select_output)
 
     @staticmethod
     def _per_image(items: list[torch.Tensor], x: torch.Tensor, target: Target,

@@ -18,7 +18,6 @@ chained; any other error, and ``KeyboardInterrupt``, propagates unchanged.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Optional, TypeVar
 
@@ -26,13 +25,22 @@ import torch
 from torch import nn
 
 from .batching import auto_batch_size, check_batch_size, is_oom, map_chunks
-from .errors import XaiError, XaiWarning, describe
+from .errors import XaiError
 from .hooks import HookSession, this_thread
-from .targets import ClassTarget, Target, score_classes
+from .modelio import (
+    OutputSelector,
+    check_select_output,
+    keep_buffers,
+    model_device,
+    probability,
+    repeat_rows,
+    result_dtype,
+    select_output,
+    warn_if_training,
+)
+from .targets import ClassTarget, Target
 
 T = TypeVar("T")
-
-_STOCHASTIC_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
 
 
 class Pinned(NamedTuple):
@@ -76,73 +84,6 @@ class LayerGrad(NamedTuple):
     classes: Optional[torch.Tensor]
 
 
-def model_device(model: Any, default: torch.device) -> torch.device:
-    """The device of the model's first parameter or buffer (``default`` if it has none)."""
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-        for b in model.buffers():
-            return b.device
-    return default
-
-
-def result_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype of results for input ``x``: float64 for float64 inputs, else float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def keep_buffers(model: nn.Module, session: HookSession) -> None:
-    """Restore every buffer of ``model`` (BatchNorm running statistics...) when ``session``
-    closes: a forward in training mode updates them, and the user's model keeps no trace."""
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
-
-    def restore() -> None:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
-
-    session.callback(restore)
-
-
-def warn_if_training(model: Any, name: str, stacklevel: int = 4) -> bool:
-    """Warn when the model is in training mode with BatchNorm / Dropout; return whether any
-    module is in training mode (its buffers must then be restored after the work)."""
-    if not isinstance(model, nn.Module):
-        return False
-    if model.training:
-        kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _STOCHASTIC_LAYERS)})
-        if kinds:
-            warnings.warn(
-                f"{name}: the model is in training mode and has {', '.join(kinds)}: each image's "
-                "result then depends on the rest of the batch and on chance. Call model.eval() first "
-                "(xai_torch never changes the mode for you).",
-                XaiWarning,
-                stacklevel=stacklevel,
-            )
-    return any(m.training for m in model.modules())
-
-
-def probability(out: Any, classes: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Probability of ``classes`` in a ``(n, num_classes)`` output, the sigmoid's for one column (else ``None``)."""
-    if classes is None or not isinstance(out, torch.Tensor) or out.ndim != 2:
-        return None
-    return score_classes(out.detach(), classes.to(out.device), "softmax")
-
-
-def repeat_rows(output: Any, k: int) -> Any:
-    """Each row of a model output repeated ``k`` times (row ``i`` -> ``i*k .. i*k+k-1``), so the
-    ``K`` targets of an image are scored from one forward."""
-    if k == 1:
-        return output
-    if isinstance(output, torch.Tensor):
-        return output.repeat_interleave(k, dim=0)
-    if isinstance(output, dict):
-        return {key: repeat_rows(v, k) if isinstance(v, torch.Tensor) else v for key, v in output.items()}
-    if isinstance(output, list):
-        return [o for o in output for _ in range(k)]
-    raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
-
-
 def _leaves(model: nn.Module) -> dict[nn.Module, str]:
     return {m: name for name, m in model.named_modules() if name and next(m.children(), None) is None}
 
@@ -160,6 +101,8 @@ class ModelRunner:
             automatic chunk size and the dtype of pinned scores.
         target: the bound target that ``rows`` index (:meth:`pin` replaces it).
         device: the device for a model without parameters (default: ``sample``'s, else CPU).
+        select_output: what of each model output the targets score (see
+            :func:`~xai_torch.modelio.select_output`; ``None``: the output itself).
 
     Attributes:
         calls: samples the model has evaluated (forward, or forward + backward).
@@ -174,7 +117,7 @@ class ModelRunner:
 
     def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None,
                  name: str = "", sample: Optional[torch.Tensor] = None, target: Optional[Target] = None,
-                 device: Optional[torch.device] = None) -> None:
+                 device: Optional[torch.device] = None, select_output: OutputSelector = None) -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         self.model = model
@@ -186,6 +129,7 @@ class ModelRunner:
         self.sample_numel = 0 if sample is None else int(sample[0].numel() if sample.ndim == 4 else sample.numel())
         self.dtype = torch.float32 if sample is None else sample.dtype
         self.target = target
+        self.select_output = check_select_output(select_output)
         self.calls = 0
         self.clean_scores: Optional[torch.Tensor] = None
         self.training = isinstance(model, nn.Module) and any(m.training for m in model.modules())
@@ -249,7 +193,7 @@ class ModelRunner:
             raise
         self._ok = True
         self.calls += z.shape[0]
-        return out
+        return select_output(out, self.select_output)
 
     def _input_problem(self, z: torch.Tensor) -> Optional[str]:
         """Why ``z`` does not fit the model, after an error on the first call: one image runs again

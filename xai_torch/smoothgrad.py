@@ -93,6 +93,8 @@ class SmoothGrad(Explainer):
             seeded from ``(seed, i)``, so its result depends only on the seed, its index and
             the image itself, never on the rest of the batch or on ``batch_size`` (module doc).
             A seeded wrapped explainer draws afresh for every noisy copy.
+        select_output: taken from the wrapped explainer (give it there); another value here
+            raises :class:`~xai_torch.XaiError`.
 
     Returns:
         The wrapped explainer's output shape, reduced over the noisy copies (a dict
@@ -109,11 +111,15 @@ class SmoothGrad(Explainer):
     """
 
     def __init__(self, explainer: Explainer, *, samples: int = 25, noise: float = 0.15, variant: str = "mean",
-                 seed: Optional[int] = None, progress: Optional[bool] = None) -> None:
+                 seed: Optional[int] = None, progress: Optional[bool] = None, select_output: Any = None) -> None:
         if not isinstance(explainer, Explainer):
             raise XaiError(f"SmoothGrad wraps an xai_torch explainer, e.g. xt.SmoothGrad(xt.Gradient(model)); "
                            f"got {describe(explainer)}.")
-        super().__init__(explainer.model, batch_size=explainer.batch_size, progress=progress)
+        if select_output is not None and select_output is not explainer.select_output:
+            raise XaiError("SmoothGrad scores as the wrapped explainer does: give select_output= to it, e.g. "
+                           "xt.SmoothGrad(xt.Gradient(model, select_output='logits')).")
+        super().__init__(explainer.model, batch_size=explainer.batch_size, progress=progress,
+                         select_output=explainer.select_output)
         self.explainer = explainer
         self.call_keywords = explainer.call_keywords
         self.samples = check_positive_int(samples, "samples")

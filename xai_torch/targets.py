@@ -14,7 +14,7 @@ A length or range mismatch raises :class:`XaiError`; nothing is truncated.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 import torch
@@ -60,6 +60,24 @@ def score_classes(output: torch.Tensor, classes: torch.Tensor, score: str = "log
     elif score == "log_softmax":
         output = output.log_softmax(dim=1)
     return output.gather(1, classes[:, None])[:, 0]
+
+
+def class_output(output: Any) -> Any:
+    """The class scores in a model output: the output itself when it is a tensor, else its
+    ``"logits"`` entry (a dict, Hugging Face's ``ImageClassifierOutput``) or ``logits`` attribute
+    (a dataclass or any object); the output unchanged when it has neither.
+
+    Example:
+        >>> class_output({"logits": torch.zeros(2, 5), "hidden": None}).shape
+        torch.Size([2, 5])
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        found = output.get("logits")
+    else:
+        found = getattr(output, "logits", None)
+    return found if isinstance(found, torch.Tensor) else output
 
 
 class Target:
@@ -147,11 +165,13 @@ class ClassTarget(Target):
         return bound
 
     def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        output = class_output(output)  # a dict or an object with `logits`: those
         if not isinstance(output, torch.Tensor) or output.ndim != 2:
             raise XaiError(
-                "a class target needs a model output of shape (B, num_classes); this model "
-                f"returned a {describe(output)}. Pass target=callable(output) -> (B,) scores "
-                "(or an xt.Target subclass) that reduces the output to one score per image."
+                "a class target needs a model output of shape (B, num_classes) (or a dict / object with "
+                f"such `logits`); this model returned a {describe(output)}. Pick the scores with the "
+                "explainer's select_output= (a key, an attribute name, an index or a callable), or pass "
+                "target=callable(output) -> (B,) scores (or an xt.Target subclass)."
             )
         n, num_classes = output.shape
         if self._flat is None:

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import XaiError, check_choice, describe
 from ..runner import ModelRunner, warn_if_training
-from ..targets import SCORES, ClassTarget, Target, as_target, score_classes
+from ..targets import SCORES, ClassTarget, Target, as_target, class_output, score_classes
 
 # what a class target is scored by (targets.SCORES): the softmax probability (RISE's
 # deletion/insertion, SIC), the logit (ROAD in pytorch-grad-cam, infidelity), its
@@ -164,6 +164,7 @@ class Scorer:
     def _scores(self, out: Any, rows: torch.Tensor, first: bool) -> torch.Tensor:
         if self._custom is not None:
             return self._custom.scores(out, rows)[0].detach().double()
+        out = class_output(out)  # a dict or an object with `logits` (Hugging Face outputs): those
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise XaiError(
                 f"{self.name} needs a model output of shape (B, num_classes); this model returned a "

@@ -6,10 +6,10 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import XaiError, check_input, check_positive_int
+from ..errors import XaiError, check_input, check_positive_int, describe
 from ..runner import ModelRunner
 from ..seeding import derive_seed, make_generator
-from ..targets import ClassTarget
+from ..targets import ClassTarget, class_output
 from .base import PathExplainer, Paths
 from .engine import PathSamples, integrate
 from .layer import Layer, layer_space, record
@@ -163,9 +163,11 @@ def _class_scores(runner: ModelRunner, target: ClassTarget, images: torch.Tensor
     once: a class score only needs the image's output row."""
 
     def chunk(start: int, stop: int) -> torch.Tensor:
-        out = runner.forward(images[start:stop])
+        out = class_output(runner.forward(images[start:stop]))  # a dict / object: its logits
         if not isinstance(out, torch.Tensor):
-            raise XaiError("a class target needs a model output of shape (B, num_classes).")
+            raise XaiError("a class target needs a model output of shape (B, num_classes) (or a dict / object "
+                           f"with such `logits`); this model returned a {describe(out)}. Pick the scores with "
+                           "select_output=.")
         return out
 
     out = torch.cat(runner.map(chunk, images.shape[0]))

@@ -280,6 +280,7 @@ class XRAI(Explainer):
         if base_attribution is None:
             baselines = self.baselines if self.baselines is not None else [_image_min, _image_max]
             ig = IntegratedGradients(self.model, steps=self.steps, batch_size=self.batch_size, progress=self.progress)
+            ig.select_output = self.select_output  # scores what this explainer's select_output= picks
             res = ig._run(xd, target, {"baseline": baselines}, details=details)
             base, scores, classes = res.attributions, res.scores, res.targets
         elif details:

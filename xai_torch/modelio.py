@@ -1,0 +1,154 @@
+"""What goes into and comes out of a model call, for the runner and the methods: the model's
+device, the result dtype, the model's buffers kept across work in training mode, and model
+outputs (the class scores picked from an object or a dict, a user's ``select_output=``, rows
+repeated for ``K`` targets, class probabilities).
+
+Model outputs: a classifier may return a tensor ``(B, num_classes)``, a dict or an object with
+``logits`` (Hugging Face's ``ImageClassifierOutput``, a dataclass); class targets and the
+probabilities read those ``logits`` by themselves (:func:`~xai_torch.targets.class_output`).
+Any other output is reduced by the explainer's ``select_output=`` (:func:`select_output`) on
+every model call before a target sees it, or scored by a callable target.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .errors import XaiError, XaiWarning, describe
+from .hooks import HookSession
+from .targets import class_output, score_classes
+
+_STOCHASTIC_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def model_device(model: Any, default: torch.device) -> torch.device:
+    """The device of the model's first parameter or buffer (``default`` if it has none)."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+        for b in model.buffers():
+            return b.device
+    return default
+
+
+def result_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of results for input ``x``: float64 for float64 inputs, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def keep_buffers(model: nn.Module, session: HookSession) -> None:
+    """Restore every buffer of ``model`` (BatchNorm running statistics...) when ``session``
+    closes: a forward in training mode updates them, and the user's model keeps no trace."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore() -> None:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+    session.callback(restore)
+
+
+def warn_if_training(model: Any, name: str, stacklevel: int = 4) -> bool:
+    """Warn when the model is in training mode with BatchNorm / Dropout; return whether any
+    module is in training mode (its buffers must then be restored after the work)."""
+    if not isinstance(model, nn.Module):
+        return False
+    if model.training:
+        kinds = sorted({type(m).__name__ for m in model.modules() if isinstance(m, _STOCHASTIC_LAYERS)})
+        if kinds:
+            warnings.warn(
+                f"{name}: the model is in training mode and has {', '.join(kinds)}: each image's "
+                "result then depends on the rest of the batch and on chance. Call model.eval() first "
+                "(xai_torch never changes the mode for you).",
+                XaiWarning,
+                stacklevel=stacklevel,
+            )
+    return any(m.training for m in model.modules())
+
+
+def probability(out: Any, classes: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Probability of ``classes`` in a ``(n, num_classes)`` output (or its ``logits``), the
+    sigmoid's for one column (else ``None``)."""
+    out = class_output(out)
+    if classes is None or not isinstance(out, torch.Tensor) or out.ndim != 2:
+        return None
+    return score_classes(out.detach(), classes.to(out.device), "softmax")
+
+
+def repeat_rows(output: Any, k: int) -> Any:
+    """Each row of a model output repeated ``k`` times (row ``i`` -> ``i*k .. i*k+k-1``), so the
+    ``K`` targets of an image are scored from one forward. Tensors, dicts (Hugging Face outputs
+    too), lists of per-image items, and dataclasses / objects with tensor ``logits`` (a shallow
+    copy with their tensor fields repeated)."""
+    if k == 1:
+        return output
+    if isinstance(output, torch.Tensor):
+        return output.repeat_interleave(k, dim=0)
+    if isinstance(output, dict):
+        return {key: repeat_rows(v, k) if isinstance(v, torch.Tensor) else v for key, v in output.items()}
+    if isinstance(output, list):
+        return [o for o in output for _ in range(k)]
+    fields = [f.name for f in dataclasses.fields(output)] if dataclasses.is_dataclass(output) else \
+        ["logits"] if isinstance(getattr(output, "logits", None), torch.Tensor) else []
+    if fields:
+        rep = copy.copy(output)
+        for name in fields:
+            value = getattr(output, name)
+            if isinstance(value, torch.Tensor):
+                object.__setattr__(rep, name, value.repeat_interleave(k, dim=0))  # frozen dataclasses too
+        return rep
+    raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
+
+
+#: what ``select_output=`` accepts: a key or attribute name, a position, or a callable.
+OutputSelector = Any
+
+
+def check_select_output(select: OutputSelector) -> OutputSelector:
+    """Validate a ``select_output=`` value (``None``, a str, an int, or a callable)."""
+    if select is None or isinstance(select, str) or callable(select) or \
+            (isinstance(select, int) and not isinstance(select, bool)):
+        return select
+    raise XaiError(f"select_output must be None, a key or attribute name (str), a position (int) or a callable "
+                   f"output -> scores; got {describe(select)}.")
+
+
+def select_output(output: Any, select: OutputSelector) -> Any:
+    """The part of a model output that targets score, as ``select_output=`` says: ``None``: the
+    output; a str: that key of a dict or attribute of an object; an int: that item of a tuple /
+    list; a callable: ``select(output)``.
+
+    Raises:
+        XaiError: the key, attribute or position does not exist (the ones that do are named).
+
+    Example:
+        >>> select_output({"out": torch.zeros(2, 5)}, "out").shape
+        torch.Size([2, 5])
+    """
+    if select is None:
+        return output
+    if callable(select):
+        return select(output)
+    if isinstance(select, str):
+        if isinstance(output, Mapping):
+            if select in output:
+                return output[select]
+            raise XaiError(f"select_output={select!r}: the model returns a dict with keys {sorted(map(str, output))}.")
+        if hasattr(output, select):
+            return getattr(output, select)
+        raise XaiError(f"select_output={select!r}: the model returns a {describe(output)} with no such attribute.")
+    if isinstance(output, (tuple, list)) and -len(output) <= select < len(output):
+        return output[select]
+    raise XaiError(f"select_output={select}: the model returns a {describe(output)}, not a tuple or list "
+                   "with that position.")
+
+
+__all__ = ["OutputSelector", "check_select_output", "keep_buffers", "model_device", "probability", "repeat_rows",
+           "result_dtype", "select_output", "warn_if_training"]
