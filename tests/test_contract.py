@@ -209,6 +209,8 @@ EXPLAINER_RECIPES: dict[str, Recipe] = {
     "BlurIG": Recipe(lambda m, x, **o: xt.BlurIG(m, steps=4, max_sigma=2.0, **o)),
     "GuidedIG": Recipe(lambda m, x, **o: xt.GuidedIG(m, steps=4, **o)),
     "ExpectedGradients": Recipe(lambda m, x, **o: xt.ExpectedGradients(m, _background(x), samples=4, seed=0, **o)),
+    "DeepLift": Recipe(lambda m, x, **o: xt.DeepLift(m, **o)),
+    "DeepLiftShap": Recipe(lambda m, x, **o: xt.DeepLiftShap(m, _background(x), **o)),
     "LayerConductance": Recipe(lambda m, x, **o: xt.LayerConductance(m, "net.conv2", steps=3, **o)),
     "XRAI": Recipe(lambda m, x, **o: xt.XRAI(m, steps=4, min_pixel_diff=0, **o),
                    lambda x: {"segments": region_masks(x)}),

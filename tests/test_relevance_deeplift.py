@@ -251,7 +251,7 @@ def test_summation_to_delta_in_float32_and_batch_size_and_k_targets(small):
     assert (res.delta.abs() <= 1e-5 * gap.clamp_min(1)).all()
     one = xt.DeepLift(small, batch_size=2)(x, target=torch.tensor([1, 3, 0]), baseline="blur")
     torch.testing.assert_close(one, res.attributions[:, 1], rtol=1e-5, atol=1e-6)
-    assert res.model_calls == 12  # 3 images x 2 targets, each with its baseline
+    assert res.model_calls == 13  # 3 images x 2 targets, each with its baseline; 1 image checks x fits
 
 
 def test_baselines_named_per_image_and_lists():

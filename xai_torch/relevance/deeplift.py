@@ -52,7 +52,8 @@ class DeepLiftExplanation(Explanation):
         baseline_scores: ``(B, [K,] J)`` target score of each of the ``J`` baselines.
         rule_calls: calls per forward the rules were applied to, by function (``{"relu": 17}``).
         no_rule: nonlinear calls per forward with no rule (the gradient was used), by function.
-        model_calls: samples the model evaluated (forward + backward), baselines included.
+        model_calls: samples the model evaluated (forward + backward), baselines included, and
+            the one forward-only image that checks the input fits the model first.
     """
 
     delta: Optional[torch.Tensor] = None
@@ -95,7 +96,8 @@ class DeepLift(Explainer):
         squeeze-excitation gates) warn, naming them: the gradient is used there.
 
     Cost:
-        One forward and one backward of ``2 B`` rows per baseline.
+        One forward and one backward of ``2 B`` rows per baseline, and one forward of one image
+        (no gradient) that checks the input first.
 
     Example:
         >>> attr = xt.DeepLift(model)(x, target=[3, 7])                  # zero baseline
@@ -196,6 +198,9 @@ class DeepLift(Explainer):
                 counts.update(calls=dict(mode.calls), unruled=dict(mode.unruled))
             return attr.detach(), s.detach().view(2, n), classes
 
+        # one image first: a model that cannot take x fails there, its error (and the runner's
+        # one-image probe's) the same, before any [x; b] forward
+        run.forward(xd[:1])
         total = b_count * k * j_count
         parts = map_chunks(chunk, total, max(1, run.chunk // 2), device=run.device, progress=run.progress, desc=name)
         if counts["unruled"]:
@@ -236,7 +241,8 @@ class DeepLiftShap(DeepLift):
     Args:
         model: see :mod:`xai_torch.explainer`.
         background: ``(N, C, H, W)`` baselines in the model's input space (a ``(C, H, W)``
-            image is ``N = 1``), e.g. blurred or black images, or samples of the data.
+            image is ``N = 1``), e.g. blurred or black images, or samples of the data; used in
+            ``x``'s dtype, as baselines are.
         eps, layer, layer_input, call, batch_size, progress: as :class:`DeepLift`.
 
     Returns:
@@ -247,7 +253,7 @@ class DeepLiftShap(DeepLift):
         XaiError: a background that is not a finite float tensor of ``x``'s image shape.
 
     Cost:
-        One forward and one backward of ``2 B N`` rows.
+        One forward and one backward of ``2 B N`` rows (and one image forward, as DeepLift).
 
     Example:
         >>> bg = torch.stack([xt.imageops.gaussian_blur(x[0], 10.0), torch.zeros_like(x[0])])
@@ -281,11 +287,9 @@ class DeepLiftShap(DeepLift):
         if bg.shape[1:] != x.shape[1:]:
             raise XaiError(f"background images have shape {tuple(bg.shape[1:])} but x has images of shape "
                            f"{tuple(x.shape[1:])}; give a background (N, C, H, W) of x's image shape.")
-        if bg.dtype != x.dtype:
-            raise XaiError(f"background is {bg.dtype} but x is {x.dtype}; give both in the model's dtype.")
         check_interceptable(self.model, f"{type(self).__name__}'s rules would not apply and it would silently "
                                         "return (x - baseline) * gradient")
         run = self.runner(x, target)
         xd = run.place(x)
-        base = bg.to(run.device)[:, None].expand(bg.shape[0], x.shape[0], *bg.shape[1:])
+        base = bg.to(device=run.device, dtype=x.dtype)[:, None].expand(bg.shape[0], x.shape[0], *bg.shape[1:])
         return self._attribute(run, x, xd, base, target, session)
