@@ -253,3 +253,73 @@ def test_too_few_samples_warns_and_stays_efficient(sharp, x16):
     with pytest.warns(xt.XaiWarning, match="too few coalitions"):
         res = KernelSHAP(sharp, samples=3, seed=0).explain(x16[:1], segments=seg)
     torch.testing.assert_close(res.weights.sum(1), res.scores - res.base_values, rtol=1e-5, atol=1e-7)
+
+
+# --- a background data set (shap's KernelExplainer with data) ---------------------------------------
+def _background():
+    return torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(8)) * 2 - 1
+
+
+@pytest.mark.parity
+def test_background_parity_with_shap(sharp, x16):
+    """shap's KernelExplainer with the background images as its data and the superpixels as
+    feature groups: with every coalition enumerated, the same values and base values."""
+    import shap
+    from shap.utils._legacy import DenseData
+
+    seg, bg = grid(16, 16, 2, 3), _background()  # 6 superpixels: all 62 coalitions
+    res = KernelSHAP(sharp, background=bg).explain(x16, target=[1, 4], segments=seg)
+    assert res.exact.all() and res.model_calls == 2 * (1 + 3 * 63)
+    groups = [np.nonzero(seg.expand(3, 16, 16).flatten().numpy() == j)[0] for j in range(6)]
+
+    def f(rows):
+        with torch.no_grad():
+            return sharp(torch.from_numpy(np.asarray(rows, dtype=np.float32)).view(-1, 3, 16, 16)).softmax(1).numpy()
+
+    data = DenseData(bg.flatten(1).double().numpy(), [str(j) for j in range(6)], groups)
+    explainer = shap.KernelExplainer(f, data)
+    for b, c in enumerate([1, 4]):
+        sv = explainer.shap_values(x16[b:b + 1].flatten(1).double().numpy(), nsamples=1000, l1_reg=False,
+                                   silent=True)
+        np.testing.assert_allclose(res.weights[b].double().numpy(), np.asarray(sv)[0, :, c], rtol=1e-4, atol=1e-6)
+        assert float(res.base_values[b]) == pytest.approx(float(explainer.expected_value[c]), rel=1e-5)
+
+
+def test_background_values_by_brute_force(sharp, x16):
+    """The game averaged over the background, v(S) = mean_n F(x on S, background n elsewhere):
+    exact Shapley values, efficiency against the background's mean score, any chunking."""
+    seg, bg = grid(16, 16, 2, 2), _background()[:2]
+    score = lambda out: out.softmax(1)[:, 3]  # noqa: E731
+    model = Counting(sharp).eval()
+    res = KernelSHAP(model, background=bg, batch_size=7).explain(x16[:1], target=3, segments=seg)
+    assert model.sizes[0] == 1 and sum(model.sizes) == 1 + 2 * 15 and max(model.sizes) <= 7
+    phis = [brute_force_shapley(sharp, x16[0], seg, bg[n], score)[0] for n in range(2)]
+    np.testing.assert_allclose(res.weights[0].double().numpy(), np.mean(phis, 0), rtol=1e-4, atol=1e-7)
+    with torch.no_grad():
+        mean_bg = float(score(sharp(bg)).mean())
+    assert float(res.base_values[0]) == pytest.approx(mean_bg, rel=1e-5)
+    torch.testing.assert_close(res.weights.sum(1), res.scores - res.base_values, rtol=1e-5, atol=1e-7)
+    # one background image is the game of a hidden image: the same as hide=that image
+    one = KernelSHAP(sharp, background=bg[:1]).explain(x16[:1], target=3, segments=seg)
+    torch.testing.assert_close(one.weights, KernelSHAP(sharp, hide=bg[0]).explain(x16[:1], target=3,
+                                                                                   segments=seg).weights)
+    # sampled: seeded, efficient
+    a = KernelSHAP(sharp, background=bg, samples=20, seed=0).explain(x16, segments=grid(16, 16, 2, 4))
+    torch.testing.assert_close(a.weights.sum(1), a.scores - a.base_values, rtol=1e-5, atol=1e-7)
+    assert "background='tensor(2, 3, 16, 16)'" in repr(KernelSHAP(sharp, background=bg))
+
+
+def test_bad_background(sharp, x16):
+    model = Counting(sharp).eval()
+    seg = grid(16, 16, 2, 2)
+    for bg, match in [(torch.zeros(3, 16, 16), r"\(N, C, H, W\)"),
+                      (torch.zeros(2, 3, 16, 16, dtype=torch.long), "float"),
+                      (np.zeros((2, 3, 16, 16)), "float tensor"), (torch.zeros(0, 3, 16, 16), "N >= 1")]:
+        with pytest.raises(xt.XaiError, match=match):
+            KernelSHAP(model, background=bg)
+    for bg, match in [(torch.zeros(2, 3, 8, 16), r"\(N, 3, 16, 16\) images shaped like x; got \(2, 3, 8, 16\)"),
+                      (torch.zeros(2, 1, 16, 16), r"\(N, 3, 16, 16\)"),
+                      (torch.full((2, 3, 16, 16), float("nan")), "NaN")]:
+        with pytest.raises(xt.XaiError, match=match):
+            KernelSHAP(model, background=bg)(x16, segments=seg)
+    assert model.sizes == []

@@ -292,3 +292,122 @@ def test_cuda_model_cpu_input(x24):
     assert res.attributions.device.type == "cpu" and res.segments.device.type == "cpu"
     cpu = LIME(Scaled(), samples=100, seed=0).explain(x24, segments=seg)
     assert res.weights.shape == cpu.weights.shape
+
+
+# --- Captum's options: lasso surrogate, user similarity and perturbation ---------------------------
+def test_weighted_lasso_matches_sklearn():
+    from sklearn.linear_model import Lasso
+
+    from xai_torch.region import weighted_lasso
+
+    g = np.random.default_rng(0)
+    z = g.integers(0, 2, (2, 300, 12)).astype(np.float64)
+    y = z @ g.normal(size=(12, 2)) * 0.1 + 0.05 * g.normal(size=(2, 300, 2))
+    w = g.uniform(0.1, 2.0, (2, 300))
+    padded = np.concatenate([z, np.zeros((2, 300, 1))], 2)  # a padding column gets 0
+    fit = weighted_lasso(torch.from_numpy(padded), torch.from_numpy(y), torch.from_numpy(w), alpha=0.01)
+    assert bool((fit["coef"][..., -1] == 0).all())
+    zeros = 0
+    for b in range(2):
+        for k in range(2):
+            ref = Lasso(alpha=0.01, tol=1e-14, max_iter=100000).fit(z[b], y[b, :, k], sample_weight=w[b])
+            np.testing.assert_allclose(fit["coef"][b, k, :-1].numpy(), ref.coef_, rtol=1e-9, atol=1e-12)
+            assert float(fit["intercept"][b, k]) == pytest.approx(ref.intercept_, rel=1e-9, abs=1e-12)
+            assert float(fit["local_pred"][b, k]) == pytest.approx(ref.predict(np.ones((1, 12)))[0], rel=1e-9)
+            zeros += int((ref.coef_ == 0).sum())
+            assert torch.equal(fit["coef"][b, k, :-1] == 0, torch.from_numpy(ref.coef_ == 0))  # the same support
+    assert zeros > 0  # the penalty does select
+
+
+def _captum_design(n, s):
+    return (torch.rand(n, s, generator=torch.Generator().manual_seed(1)) > 0.5).long()
+
+
+@pytest.mark.parity
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lasso_parity_with_captum_lime():
+    """Captum's Lime (SkLearnLasso, its default exponential cosine kernel, baseline 0) and ours
+    with the same coalitions: the same weights, sparsity included."""
+    from captum._utils.models.linear_model import SkLearnLasso
+    from captum.attr import Lime
+
+    from xai_torch.region import exp_kernel_similarity
+
+    model = Scaled(scale=100.0)
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    seg, n = grid(12, 12, 3, 3), 80
+    z = _captum_design(n, 9)
+
+    def replay(inp, **kwargs):
+        yield from (row[None] for row in z)
+
+    for alpha in (0.01, 0.03):
+        captum = Lime(model, interpretable_model=SkLearnLasso(alpha=alpha, tol=1e-8, max_iter=100000),
+                      perturb_func=replay)
+        ref = captum.attribute(x, target=2, feature_mask=seg[None, None].expand(1, 3, 12, 12), baselines=0.0,
+                               n_samples=n, perturbations_per_eval=n)
+        res = LIME(model, samples=n, surrogate="lasso", alpha=alpha, hide=0.0, output="logit",
+                   similarity=exp_kernel_similarity(), perturbation=lambda x, s, k, g: z).explain(
+            x, target=2, segments=seg)
+        theirs = torch.stack([ref[0, 0][seg == j][0] for j in range(9)])
+        torch.testing.assert_close(res.weights[0], theirs, rtol=1e-4, atol=1e-6)
+        assert torch.equal(res.weights[0] == 0, theirs == 0) and int((theirs == 0).sum()) >= 2
+        assert res.model_calls == n + 1  # the clean image, scored besides the user's rows
+
+
+def test_user_similarity_and_perturbation(sharp, x24):
+    seg = grid(24, 24, 2, 3)
+    seen = []
+
+    def similarity(original, perturbed, z):
+        seen.append((original.shape, perturbed.shape, z.shape, z.dtype))
+        return 1.0 / (1.0 + (original - perturbed).flatten(1).norm(dim=1))
+
+    def perturbation(x, num_features, samples, generator):
+        assert x.shape == (3, 24, 24) and num_features == 6
+        return torch.rand(samples, num_features, generator=generator) > 0.3
+
+    model = Counting(sharp).eval()
+    res = LIME(model, samples=40, seed=0, similarity=similarity, perturbation=perturbation,
+               batch_size=32).explain(x24, segments=seg)
+    assert res.model_calls == 2 * 41 and model.sizes == [2, 32, 32, 16]
+    assert seen[0] == ((2, 3, 24, 24), (2, 3, 24, 24), (2, 6), x24.dtype)  # row 0: the images themselves
+    assert sum(s[0][0] for s in seen) == 2 * 41
+    # the same fit by hand: the user's rows and weights, a ridge with intercept, the image weighing 0
+    z = torch.stack([perturbation(x24[0], 6, 40, g) for g in [xt.seeding.make_generator(0, torch.device("cpu"))]
+                     for _ in range(2)])
+    keep = z[:, :, seg]  # (2, 40, 24, 24)
+    hidden = segment_means(x24, seg.expand(2, 24, 24))
+    imgs = torch.where(keep[:, :, None], x24[:, None], hidden[:, None])
+    with torch.no_grad():
+        probs = sharp(imgs.flatten(0, 1)).softmax(1).view(2, 40, -1)
+    w = 1.0 / (1.0 + (x24[:, None] - imgs).flatten(2).norm(dim=2))
+    y = probs[torch.arange(2)[:, None], :, res.targets[:, None]].squeeze(1)  # (2, 40)
+    ref = weighted_ridge(z.double(), y[..., None].double(), w.double())
+    torch.testing.assert_close(res.weights, ref["coef"][:, 0].float(), rtol=1e-4, atol=1e-6)
+    # lime's default kernel with the user's draws, and a user kernel with lime's draws
+    LIME(sharp, samples=20, seed=0, perturbation=perturbation)(x24, segments=seg)
+    LIME(sharp, samples=20, seed=0, similarity=similarity, surrogate="lasso")(x24, segments=seg)
+
+
+def test_bad_options_raise_before_any_model_call(sharp, x24):
+    model = Counting(sharp).eval()
+    seg = grid(24, 24, 2, 2)
+    with pytest.raises(xt.XaiError, match=r"surrogate.*'ridge', 'lasso'"):
+        LIME(model, surrogate="elasticnet")
+    for kwargs, match in [({"similarity": 3}, "similarity must be None or a callable"),
+                          ({"perturbation": "bernoulli"}, "perturbation must be None or a callable"),
+                          ({"surrogate": "lasso", "alpha": 0}, "alpha")]:
+        with pytest.raises(xt.XaiError, match=match):
+            LIME(model, **kwargs)
+    bad = [({"perturbation": lambda x, s, n, g: torch.ones(n, s + 1)}, r"\(samples, num_features\) = \(30, 4\)"),
+           ({"perturbation": lambda x, s, n, g: torch.full((n, s), 0.5)}, "0/1"),
+           ({"perturbation": lambda x, s, n, g: [[1] * s] * n}, r"\(30, 4\) tensor"),
+           ({"similarity": lambda a, b, z: torch.ones(a.shape[0], 2)}, r"similarity must return a \(2,\) tensor"),
+           ({"similarity": lambda a, b, z: -torch.ones(a.shape[0])}, ">= 0")]
+    for kwargs, match in bad:
+        with pytest.raises(xt.XaiError, match=match):
+            LIME(model, samples=30, **kwargs)(x24, segments=seg)
+    assert model.sizes == []
+    assert "surrogate='lasso', alpha=0.01" in repr(LIME(sharp, surrogate="lasso"))

@@ -5,7 +5,7 @@ Shared pieces (hidden values, batched perturbations, painting weights) live in
 """
 from ..imageops import top_fraction
 from .kernel_shap import KernelSHAP, KernelSHAPExplanation, constrained_wls, shapley_coalitions, shapley_kernel
-from .lime import LIME, LIMEExplanation, weighted_ridge
+from .lime import LIME, LIMEExplanation, exp_kernel_similarity, weighted_lasso, weighted_ridge
 from .superpixel import SuperpixelExplainer, SuperpixelExplanation
 from .xrai import XRAI, XRAIExplanation, rank_fast, rank_full
 
@@ -19,10 +19,12 @@ __all__ = [
     "XRAI",
     "XRAIExplanation",
     "constrained_wls",
+    "exp_kernel_similarity",
     "rank_fast",
     "rank_full",
     "shapley_coalitions",
     "shapley_kernel",
     "top_fraction",
+    "weighted_lasso",
     "weighted_ridge",
 ]

@@ -207,13 +207,18 @@ class KernelSHAP(SuperpixelExplainer):
     shap's enumeration of whole coalition sizes plus paired random sampling.
 
     Differences from shap's ``KernelExplainer``: no feature selection (shap >= 0.47 keeps 10
-    features by default; this is its ``l1_reg=False``), one hidden image per image instead of a
-    background set, torch random draws with a seed.
+    features by default; this is its ``l1_reg=False``), one hidden image per image (``hide``)
+    unless a ``background`` set is given, torch random draws with a seed.
 
     Args:
         model, batch_size, progress: see :mod:`xai_torch.explainer`.
         samples: coalitions per image besides the image itself and the fully hidden one
             (shap's ``nsamples``); ``"auto"``: ``2 M + 2048`` for M superpixels.
+        background: ``None``, or ``(N, C, H, W)`` model-space images (shap's ``data``, with the
+            superpixels as feature groups): a hidden superpixel then shows the background
+            image's pixels, each coalition is scored on all ``N`` background images (batched on
+            the model's device) and its value is the mean score, so ``base_values`` is the mean
+            score of the background. Replaces ``hide``.
         hide, segmenter, output, normalize, input_range, blur_sigma, seed: see
             :mod:`xai_torch.region.superpixel`.
 
@@ -223,8 +228,9 @@ class KernelSHAP(SuperpixelExplainer):
         (segments, per-superpixel values, base values, whether they are exact).
 
     Cost:
-        ``min(samples, 2^M - 2) + 2`` forwards per image in no-grad chunks of ``batch_size``,
-        plus the segmentation and an ``(M + 1)``-square solve.
+        ``min(samples, 2^M - 2) + 2`` forwards per image in no-grad chunks of ``batch_size``
+        (``N (min(samples, 2^M - 2) + 1) + 1`` with a background of N images), plus the
+        segmentation and an ``(M + 1)``-square solve.
 
     Example:
         >>> shap = xt.region.KernelSHAP(model, seed=0, segmenter="slic")
@@ -232,7 +238,8 @@ class KernelSHAP(SuperpixelExplainer):
         >>> res.weights.sum(-1), res.scores - res.base_values   # equal
     """
 
-    def __init__(self, model: Any, *, samples: Union[int, str] = "auto", hide: Any = "mean",
+    def __init__(self, model: Any, *, samples: Union[int, str] = "auto", background: Optional[torch.Tensor] = None,
+                 hide: Any = "mean",
                  segmenter: Any = "quickshift", output: str = "softmax", normalize: Any = None,
                  input_range: Any = None, blur_sigma: float = 10.0,
                  seed: Optional[int] = None, batch_size: Optional[int] = None,
@@ -247,9 +254,28 @@ class KernelSHAP(SuperpixelExplainer):
             self.samples = samples
         else:
             self.samples = check_positive_int(samples, "samples")
+        if background is not None and (not isinstance(background, torch.Tensor) or background.ndim != 4
+                                       or not background.is_floating_point() or background.shape[0] < 1):
+            got = f"shape {tuple(background.shape)}, {background.dtype}" if isinstance(background, torch.Tensor) \
+                else describe(background)
+            raise XaiError(f"background must be a float tensor (N, C, H, W) of N >= 1 model-space images; got {got}.")
+        self.background = background
 
     def _config(self) -> dict[str, Any]:
-        return {"samples": self.samples, **super()._config()}
+        cfg: dict[str, Any] = {"samples": self.samples}
+        if self.background is not None:
+            cfg["background"] = f"tensor{tuple(self.background.shape)}"
+        return {**cfg, **super()._config()}
+
+    def _background(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.background is None:
+            return None
+        if tuple(self.background.shape[1:]) != tuple(x.shape[1:]):
+            raise XaiError(f"background must be (N, {', '.join(map(str, x.shape[1:]))}) images shaped like x; "
+                           f"got {tuple(self.background.shape)}.")
+        if not bool(torch.isfinite(self.background).all()):
+            raise XaiError("background has NaN or infinite values.")
+        return self.background.detach().to(device=x.device, dtype=x.dtype)
 
     def budget(self, m: int) -> int:
         """Coalitions evaluated for ``m`` superpixels, besides the full and the empty one."""

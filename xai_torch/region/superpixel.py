@@ -134,17 +134,20 @@ def hidden_images(x: torch.Tensor, labels: torch.Tensor, hide: Union[str, float,
 
 
 def compose(x: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, z: torch.Tensor,
-            images: torch.Tensor, single: Optional[bool] = None) -> torch.Tensor:
+            images: torch.Tensor, single: Optional[bool] = None,
+            hidden_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Perturbed images ``(n, C, H, W)``: row ``i`` is image ``images[i]`` with the superpixels
     where ``z[i]`` is 0 taken from ``hidden``.
 
     Args:
-        x, hidden: ``(B, C, H, W)``.
+        x, hidden: ``(B, C, H, W)`` (``hidden``: any number of images with ``hidden_rows``).
         labels: ``(B, H, W)`` long labels.
         z: ``(n, S)`` 0/1 (bool or numbers), ``S`` at least the number of labels.
         images: ``(n,)`` long, the image of each row.
         single: whether all rows belong to one image (then it is broadcast instead of copied
             ``n`` times); ``None`` finds out.
+        hidden_rows: ``(n,)`` long, the row of ``hidden`` each perturbed image takes its hidden
+            pixels from (KernelSHAP's background images); default ``images``.
     """
     n = z.shape[0]
     h, w = labels.shape[1:]
@@ -153,9 +156,9 @@ def compose(x: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, z: torc
     if single:
         keep = z.to(torch.bool)[:, labels[images[0]]]
         i = images[:1]
-        return torch.where(keep[:, None], x[i], hidden[i])
+        return torch.where(keep[:, None], x[i], hidden[i] if hidden_rows is None else hidden[hidden_rows])
     keep = z.to(torch.bool).gather(1, labels.reshape(labels.shape[0], h * w)[images]).view(n, 1, h, w)
-    return torch.where(keep, x[images], hidden[images])
+    return torch.where(keep, x[images], hidden[images if hidden_rows is None else hidden_rows])
 
 
 def paint(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -243,6 +246,24 @@ class SuperpixelExplainer(Explainer):
     def _result(self, **kwargs: Any) -> SuperpixelExplanation:
         return SuperpixelExplanation(**kwargs)
 
+    def _design_for(self, x: torch.Tensor, counts: list[int], generator: Optional[torch.Generator],
+                    device: torch.device) -> Design:
+        """The design for images ``x`` (model space, on ``device``): :meth:`_design` unless a
+        method needs the images (LIME's user ``perturbation``)."""
+        return self._design(counts, generator, device)
+
+    def _observe(self, design: Design, images: torch.Tensor, rows: torch.Tensor, x: torch.Tensor,
+                 perturbed: torch.Tensor) -> None:
+        """Called before the forward of every evaluated row (``images``, ``rows`` ``(n,)``) with
+        the images ``x`` ``(B, C, H, W)`` and the perturbed ones ``(n, C, H, W)`` (row 0: ``x``
+        itself); LIME's user ``similarity`` records its weights here. Default: nothing."""
+
+    def _background(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """``(N, C, H, W)`` images hidden superpixels are taken from, one perturbed image per
+        row and background image, the scores averaged (KernelSHAP's ``background=``), checked
+        against ``x`` and placed like it; ``None`` (default): the hidden image of ``hide``."""
+        return None
+
     # -- one call ---------------------------------------------------------------------------------
     def segments(self, x: torch.Tensor, segments: Any = None, image: Any = None) -> torch.Tensor:
         """The ``(B, H, W)`` labels this explainer uses for ``x`` (checked, from 0)."""
@@ -270,10 +291,14 @@ class SuperpixelExplainer(Explainer):
         lo_hi = None
         if isinstance(self.hide, str) and self.hide == "gray" and (self.normalize, self.input_range) != (None, None):
             lo_hi = value_range(xd, self.normalize, self.input_range)
-        hidden = hidden_images(xd, labels, self.hide, lo_hi, self.blur_sigma)
+        background = self._background(xd)
+        hidden = hidden_images(xd, labels, self.hide, lo_hi, self.blur_sigma) if background is None else background
+        reps = 1 if background is None else background.shape[0]  # perturbed images per row
         counts = (labels.flatten(1).max(1).values + 1).tolist()
-        design = self._design(counts, make_generator(self.seed, device), device)
+        design = self._design_for(xd, counts, make_generator(self.seed, device), device)
         k = target.k or 1
+        first = torch.arange(b, device=device)
+        self._observe(design, first, torch.zeros_like(first), xd, xd)
 
         # 1. the clean images (row 0 of every image): scores, and the pinned class targets (class
         # targets arrive scored as `output` says, see _coerce_target)
@@ -284,19 +309,29 @@ class SuperpixelExplainer(Explainer):
 
         # 2. every other row, image after image, in chunks of at most `chunk` perturbed images
         rows = design.rows.cpu() - 1  # row 0 is done
-        img_cpu = torch.repeat_interleave(torch.arange(b), rows)
-        row = (torch.arange(img_cpu.shape[0]) - (torch.cumsum(rows, 0) - rows)[img_cpu] + 1).to(device)
+        img_cpu = torch.repeat_interleave(torch.arange(b), rows * reps)  # per row, its `reps` images
+        flat = torch.arange(img_cpu.shape[0]) // reps  # the row's index among all rows
+        row = (flat - (torch.cumsum(rows, 0) - rows)[img_cpu] + 1).to(device)
         img = img_cpu.to(device)
+        back = (torch.arange(img_cpu.shape[0]) % reps).to(device)
+        per_back = None if background is None else y.new_zeros(b, y.shape[1], reps, k)
 
         def perturbed(start: int, stop: int) -> None:
             i, r = img[start:stop], row[start:stop]
-            z = compose(xd, hidden, labels, design.z[i, r], i, single=bool(img_cpu[start] == img_cpu[stop - 1]))
+            z = compose(xd, hidden, labels, design.z[i, r], i, single=bool(img_cpu[start] == img_cpu[stop - 1]),
+                        hidden_rows=None if background is None else back[start:stop])
+            self._observe(design, i, r, xd, z)
             out = runner.forward(z)
-            s = torch.stack([scorer.scores(out, i * k + j)[0] for j in range(k)], 1)
-            y[i, r] = s.detach().to(torch.float64)
+            s = torch.stack([scorer.scores(out, i * k + j)[0] for j in range(k)], 1).detach().to(torch.float64)
+            if per_back is None:
+                y[i, r] = s
+            else:  # kept per background image, averaged at the end (in a fixed order)
+                per_back[i, r, back[start:stop]] = s
 
         if img.shape[0]:
             runner.map(perturbed, img.shape[0])
+        if per_back is not None:
+            y[:, 1:] = per_back[:, 1:].mean(2)
         fit = self._fit(design, y, torch.tensor(counts, device=device))
 
         dtype = result_dtype(x)
