@@ -14,8 +14,8 @@ LAYERS = [
     # the boundary: one error type and its checks
     ["errors"],
     # building blocks with no knowledge of explainers
-    ["batching", "hooks", "rules", "layers", "targets", "seeding", "imageops", "space", "segmentation", "files",
-     "neuron", "modelio"],
+    ["adapters", "batching", "hooks", "rules", "layers", "targets", "seeding", "imageops", "space", "segmentation",
+     "files", "neuron", "modelio"],
     # model evaluation and the explainer base
     ["runner", "explainer"],
     # the method families

@@ -7,6 +7,7 @@ Example:
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
 from . import distributed, metrics, path, perturbation, region, segmentation, viz, zoo
+from .adapters import ModelAdapter, adapt
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -76,6 +77,8 @@ __all__ = [
     "as_target",
     "find_layer",
     "find_layers",
+    "ModelAdapter",
+    "adapt",
     "NeuronTarget",
     "distributed",
     "metrics",

@@ -21,7 +21,7 @@ from ..errors import XaiError, XaiWarning, describe
 from ..explainer import Explainer, Explanation
 from ..hooks import HookSession, LayerTap, check_hookable
 from ..imageops import minmax, upsample_to
-from ..layers import find_layers
+from ..layers import auto_reshape, find_layers
 from ..rules import RectifierMode, wrapper_errors
 from ..runner import ModelRunner, result_dtype
 from ..targets import Target
@@ -161,7 +161,7 @@ class LayerCAMBase(Explainer):
         self.call = call
         if reshape is not None and not callable(reshape):
             raise XaiError(f"reshape must be a callable (B, ...) -> (B, C, h, w); got {describe(reshape)}.")
-        self.reshape = reshape
+        self.reshape = reshape if reshape is not None else auto_reshape(model, self.layers)
         if len(self.layers) > 1 and not self.upsample:
             raise XaiError("several layers are fused at the input resolution: use upsample=True.")
         # one per open ``with`` block, of any thread: read through list() copies (other threads add and remove)
