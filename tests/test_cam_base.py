@@ -173,8 +173,11 @@ def test_layer_errors():
         def forward(self, x):
             return self.pair(x)[0].mean((2, 3))
 
-    with pytest.raises(xt.XaiError, match="layer 'pair' returns a tuple.*not a tensor"):
-        xt.GradCAM(Paired(), layer="pair")(x)
+    # a tuple output: its first tensor is explained (output_index= picks another member)
+    paired = Paired()
+    torch.testing.assert_close(xt.GradCAM(paired, layer="pair")(x), xt.GradCAM(paired, layer="pair.conv")(x))
+    with pytest.raises(xt.XaiError, match="output_index=5 but layer 'pair'.s output has 2 members"):
+        xt.GradCAM(paired, layer="pair", output_index=5)(x)
 
 
 @pytest.mark.parametrize("cls", ALL_CAMS, ids=[c.__name__ for c in ALL_CAMS])

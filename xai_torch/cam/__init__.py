@@ -28,6 +28,12 @@ Args:
         by default such a layer raises, naming the count.
     reshape: callable from the layer output to ``(B, C, h, w)`` for token layers; see
         :func:`~xai_torch.layers.vit_reshape` and :func:`~xai_torch.layers.swin_reshape`.
+    relu: ReLU each layer map (default); ``relu=False``: signed maps (Captum's default).
+    interpolation: ``"bilinear"`` (default, pytorch-grad-cam's) or ``"nearest"`` (Captum's).
+    layer_input: explain the layer's input (Captum's ``attribute_to_layer_input=True``).
+    output_index: for a layer returning a tuple, which member (default: its first tensor).
+    unreachable: ``"raise"`` (default) or ``"zero"``: a layer the target does not depend on
+        gets a zero map and a warning. See :mod:`xai_torch.cam.options`.
 """
 from __future__ import annotations
 

@@ -20,11 +20,13 @@ from torch import nn
 from ..errors import XaiError, XaiWarning, describe
 from ..explainer import Explainer, Explanation
 from ..hooks import HookSession, LayerTap, check_hookable
-from ..imageops import minmax, upsample_to
+from ..imageops import minmax
 from ..layers import auto_reshape, find_layers
 from ..rules import RectifierMode, wrapper_errors
 from ..runner import ModelRunner, result_dtype
 from ..targets import Target
+from .options import CAMOptions
+from .options import take as take  # re-exported: the other layer methods import it from here
 
 
 @dataclass
@@ -80,33 +82,6 @@ class CAMState:
     guided: Optional[torch.Tensor] = None
 
 
-def take(tap: LayerTap, call: Optional[int]) -> list[torch.Tensor]:
-    """Each layer's output in the tap's last forward (call ``call`` of a reused layer)."""
-    taken = []
-    for (name, _), outs in zip(tap.layers, tap.outputs):
-        if not outs:
-            raise XaiError(
-                f"layer {name!r} was not called during the forward pass; choose a layer on the "
-                "path from the input to the output."
-            )
-        if call is None and len(outs) > 1:
-            raise XaiError(
-                f"layer {name!r} runs {len(outs)} times per forward pass (a reused module); pass "
-                f"call=0..{len(outs) - 1} to say which call to explain, or choose another layer."
-            )
-        index = 0 if call is None else call
-        if not -len(outs) <= index < len(outs):
-            raise XaiError(f"call={call} but layer {name!r} runs {len(outs)} times per forward pass.")
-        out = outs[index]
-        if not isinstance(out, torch.Tensor):
-            raise XaiError(
-                f"layer {name!r} returns a {describe(out)}, not a tensor; choose a layer whose output "
-                "is a feature map or tokens."
-            )
-        taken.append(out)
-    return taken
-
-
 def _gather(items: Sequence[Optional[torch.Tensor]], batch: int, target: Target, device: torch.device,
             dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
     """Per-sample chunk results as ``(B, [K,] ...)`` on ``device``."""
@@ -147,8 +122,12 @@ class LayerCAMBase(Explainer):
 
     def __init__(self, model: nn.Module, layer: Any, *, upsample: bool = True, call: Optional[int] = None,
                  reshape: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+                 batch_size: Optional[int] = None, progress: Optional[bool] = None, relu: bool = True,
+                 interpolation: str = "bilinear", layer_input: bool = False, output_index: Optional[int] = None,
+                 unreachable: str = "raise") -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
+        self.options = CAMOptions(relu=relu, interpolation=interpolation, layer_input=layer_input,
+                                  output_index=output_index, unreachable=unreachable)
         if not isinstance(model, nn.Module):
             raise XaiError(f"{type(self).__name__} needs an nn.Module to find layer(s) in; got {type(model).__name__}.")
         self.model: nn.Module = model
@@ -170,7 +149,8 @@ class LayerCAMBase(Explainer):
     def _config(self) -> dict[str, Any]:
         names = [n for n, _ in self.layers]
         return {"layer": names[0] if len(names) == 1 else names, "upsample": self.upsample,
-                **({"call": self.call} if self.call is not None else {}), **super()._config()}
+                **({"call": self.call} if self.call is not None else {}), **self.options.config(),
+                **super()._config()}
 
     # -- what a variant overrides --------------------------------------------------------
     def channel_weights(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -189,7 +169,7 @@ class LayerCAMBase(Explainer):
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, details: bool = True,
                  **kwargs: Any) -> CAMExplanation:
         run = self.runner(x, target)
-        state = CAMState(run, LayerTap(session, self.model, self.layers))
+        state = CAMState(run, LayerTap(session, self.model, self.layers, layer_inputs=self.options.layer_input))
         k = target.k or 1
         xd = run.place(x)  # the runner copies chunks of it before the model sees them
 
@@ -219,7 +199,7 @@ class LayerCAMBase(Explainer):
         with torch.inference_mode(False), torch.enable_grad():
             xg = xc.detach().clone().requires_grad_(True)
             out = self._forward(xg, state)
-            return self._maps(out, take(state.tap, self.call), rows, target, xg, state)
+            return self._maps(out, take(state.tap, self.call, self.options), rows, target, xg, state)
 
     def _maps(self, out: Any, acts: list[torch.Tensor], rows: torch.Tensor, target: Target,
               x: Optional[torch.Tensor], state: CAMState) -> ChunkMaps:
@@ -243,7 +223,7 @@ class LayerCAMBase(Explainer):
                 if self.reshape is not None:
                     self._warn_unreachable(i, grads[i], g)
             m, w = self.layer_map(self._grid(a.detach()), g)
-            maps.append(torch.relu(m))
+            maps.append(self.options.rectify(m))
             weights.append(w)
         return ChunkMaps(maps, weights, scores.detach(), classes, self._pixels(x, maps, state))
 
@@ -264,10 +244,7 @@ class LayerCAMBase(Explainer):
     def _gradients(self, scores: torch.Tensor, acts: list[torch.Tensor], x: Optional[torch.Tensor],
                    state: CAMState) -> Sequence[torch.Tensor]:
         grads = torch.autograd.grad(scores.sum(), acts, retain_graph=state.attached, allow_unused=True)
-        for (name, _), g in zip(self.layers, grads):
-            if g is None:
-                raise XaiError(f"the target score does not depend on layer {name!r}; choose a layer it depends on.")
-        return grads
+        return self.options.fill_unreachable(type(self).__name__, [n for n, _ in self.layers], grads, acts)
 
     def _pixels(self, x: Optional[torch.Tensor], maps: list[torch.Tensor], state: CAMState) -> Optional[torch.Tensor]:
         """Pixel attributions that replace the maps (Guided Grad-CAM), else None."""
@@ -292,9 +269,9 @@ class LayerCAMBase(Explainer):
         size = (int(size[0]), int(size[1]))
         if len(lm) == 1:
             m = lm[0]
-            maps = upsample_to(m.flatten(0, -4), size).reshape(*m.shape[:-2], *size) if self.upsample else m
+            maps = self.options.resize(m.flatten(0, -4), size).reshape(*m.shape[:-2], *size) if self.upsample else m
         else:  # pytorch-grad-cam's fusion: min-max at layer resolution, resize, mean, min-max
-            ups = [upsample_to(minmax(m.flatten(0, -4), eps=1e-7), size) for m in lm]
+            ups = [self.options.resize(minmax(m.flatten(0, -4), eps=1e-7), size) for m in lm]
             maps = minmax(torch.stack(ups).mean(0), eps=1e-7).reshape(*lm[0].shape[:-2], *size)
         pixels = cat([p.pixels for p in parts])
         scores = cat([p.scores for p in parts])
@@ -307,7 +284,8 @@ class LayerCAMBase(Explainer):
         """Inside ``with``: keep a tap on the layers for the user's own forwards."""
         if not self.attachable:
             return
-        tap = LayerTap(session, self.model, self.layers, keep_input=self.keeps_input)
+        tap = LayerTap(session, self.model, self.layers, keep_input=self.keeps_input,
+                       layer_inputs=self.options.layer_input)
         self._taps.append(tap)
         session.callback(lambda: self._taps.remove(tap))
 
@@ -358,7 +336,7 @@ class LayerCAMBase(Explainer):
         run = ModelRunner(self.model, batch_size=self.batch_size, progress=self.progress, name=name,
                           sample=tap.input, target=tgt, device=device)
         state = CAMState(run, tap, attached=True)
-        acts = take(tap, self.call)
+        acts = take(tap, self.call, self.options)
         base = torch.arange(batch, device=device) * (tgt.k or 1)
         with torch.enable_grad(), tap.paused(), wrapper_errors(name):
             cols = [self._maps(output, acts, base + j, tgt, tap.input, state) for j in range(tgt.k or 1)]

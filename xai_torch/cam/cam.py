@@ -9,7 +9,8 @@ from torch import nn
 from ..errors import XaiError
 from ..layers import find_layers
 from ..targets import Target
-from .base import CAMState, ChunkMaps, LayerCAMBase, take
+from .base import CAMState, ChunkMaps, LayerCAMBase
+from .options import take
 
 
 class ForwardOnlyCAM(LayerCAMBase):
@@ -20,7 +21,7 @@ class ForwardOnlyCAM(LayerCAMBase):
 
     def _chunk(self, xc: torch.Tensor, rows: torch.Tensor, target: Target, state: CAMState) -> ChunkMaps:
         out = state.run.forward(xc)
-        return self._maps(out, take(state.tap, self.call), rows, target, xc, state)
+        return self._maps(out, take(state.tap, self.call, self.options), rows, target, xc, state)
 
     def _maps(self, out: Any, acts: list[torch.Tensor], rows: torch.Tensor, target: Target,
               x: Optional[torch.Tensor], state: CAMState) -> ChunkMaps:
@@ -29,7 +30,7 @@ class ForwardOnlyCAM(LayerCAMBase):
             a = self._grid(acts[0].detach())
             scores, classes = target.scores(out, rows)
             w = self._weights(x, rows, a, target, classes, state)
-            m = torch.relu((w[:, :, None, None] * a).sum(1, keepdim=True))
+            m = self.options.rectify((w[:, :, None, None] * a).sum(1, keepdim=True))
         return ChunkMaps([m], [w], scores.detach(), classes)
 
     def _weights(self, x: Optional[torch.Tensor], rows: torch.Tensor, acts: torch.Tensor, target: Target,
