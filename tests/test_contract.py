@@ -230,6 +230,7 @@ class ModelMetric:
 
 
 @dataclasses.dataclass(frozen=True)
+    "PartitionSHAP": Recipe(lambda m, x, **o: xt.PartitionSHAP(m, masker="blur(3,3)", max_evals=16, seed=0, **o)),
 class PureMetric:
     """A model-free function: ``args()`` / ``bad()`` give ``(args, kwargs)`` of a valid call
     and of a call that must raise ``xt.XaiError``."""

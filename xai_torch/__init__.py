@@ -39,7 +39,16 @@ from .path import (
     PathExplanation,
 )
 from .perturbation import RISE, Occlusion, OcclusionExplanation, PerturbationExplanation
-from .region import LIME, XRAI, KernelSHAP, KernelSHAPExplanation, LIMEExplanation, XRAIExplanation
+from .region import (
+    LIME,
+    XRAI,
+    KernelSHAP,
+    KernelSHAPExplanation,
+    LIMEExplanation,
+    PartitionSHAP,
+    PartitionSHAPExplanation,
+    XRAIExplanation,
+)
 from .relevance import DeepLift, DeepLiftExplanation, DeepLiftShap
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
 from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
@@ -109,5 +118,7 @@ __all__ = [
     "SmoothGrad",
     "SmoothGradExplanation",
     "viz",
+    "PartitionSHAP",
+    "PartitionSHAPExplanation",
     "zoo",
 ]

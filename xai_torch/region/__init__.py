@@ -6,6 +6,7 @@ Shared pieces (hidden values, batched perturbations, painting weights) live in
 from ..imageops import top_fraction
 from .kernel_shap import KernelSHAP, KernelSHAPExplanation, constrained_wls, shapley_coalitions, shapley_kernel
 from .lime import LIME, LIMEExplanation, exp_kernel_similarity, weighted_lasso, weighted_ridge
+from .partition import PartitionSHAP, PartitionSHAPExplanation
 from .superpixel import SuperpixelExplainer, SuperpixelExplanation
 from .xrai import XRAI, XRAIExplanation, rank_fast, rank_full
 
@@ -14,6 +15,8 @@ __all__ = [
     "KernelSHAPExplanation",
     "LIME",
     "LIMEExplanation",
+    "PartitionSHAP",
+    "PartitionSHAPExplanation",
     "SuperpixelExplainer",
     "SuperpixelExplanation",
     "XRAI",
