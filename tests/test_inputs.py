@@ -13,9 +13,18 @@ import xai_torch as xt
 import xai_torch.metrics as xm
 from xai_torch.modelio import repeat_rows, select_output
 
-from conftest import SmallNet
+from conftest import Counting, SmallNet
 
 H = W = 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on busy cores: intra-op threads only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +39,10 @@ class Wrapped(nn.Module):
     """SmallNet (layer names ``net.*`` as the contract's recipes use) returning its logits
     as ``kind`` says: the tensor, a dict, a frozen dataclass, or a tuple."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, net=SmallNet) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net, self.kind = SmallNet(classes=5), kind
+        self.net, self.kind = net(classes=5), kind
 
     def forward(self, x):
         z = self.net(x)
@@ -50,22 +59,41 @@ def images(b: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, H, W, generator=torch.Generator().manual_seed(seed))
 
 
-def run(name: str, model: nn.Module, x: torch.Tensor, target, **options):
+def run(name: str, kind: str, x: torch.Tensor, target, **options):
+    """Explainer ``name`` built by the contract's recipe on the recipe's net (SmallNet; a
+    transformer for the attention methods) returning its logits as ``kind`` says."""
     recipe = EXPLAINER_RECIPES[name]
+    model = Wrapped(kind, getattr(recipe, "net", SmallNet)).eval()
     return recipe.build(model, x, **options).explain(x, target, **recipe.call(x))
 
 
+def first_map(res):
+    """The attributions (the first layer's, for a dict of layers)."""
+    a = res.attributions
+    return a[next(iter(a))] if isinstance(a, dict) else a
+
+
 @pytest.mark.parametrize("name", EXPLAINERS)
-def test_every_explainer_reads_logits_of_a_dict_or_an_object_and_a_selected_tuple_item(name):
+def test_every_explainer_reads_the_logits_of_a_dict_output_and_resolves_topk(name):
+    """A dict output with ``logits`` and ``xt.TopK(2)`` give the plain model's results for the
+    explicit top-2 classes (one test for both: each explainer runs twice)."""
     x = images()
-    plain = run(name, Wrapped("plain").eval(), x, [[1, 3], [0, 2]])
-    for kind, options in (("dict", {}), ("object", {}), ("tuple", {"select_output": 1})):
-        got = run(name, Wrapped(kind).eval(), x, [[1, 3], [0, 2]], **options)
-        a, b = plain.attributions, got.attributions
-        if isinstance(a, dict):
-            a, b = a[next(iter(a))], b[next(iter(b))]
-        torch.testing.assert_close(b, a, msg=f"{name} {kind}")
-        torch.testing.assert_close(got.scores, plain.scores, msg=f"{name} {kind}")
+    top = Wrapped("plain", getattr(EXPLAINER_RECIPES[name], "net", SmallNet))(x).topk(2, dim=1).indices
+    expect = run(name, "plain", x, top)
+    got = run(name, "dict", x, xt.TopK(2))
+    torch.testing.assert_close(first_map(got), first_map(expect))
+    torch.testing.assert_close(got.scores, expect.scores)
+    if expect.targets is not None:
+        assert got.targets.tolist() == top.tolist()
+
+
+@pytest.mark.parametrize("name", ["Gradient", "IntegratedGradients", "GradCAM", "Occlusion", "RISE", "SmoothGrad"])
+def test_an_object_with_logits_and_a_selected_tuple_item(name):
+    x = images()
+    expect = run(name, "plain", x, [1, 3])
+    for kind, options in (("object", {}), ("tuple", {"select_output": 1})):
+        got = run(name, kind, x, [1, 3], **options)
+        torch.testing.assert_close(first_map(got), first_map(expect), msg=f"{name} {kind}")
 
 
 def test_select_output_is_a_keyword_of_every_explainer_and_shown_by_repr():
@@ -116,3 +144,28 @@ def test_metrics_score_the_logits_of_a_dict_output():
     got = xm.deletion(Wrapped("dict").eval(), x, a, target=[1, 2], step=20)
     torch.testing.assert_close(got.curve, expect.curve)
     assert got.targets.tolist() == [1, 2]
+
+
+# -- xt.TopK ----------------------------------------------------------------------------------
+def test_topk_costs_one_forward_per_image_and_scores_as_asked():
+    x = images(3)
+    model = Counting(Wrapped("plain")).eval()
+    res = xt.Gradient(model).explain(x, xt.TopK(2))
+    assert model.sizes == [3, 6] and res.attributions.shape == (3, 2, 3, H, W)  # resolve, then 3 x 2 rows
+    top = model(x).topk(2, dim=1).indices
+    soft = xt.Gradient(model).explain(x, xt.TopK(2, score="softmax"))
+    torch.testing.assert_close(soft.scores, model(x).softmax(1).gather(1, top))
+    assert repr(xt.TopK(2, score="softmax")) == "TopK(2, score='softmax')"
+
+
+def test_topk_bad_input():
+    x = images()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(xt.XaiError, match="k >= 1"):
+            xt.TopK(bad)
+    with pytest.raises(xt.XaiError, match="score must be"):
+        xt.TopK(2, score="probit")
+    with pytest.raises(xt.XaiError, match="more classes than the model's 5"):
+        xt.Gradient(Wrapped("plain").eval())(x, xt.TopK(6))
+    with pytest.raises(xt.XaiError, match="one target per image"):
+        xm.deletion(Wrapped("plain").eval(), x, torch.rand(2, 3, H, W), target=xt.TopK(1), step=20)

@@ -51,7 +51,7 @@ from .region import (
 )
 from .relevance import DeepLift, DeepLiftExplanation, DeepLiftShap
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
-from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, as_target
+from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, TopK, as_target
 
 __version__ = "0.1.0"
 
@@ -95,6 +95,7 @@ __all__ = [
     "Baseline",
     "BlurIG",
     "ExpectedGradients",
+    "TopK",
     "GuidedIG",
     "IntegratedGradients",
     "LayerConductance",

@@ -30,7 +30,8 @@ Call arguments:
         float32) or convert the model.
     target: ``None`` (per-image argmax), an int, one int per image, a ``(B, K)`` array (K
         results per image: outputs gain a dim after the batch dim), or an ``xt.Target`` /
-        callable ``output -> (n,)`` scores. See :mod:`xai_torch.targets`. A target with an
+        callable ``output -> (n,)`` scores, or ``xt.TopK(k)`` (the k best classes of each clean
+        image, resolved with one forward per image). See :mod:`xai_torch.targets`. A target with an
         ``attach(model, session)`` method (``xt.NeuronTarget``) is attached once per call,
         before the first forward, in the call's hook session.
 """
@@ -51,7 +52,7 @@ from .hooks import HookSession
 from .modelio import OutputSelector, check_select_output
 from .rules import wrapper_errors
 from .runner import ModelRunner, keep_buffers, warn_if_training
-from .targets import Target, as_target
+from .targets import Target, TopK, as_target
 
 
 @dataclass
@@ -210,11 +211,14 @@ class Explainer:
                 f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
             )
         x4, _ = check_input(x)
-        tgt = self._coerce_target(target, x4.shape[0])
+        top = target if isinstance(target, TopK) else None
+        tgt = self._coerce_target(target, x4.shape[0]) if top is None else top
         training = self._warn_if_training()
         with HookSession() as session, wrapper_errors(type(self).__name__):
             if training:
                 keep_buffers(self.model, session)
+            if top is not None:  # the top-k classes of the clean images, then a (B, k) class target
+                tgt = self._coerce_target(top.resolved(self.runner(x4).top_classes(x4, top)), x4.shape[0])
             attach = getattr(tgt, "attach", None)
             if callable(attach):  # a target that reads the model's layers (xt.NeuronTarget)
                 attach(self.model, session)

@@ -38,7 +38,7 @@ from .modelio import (
     select_output,
     warn_if_training,
 )
-from .targets import ClassTarget, Target
+from .targets import ClassTarget, Target, TopK
 
 T = TypeVar("T")
 
@@ -270,6 +270,12 @@ class ModelRunner:
             target = ClassTarget(classes.cpu(), target.score).bind(b)
         self.target = target
         return Pinned(target, scores, classes, probs)
+
+    def top_classes(self, x: torch.Tensor, top: TopK) -> torch.Tensor:
+        """``(B, k)`` the top-``k`` classes of each clean image ``x`` (one forward per image,
+        on the model's device), on the CPU."""
+        xd = self.place(x)
+        return torch.cat(self.map(lambda a, b: top.classes(self.forward(xd[a:b])).cpu(), x.shape[0]))
 
     def scores(self, inputs: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], n: int, *,
                target: Optional[Target] = None, desc: Optional[str] = None) -> Scored:

@@ -188,6 +188,55 @@ class ClassTarget(Target):
         return score_classes(output, idx, self.score), idx
 
 
+class TopK(Target):
+    """The ``k`` classes with the highest scores on each image's clean output, explained as a
+    ``(B, k)`` class target: explainers resolve it before their work with one forward per image
+    (results gain a target dim of size ``k``, column ``j`` the ``j``-th best class).
+
+    Args:
+        k: classes per image (at most the model's class count).
+        score: ``None`` (as the explainer scores class indices: the logit, or the probability
+            for RISE / LIME / KernelSHAP...), or one of ``"logit"``, ``"softmax"``,
+            ``"log_softmax"`` (as :class:`ClassTarget`).
+
+    Example:
+        >>> res = xt.IntegratedGradients(model).explain(x, target=xt.TopK(4))
+        >>> res.attributions.shape, res.targets.shape        # (B, 4, C, H, W), (B, 4)
+    """
+
+    def __init__(self, k: int, score: Optional[str] = None) -> None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise XaiError(f"TopK(k) needs an int k >= 1 (classes per image); got {describe(k)}.")
+        if score is not None and score not in CLASS_SCORES:
+            raise XaiError(f"score must be None or one of {list(CLASS_SCORES)}; got {score!r}.")
+        self.top: int = int(k)
+        self.k = self.top
+        self.score: Optional[str] = score
+
+    def __repr__(self) -> str:
+        return f"TopK({self.top}" + (f", score={self.score!r})" if self.score is not None else ")")
+
+    def classes(self, output: Any) -> torch.Tensor:
+        """``(n, k)`` the top-``k`` classes of each row of a clean output (best first; ties by
+        ``torch.topk``)."""
+        out = class_output(output)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise XaiError(f"TopK needs a model output of shape (B, num_classes) (or a dict / object with such "
+                           f"`logits`); this model returned a {describe(out)}. Pick the scores with select_output=.")
+        if self.top > out.shape[1]:
+            raise XaiError(f"TopK({self.top}) asks for more classes than the model's {out.shape[1]}.")
+        return out.detach().topk(self.top, dim=1).indices
+
+    def resolved(self, classes: torch.Tensor) -> Any:
+        """What the explainer binds in its place: the ``(B, k)`` classes, or a
+        :class:`ClassTarget` of them with ``score``."""
+        return classes if self.score is None else ClassTarget(classes, self.score)
+
+    def scores(self, output: Any, rows: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        raise XaiError("TopK is resolved by the explainers (one forward on the clean images); elsewhere (metrics, "
+                       "attached mode) pass the classes: target=model(x).topk(k, dim=1).indices.")
+
+
 class FunctionTarget(Target):
     """Wraps a plain callable ``output -> (n,)`` scores (one per row of the output)."""
 
