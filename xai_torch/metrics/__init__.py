@@ -4,6 +4,7 @@ See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
 """
 from ..imageops import rise_blur
 from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_order, reduce_channels
+from .cam_metrics import ArccResult, ConfidenceChange, arcc, average_drop, confidence_change, increase_in_confidence
 from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
 from .infidelity import InfidelityResult, infidelity
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
@@ -23,5 +24,6 @@ __all__ = [
     "SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "spearman", "ssim",
     "PicAggregate", "PicResult", "aggregate", "generate_random_mask", "pic",
     "RoadResult", "noisy_linear_impute", "road",
+    "ArccResult", "ConfidenceChange", "arcc", "average_drop", "confidence_change", "increase_in_confidence",
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
 ]
