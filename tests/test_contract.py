@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from attention_helpers import TinyViTNet
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -109,10 +110,10 @@ class Faulty(nn.Module):
     on call ``fail_at`` raises ``error`` inside the inner forward (after conv1, bn and the
     reused ReLU ran, before conv2): the failure happens mid-work, with hooks live."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: Callable[..., nn.Module] = SmallNet) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = SmallNet(classes=CLASSES)
+        self.net = net(classes=CLASSES)
         self.calls, self.fail_at, self.raised = 0, 0, []
         self.error: BaseException = RuntimeError("injected failure")
 
@@ -138,10 +139,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def user_model() -> Faulty:
+def user_model(name: str = "") -> Faulty:
     """A model as a user hands it over: eval mode, one frozen parameter, one parameter with a
-    ``.grad`` from their own training step (a method must neither zero nor accumulate it)."""
-    model = Faulty().eval()
+    ``.grad`` from their own training step (a method must neither zero nor accumulate it).
+    SmallNet inside, or the net of the recipe of explainer ``name`` (transformers)."""
+    model = Faulty(net_of(name)).eval()
     model.net.conv1.bias.requires_grad_(False)
     model.net.fc.weight.grad = torch.full_like(model.net.fc.weight, 0.5)
     return model
@@ -182,10 +184,22 @@ class Recipe:
 
     build: Callable[..., Any]
     call: Callable[[torch.Tensor], dict] = lambda x: {}
+    #: the net inside the Faulty wrapper, ``net(classes=...)`` (default SmallNet): the attention
+    #: methods need a transformer (TinyViTNet: SmallNet's layer names around attention blocks)
+    net: Callable[..., nn.Module] = SmallNet
 
 
 def _cam(cls, **kw):
     return Recipe(lambda m, x, **o: cls(m, layer="net.conv2", **kw, **o))
+
+
+def _vit(cls, **kw):
+    return Recipe(lambda m, x, **o: cls(m, **kw, **o), net=TinyViTNet)
+
+
+def net_of(name: str) -> Callable[..., nn.Module]:
+    recipe = EXPLAINER_RECIPES.get(name)
+    return SmallNet if recipe is None else recipe.net
 
 
 def _background(x: torch.Tensor) -> torch.Tensor:
@@ -220,6 +234,10 @@ EXPLAINER_RECIPES: dict[str, Recipe] = {
     "RISE": Recipe(lambda m, x, **o: xt.RISE(m, masks=8, cell=5, seed=0, **o)),
     "SmoothGrad": Recipe(lambda m, x, **o: xt.SmoothGrad(xt.Gradient(m, **o), samples=3, seed=0)),
 }
+    "AttentionRollout": _vit(xt.AttentionRollout, discard_ratio=0.2),
+    "AttentionGradRollout": _vit(xt.AttentionGradRollout),
+    "TransformerAttribution": _vit(xt.TransformerAttribution),
+    "LeGrad": Recipe(lambda m, x, **o: xt.LeGrad(m, head=lambda t: m.net.head(t), **o), net=TinyViTNet),
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,7 +452,7 @@ CHECKED = {n: cases(WITH_MODEL, n) for n in ("success", "grad_input", "training"
 # --- no trace -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", CHECKED["success"])
 def test_no_trace_after_success(name):
-    model, x = user_model(), images()
+    model, x = user_model(name), images()
     before = snapshot(model, x)
     measure(name, model, x)
     assert_no_trace(before, snapshot(model, x))
@@ -448,7 +466,7 @@ def test_no_trace_after_success(name):
 
 @pytest.mark.parametrize("name", CHECKED["grad_input"])
 def test_no_trace_on_an_input_that_requires_grad(name):
-    model, x = user_model(), images().requires_grad_()
+    model, x = user_model(name), images().requires_grad_()
     before = snapshot(model, x)
     measure(name, model, x)
     assert_no_trace(before, snapshot(model, x))
@@ -458,7 +476,7 @@ def test_no_trace_on_an_input_that_requires_grad(name):
 @pytest.mark.parametrize("name", CHECKED["training"])
 def test_no_trace_on_a_model_in_training_mode(name):
     """BatchNorm's running statistics (buffers) and every ``training`` flag come back."""
-    model, x = user_model().train(), images()
+    model, x = user_model(name).train(), images()
     before = snapshot(model, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", xt.XaiWarning)   # "the model is in training mode"
@@ -467,7 +485,7 @@ def test_no_trace_on_a_model_in_training_mode(name):
 
 
 def _fail(name: str, error: BaseException) -> None:
-    model, x = user_model(), images()
+    model, x = user_model(name), images()
     reference = measure(name, model, x, batch_size=2)   # count the forwards (chunks of 2) of a success
     work, model.raised = model.calls, []
     if name in EXPLAINER_RECIPES:   # forward counts of a `with` block may differ: counted there
@@ -505,7 +523,7 @@ def test_no_trace_after_a_keyboard_interrupt_inside_the_forward(name):
 
 # --- bad input ------------------------------------------------------------------------------
 def _bad(name: str, x, target=None, build_x=None, call_x=None) -> xt.XaiError:
-    model = user_model()
+    model = user_model(name)
     before = snapshot(model, x)
     with pytest.raises(xt.XaiError) as info:
         measure(name, model, x, target, build_x, call_x)
@@ -536,7 +554,7 @@ def test_dtype_mismatch_raises_xai_error_naming_both_dtypes(name, model_dtype, x
     """Nothing is cast for the user (issue 19 item 4): a float64 x for a float32 model, or a
     float32 x for a bfloat16 one (float16 convolutions need CUDA), raises XaiError naming both
     dtypes, the model's error chained, nothing changed; x in the model's dtype then works."""
-    model, x = user_model().to(model_dtype), images().to(x_dtype)
+    model, x = user_model(name).to(model_dtype), images().to(x_dtype)
     before = snapshot(model, x)
     with pytest.raises(xt.XaiError) as info:
         measure(name, model, x)
@@ -569,7 +587,7 @@ def test_out_of_range_target_raises_xai_error(name):
 def test_same_seed_gives_the_same_bits(name):
     """Recipes seed every stochastic method (seed=0, or the metric's default seed): two fresh
     runs give the same bits, and so does a second call of the same explainer."""
-    model, x = user_model(), images()
+    model, x = user_model(name), images()
     first = measure(name, model, x)
     assert_same(first, measure(name, model, x))
     if name in EXPLAINER_RECIPES:
@@ -587,7 +605,7 @@ def test_batch_size_does_not_change_the_result(name):
     equality: CPU convolution and matmul kernels choose their blocking by batch size, so a
     sample's logits differ in the last bits between a batch of 1 and a batch of 20, and the
     methods' sums over steps / draws / perturbations then add the chunks in another order."""
-    model, x = user_model(), images()
+    model, x = user_model(name), images()
     assert_same(measure(name, model, x, batch_size=None), measure(name, model, x, batch_size=1), tolerance=True)
 
 
@@ -597,7 +615,7 @@ def test_an_image_alone_gets_its_result_from_the_batch(name):
     tolerance as for ``batch_size``, for the same reason). Seeds may depend on an image's
     position in the batch, so the image keeps position 0. Every per-image field of the result
     (first dim B) is compared; batch aggregates are not."""
-    model, x = user_model(), images(3)
+    model, x = user_model(name), images(3)
     batch, alone = leaves(measure(name, model, x)), leaves(measure(name, model, x[:1]))
     per_image = {k: v[:1] for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim and len(v) == 3}
     assert "result.attributions" in per_image or name not in EXPLAINER_RECIPES
@@ -630,6 +648,8 @@ class Checkpointed(Faulty):
     def forward(self, x):
         n = self.net
         h = checkpoint(lambda z: n.relu(n.bn(n.conv1(z))), x, use_reentrant=True)
+        if isinstance(n, TinyViTNet):
+            return n.after_stem(h)
         return n.fc(n.relu(n.conv2(h)).mean((2, 3)))
 
 
@@ -639,7 +659,7 @@ def test_threads_on_one_model_get_the_serial_result(name):
     the rectifier mode (GuidedBackprop), on one model, threads switching every microsecond: each
     of its calls gives the serial result, bit for bit (one intra-op thread: same kernels), and
     nothing stays on the model. More pairs and calls: tests/test_threads.py."""
-    model, x = user_model(), images()
+    model, x = user_model(name), images()
     expect = {n: measure(n, model, x) for n in {name, "GradCAM", "GuidedBackprop"}}
     before = snapshot(model, x)
     got: dict[str, list] = {n: [] for n in expect}
@@ -678,7 +698,7 @@ def test_threads_on_one_model_get_the_serial_result(name):
 def test_reentrant_checkpoint_gives_the_plain_result_or_says_use_reentrant_false(name):
     """Methods that need no input gradient work through the checkpoint, with the plain model's
     result; the others raise XaiError naming ``use_reentrant=False``, the original chained."""
-    model, x = Checkpointed().eval(), images()
+    model, x = Checkpointed(net_of(name)).eval(), images()
     before = snapshot(model, x)
     try:
         got = explain(name, model, x)
@@ -686,7 +706,7 @@ def test_reentrant_checkpoint_gives_the_plain_result_or_says_use_reentrant_false
         assert "use_reentrant=False" in str(err), f"{name}: {err}"
         assert isinstance(err.__cause__, RuntimeError) or "has no gradient" in str(err), name
     else:
-        assert_same(explain(name, Faulty().eval(), x), got)
+        assert_same(explain(name, Faulty(net_of(name)).eval(), x), got)
     assert_no_trace(before, snapshot(model, x))
 
 
@@ -695,7 +715,7 @@ def test_traced_model_gives_the_eager_result_or_says_torchscript(name):
     """A ``torch.jit.trace``d model: methods that only call it (and take its input gradient) give
     the eager result; methods that hook or intercept its layers say it is TorchScript, at
     construction or call, instead of "layer was not called" or PyTorch's hook error."""
-    eager, x = Faulty().eval(), images()
+    eager, x = Faulty(net_of(name)).eval(), images()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # torch.jit.trace is deprecated; Faulty's counter is traced away
         traced = torch.jit.trace(eager, x)

@@ -5,7 +5,7 @@ import torchvision
 import xai_torch as xt
 from xai_torch.errors import XaiError
 from xai_torch.models import IMAGENET_NORMALIZE
-from xai_torch.presets import ALIASES, FAMILIES, GROUPS, KINDS, METHODS, Calls, resolve
+from xai_torch.presets import ALIASES, FAMILIES, FULL_ONLY_FAMILIES, GROUPS, KINDS, METHODS, Calls, resolve
 
 
 def test_method_names_aliases_and_groups():
@@ -24,7 +24,8 @@ def test_method_names_aliases_and_groups():
 def test_every_method_builds_an_explainer(lite0):
     resnet = torchvision.models.resnet18(weights=None)
     for name, spec in METHODS.items():
-        assert spec.name == name and spec.kind in KINDS and spec.family in FAMILIES, name
+        assert spec.name == name and spec.kind in KINDS and spec.family in FAMILIES + FULL_ONLY_FAMILIES, name
+        assert spec.family in FAMILIES or spec.demo is None, name   # a --full family stays out of the demo
         assert isinstance(getattr(xt, spec.cls), type), name  # a public class
         assert isinstance(spec.build(lite0), xt.Explainer), name
         assert isinstance(spec.build(lite0, demo=True), xt.Explainer), name

@@ -8,6 +8,14 @@ Example:
 """
 from . import distributed, metrics, path, perturbation, region, segmentation, viz, zoo
 from .adapters import ModelAdapter, adapt
+from .attention import (
+    AttentionExplanation,
+    AttentionGradRollout,
+    AttentionRollout,
+    LeGrad,
+    TransformerAttribution,
+    capture_attention,
+)
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
@@ -56,6 +64,12 @@ from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, TopK, a
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionExplanation",
+    "AttentionGradRollout",
+    "AttentionRollout",
+    "LeGrad",
+    "TransformerAttribution",
+    "capture_attention",
     "CAM",
     "CAMExplanation",
     "GradCAM",

@@ -31,6 +31,8 @@ CAM_LAYER = "_conv_head"
 KINDS = ("grayscale", "diverging", "map")
 #: the families the default demo must show, each by at least one method
 FAMILIES = ("gradient", "backprop", "cam", "path", "smoothgrad", "region", "perturbation")
+#: families whose methods need a model the packaged CNN is not (a transformer): in ``--full`` only
+FULL_ONLY_FAMILIES = ("attention",)
 
 
 def explainer_classes() -> dict[str, type[Explainer]]:
@@ -67,7 +69,7 @@ class MethodSpec:
     Attributes:
         name: the canonical name (``"integrated_gradients"``).
         cls: the public explainer class it builds, by its name in ``xai_torch`` (``"GradCAM"``).
-        family: one of :data:`FAMILIES`.
+        family: one of :data:`FAMILIES` or :data:`FULL_ONLY_FAMILIES`.
         kind: how it is pictured, one of :data:`KINDS`.
         keywords: the preset constructor keywords (the paper's configuration).
         layer: takes the model's CAM layer (``layer=``).
@@ -225,6 +227,18 @@ _SPECS = (
     MethodSpec("rise", "RISE", "perturbation", "map", {"masks": 2000, "seed": 0}, slow=True,
                demo={"masks": 250}, budget="250 masks (full: 2000)",
                calls=lambda kw, channels: Calls(int(kw["masks"]), 0)),
+    # transformers only (the attention the packaged CNN does not have): not in the default demo
+    MethodSpec("attention_rollout", "AttentionRollout", "attention", "map", demo=None,
+               budget="not in the default demo (a transformer method; the packaged model is a CNN)",
+               calls=lambda kw, channels: Calls(1, 0), aliases=("rollout",)),
+    MethodSpec("attention_grad_rollout", "AttentionGradRollout", "attention", "map", demo=None,
+               budget="not in the default demo (a transformer method; the packaged model is a CNN)",
+               aliases=("grad_rollout",)),
+    MethodSpec("transformer_attribution", "TransformerAttribution", "attention", "map", demo=None,
+               budget="not in the default demo (a transformer method; the packaged model is a CNN)",
+               aliases=("chefer", "generic_attention")),
+    MethodSpec("legrad", "LeGrad", "attention", "map", demo=None,
+               budget="not in the default demo (a transformer method; the packaged model is a CNN)"),
 )
 
 #: method name -> its record, in the order the report shows them

@@ -112,7 +112,7 @@ class AttentionExplainer(Explainer):
                 **super()._config()}
 
     # -- choosing the calls ------------------------------------------------------------------
-    def _choose(self, calls: list[AttentionCall]) -> list[AttentionCall]:
+    def _choose(self, calls: list[AttentionCall], images: int) -> list[AttentionCall]:
         name = type(self).__name__
         if not calls:
             raise XaiError(f"{name} found no attention call in the forward pass of {type(self.model).__name__}; "
@@ -134,11 +134,13 @@ class AttentionExplainer(Explainer):
                 raise XaiError(f"{name}: no attention call happened inside blocks {names}; the calls happened in "
                                f"{where}.")
         shapes = {(c.probs.shape[0], c.probs.shape[-2], c.probs.shape[-1]) for c in chosen}
-        if len(shapes) != 1 or chosen[0].probs.shape[-1] != chosen[0].probs.shape[-2]:
+        if len(shapes) != 1 or chosen[0].probs.shape[-1] != chosen[0].probs.shape[-2] \
+                or chosen[0].probs.shape[0] != images:
             seen = ", ".join(f"{c.kind}{tuple(c.probs.shape)} in {c.module or '?'}" for c in chosen[:6])
+            more = " ..." if len(chosen) > 6 else ""
             raise XaiError(f"{name} needs self-attention over one set of tokens in every chosen call, (B, heads, T, T) "
-                           f"with one T; got {seen}{' ...' if len(chosen) > 6 else ''}. Windowed attention (Swin, "
-                           "MaxViT) has no token-to-token map over the whole image; choose calls with blocks=.")
+                           f"with one T, for the {images} images of the forward; got {seen}{more}. Windowed attention "
+                           "(Swin, MaxViT) has no token-to-token map over the whole image; choose calls with blocks=.")
         return chosen
 
     # -- the method --------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class AttentionExplainer(Explainer):
                     xc = xc.clone()
                 with mode:
                     out = run.forward(xc, grad=per_row)
-                chosen = self._choose(mode.calls)
+                chosen = self._choose(mode.calls, xc.shape[0])
                 scored = out if per_row else repeat_rows(out, k)
                 s, classes = target.scores(scored, rows)
                 if per_row and not s.requires_grad:

@@ -83,33 +83,40 @@ class LeGrad(AttentionExplainer):
             raise XaiError(f"LeGrad needs an nn.Module to find the transformer blocks in; got {type(model).__name__}.")
         found = find_blocks(model)
         self.blocks = blocks
+        #: why the model cannot be explained, said at the call (the registry builds every method on any model)
+        self._unusable: Optional[str] = None
+        chosen: list[tuple[str, nn.Module]] = []
         if blocks is None or (isinstance(blocks, (list, tuple)) and blocks
                               and all(isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
             if not found:
-                raise XaiError("LeGrad found no transformer blocks in the model (an nn.Sequential / nn.ModuleList "
-                               "whose children each hold an attention module); give blocks= as module names.")
+                self._unusable = (f"LeGrad found no transformer blocks in {type(model).__name__} (an nn.Sequential / "
+                                  "nn.ModuleList whose children each hold an attention module); give blocks= as "
+                                  "module names.")
+        else:
+            chosen = find_layers(model, blocks, name="blocks")
+        if found and not chosen:
             index = list(range(len(found))) if blocks is None else [int(b) for b in blocks]
             bad = [i for i in index if not -len(found) <= i < len(found)]
             if bad:
                 raise XaiError(f"LeGrad: blocks={list(blocks or [])} names blocks {bad} that do not exist: the model "
                                f"has {len(found)} blocks ({found[0][0]} ... {found[-1][0]}).")
             chosen = [found[i] for i in index]
-        else:
-            chosen = find_layers(model, blocks, name="blocks")
         self._names: list[str] = [n for n, _ in chosen]
         self._block_names = self._names
         self._modules = [m for _, m in chosen]
         if head is not None and not callable(head):
             raise XaiError(f"head must be a callable tokens -> logits; got {describe(head)}.")
         self.head = head if head is not None else default_head(model)
-        if self.head is None:
-            raise XaiError(f"LeGrad does not know how {type(model).__name__} turns tokens into class scores; give "
-                           "head=lambda tokens: ... (tokens (n, T, D) -> logits (n, classes)).")
+        if self.head is None and self._unusable is None:
+            self._unusable = (f"LeGrad does not know how {type(model).__name__} turns tokens into class scores; give "
+                              "head=lambda tokens: ... (tokens (n, T, D) -> logits (n, classes)).")
 
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "blocks": self._names}
 
     def _before(self, session: HookSession) -> dict[str, Any]:
+        if self._unusable is not None:
+            raise XaiError(self._unusable)
         outs: dict[str, torch.Tensor] = {}
 
         def keep(name: str) -> Callable[..., None]:
