@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "notebooks"
 NAMES = ["01_integrated_gradients", "02_blur_ig_guided_ig", "03_xrai", "04_gradcam", "05_lime",
-         "06_guided_backprop", "07_sanity_checks"]
+         "06_guided_backprop", "07_sanity_checks", "08_partition_shap"]
 MAX_FOLDER_BYTES = 3 * 1024 * 1024
 
 
@@ -128,6 +128,15 @@ def check_07(text: str) -> None:
         assert 0 <= dele <= 1 and 0 <= ins <= 1, (name, dele, ins)
     assert aucs["Grad-CAM"][1] > aucs["random"][1], aucs
 
+
+
+def check_08(text: str) -> None:
+    rows = re.findall(r"sum of values (-?\d+\.\d+) = p\(x\) - p\(inpainted\) = (-?\d+\.\d+)", text)
+    assert len(rows) == 4, text   # the four best classes, each adding up (Owen values are efficient)
+    assert all(math.isclose(float(a), float(b), abs_tol=2e-3) for a, b in rows), rows
+    evals, budget = _floats(r"(\d+) evaluations \(max_evals (\d+)\)", text)
+    assert budget <= evals <= budget + 1
+    assert "tiger cat" in text.split("Partition SHAP:", 1)[1].splitlines()[1]   # the best class first
 
 CHECKS = {name: globals()[f"check_{name[:2]}"] for name in NAMES}
 
