@@ -23,7 +23,7 @@ LAYERS = [
     # what judges explanations, and what pictures them
     ["metrics", "viz"],
     # applications: the packaged assets, the registry, loaders, the report, the command line
-    ["zoo", "models", "presets", "report", "distributed", "cli"],
+    ["zoo", "hubs", "models", "presets", "report", "distributed", "cli"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -60,31 +60,39 @@ def select_output(out: Any, output: OutputSpec = "auto") -> torch.Tensor:
         if isinstance(out, torch.Tensor):
             return out
         picked = _field(out, "logits")
-        if picked is None and isinstance(out, (tuple, list)) and out:
+        if picked is _MISSING and isinstance(out, (tuple, list)) and out:
             picked = out[0]
-        if picked is None:
+        if picked is _MISSING:
             raise XaiError(f"the model returned a {describe(out)} with no 'logits' ({_fields(out)}); pass "
                            "output='NAME', an index or a callable that picks the class scores.")
     else:
         picked = _field(out, output)
-        if picked is None:
+        if picked is _MISSING:
             raise XaiError(f"output={output!r}: the model's output has no such key or attribute ({_fields(out)}).")
     if not isinstance(picked, torch.Tensor):
         raise XaiError(f"output={output!r} selects a {describe(picked)}, not a tensor of class scores.")
     return picked
 
 
+_MISSING = object()
+
+
 def _field(out: Any, name: str) -> Any:
+    """``out[name]`` of a mapping, else ``out.name`` (named tuples, output objects); :data:`_MISSING` if none."""
     if isinstance(out, Mapping):
-        return out.get(name)
-    return None if isinstance(out, (torch.Tensor, tuple, list)) else getattr(out, name, None)
+        return out.get(name, _MISSING)
+    if isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and not hasattr(out, "_fields")):
+        return _MISSING
+    return getattr(out, name, _MISSING)
 
 
 def _fields(out: Any) -> str:
     if isinstance(out, Mapping):
         names = list(out)
+    elif hasattr(out, "_fields"):
+        names = list(out._fields)
     else:
-        names = [n for n in vars(out)] if hasattr(out, "__dict__") else []
+        names = list(vars(out)) if hasattr(out, "__dict__") else []
     return f"it has {', '.join(map(repr, names))}" if names else f"a {type(out).__name__}"
 
 

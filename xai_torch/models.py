@@ -1,8 +1,9 @@
 """The one model loader: the command line, the report and dataset runs build models and read images here.
 
-* :func:`load_model`: the packaged EfficientNet-Lite0 or a torchvision architecture, with an
-  optional state-dict file (:func:`load_weights`, which says key by key why a file does not fit).
-* :func:`auto_cam_layer`: the CAM layer of a CNN (its last convolutional block).
+* :func:`load_model`: the packaged EfficientNet-Lite0, a torchvision or timm architecture or a
+  local Hugging Face config / folder (:mod:`xai_torch.hubs`), with an optional state-dict file
+  (:func:`load_weights`, which says key by key why a file does not fit).
+* :func:`auto_cam_layer`: the CAM layer of a CNN (its last convolutional block) or a transformer.
 * :func:`load_image`: any image file OpenCV reads, or a packaged photo's name.
 * :func:`check_device`: ``--device`` as a ``torch.device``.
 """
@@ -16,8 +17,10 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from . import zoo
+from . import hubs, zoo
 from .errors import XaiError, closest_names
+from .hubs import transformer_cam_layer
+from .layers import has_attention
 from .presets import CAM_LAYER
 
 #: torchvision's ImageNet input normalisation ``(mean, std)`` for pixels in [0, 1]
@@ -140,7 +143,7 @@ class LoadedModel:
 
     Attributes:
         model: in eval mode, on its device.
-        name: ``"efficientnet_lite0"`` or ``"torchvision:NAME"``.
+        name: ``"efficientnet_lite0"``, ``"torchvision:NAME"``, ``"timm:NAME"`` or ``"hf:PATH"``.
         weights: the weights file, ``"packaged"``, or None (random initialisation).
         normalize: ``(mean, std)`` of its input normalisation for pixels in [0, 1].
         layer: its CAM layer, or None to pick the last convolutional block (:func:`auto_cam_layer`).
@@ -155,10 +158,21 @@ class LoadedModel:
     to_input: Callable[[Sequence[np.ndarray]], torch.Tensor] = field(repr=False)
 
 
-def _imagenet_input(crops: Sequence[np.ndarray]) -> torch.Tensor:
+def _imagenet_input(crops: Sequence[np.ndarray], normalize: tuple[Any, Any] = IMAGENET_NORMALIZE) -> torch.Tensor:
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-    mean, std = (torch.tensor(v).reshape(1, 3, 1, 1) for v in IMAGENET_NORMALIZE)
+    mean, std = (torch.tensor(v, dtype=torch.float32).reshape(1, 3, 1, 1) for v in normalize)
     return (x - mean) / std
+
+
+def _hub_model(spec: str, weights: Union[str, Path, None], num_classes: Optional[int],
+               device: Union[str, torch.device]) -> LoadedModel:
+    kind, name = spec.split(":", 1)
+    model, norm = hubs.build_timm(name, num_classes) if kind == "timm" else hubs.build_hf(name, num_classes)
+    if weights is not None:
+        load_weights(model, weights, spec, num_classes or int(getattr(model, "num_classes", 1000)))
+    normalize = norm or IMAGENET_NORMALIZE
+    return LoadedModel(model.eval().to(device), spec, str(weights) if weights else None, normalize, None,
+                       lambda crops: _imagenet_input(crops, normalize))
 
 
 def load_weights(model: torch.nn.Module, file: Union[str, Path], model_name: str, classes: int = 1000) -> None:
@@ -228,14 +242,19 @@ def load_weights(model: torch.nn.Module, file: Union[str, Path], model_name: str
 
 def load_model(spec: str, weights: Union[str, Path, None] = None, num_classes: Optional[int] = None,
                device: Union[str, torch.device] = "cpu") -> LoadedModel:
-    """Build the model ``explain`` names: the packaged EfficientNet-Lite0 or a torchvision architecture.
+    """Build the model ``explain`` names: the packaged EfficientNet-Lite0, a torchvision or timm
+    architecture, or a local Hugging Face model.
 
     Args:
-        spec: ``"efficientnet_lite0"`` (trained, packaged) or ``"torchvision:NAME"``, NAME one
+        spec: ``"efficientnet_lite0"`` (trained, packaged); ``"torchvision:NAME"``, NAME one
             of ``torchvision.models.list_models()`` classification models (built with
-            ``weights=None``: nothing is downloaded).
+            ``weights=None``: nothing is downloaded); ``"timm:NAME"`` (``pretrained=False``, at
+            224 px; :func:`~xai_torch.hubs.build_timm`); ``"hf:PATH"``, a local ``config.json``
+            or a folder with one and maybe its weights (:func:`~xai_torch.hubs.build_hf`; the
+            model is wrapped by :func:`xai_torch.adapt`, so its layer names are its own).
         weights: an optional state dict file (:func:`load_weights`).
-        num_classes: a torchvision model's number of classes (default 1000).
+        num_classes: a torchvision / timm model's number of classes (default 1000), a Hugging
+            Face config's ``num_labels``.
         device: where the model goes.
 
     Returns:
@@ -276,8 +295,11 @@ def load_model(spec: str, weights: Union[str, Path, None] = None, num_classes: O
             load_weights(model, weights, spec, num_classes or 1000)
         return LoadedModel(model.eval().to(device), spec, str(weights) if weights else None, IMAGENET_NORMALIZE,
                            None, _imagenet_input)
-    raise XaiError(f"unknown model {spec!r}; use efficientnet_lite0 (the packaged, trained ImageNet model) or "
-                   "torchvision:NAME (e.g. torchvision:resnet50 --weights resnet50.pt).")
+    if isinstance(spec, str) and spec.split(":", 1)[0] in ("timm", "hf") and spec.split(":", 1)[1:] != [""]:
+        return _hub_model(spec, weights, num_classes, device)
+    raise XaiError(f"unknown model {spec!r}; use efficientnet_lite0 (the packaged, trained ImageNet model), "
+                   "torchvision:NAME (e.g. torchvision:resnet50 --weights resnet50.pt), timm:NAME (e.g. "
+                   "timm:vit_tiny_patch16_224) or hf:PATH (a local config.json or model folder).")
 
 
 def auto_cam_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
@@ -285,6 +307,7 @@ def auto_cam_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
     outputs a ``(B, C, H, W)`` map with ``H, W > 1`` (``layer4`` of a ResNet, ``features`` of
     VGG / DenseNet / MobileNet / EfficientNet / ConvNeXt, ``Mixed_7c`` of Inception v3,
     ``trunk_output`` of RegNet; ``classifier.1`` of SqueezeNet, its class-map convolution).
+    A model with attention modules gets :func:`transformer_cam_layer`'s.
 
     Args:
         model: the model (its hooks are removed again, whatever happens).
@@ -297,6 +320,8 @@ def auto_cam_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
         >>> auto_cam_layer(torchvision.models.resnet18(), torch.zeros(1, 3, 224, 224))
         'layer4'
     """
+    if has_attention(model):
+        return transformer_cam_layer(model, x)
     candidates = [(n, m) for n, m in model.named_modules()
                   if n and any(isinstance(s, torch.nn.Conv2d) for s in m.modules())]
     finished: list[str] = []
@@ -318,5 +343,6 @@ def auto_cam_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
         raise XaiError("found no convolutional layer with a (B, C, H, W) output for the CAM methods; pass "
                        "--layer NAME (a dotted module name, see model.named_modules()).")
     return finished[-1]
+
 
 

@@ -59,7 +59,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                    help=f"{metric_step_help} (default {DEMO_METRIC_STEP}; --full: {METRIC_STEP})")
     d.add_argument("--device", default=default_device, help=f"cpu, cuda or cuda:N (default {default_device})")
     d.add_argument("--layer-attribution", metavar="NAME", help=layer_help + " (e.g. _conv_head, _blocks.15)")
-    e = sub.add_parser("explain", help="explain image files with the packaged or a torchvision model",
+    e = sub.add_parser("explain", help="explain image files with the packaged, a torchvision, timm or HF model",
                        description="Explain image files (any format OpenCV reads; resized to 256 on the short "
                                    "side and centre-cropped to 224) and write OUT/report.html, the overlays "
                                    "<image>_<method>.png, one grid per image and summary.json (top-5 predictions, "
@@ -67,16 +67,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     e.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or packaged photo names "
                    f"({', '.join(zoo.IMAGES)})")
     e.add_argument("--model", default="efficientnet_lite0",
-                   help="efficientnet_lite0 (packaged, trained; the default) or torchvision:NAME, e.g. "
-                        "torchvision:resnet50 (built with random weights unless --weights is given)")
+                   help="efficientnet_lite0 (packaged, trained; the default), torchvision:NAME (e.g. "
+                        "torchvision:resnet50) or timm:NAME (e.g. timm:vit_tiny_patch16_224), built with random "
+                        "weights unless --weights is given, or hf:PATH, a local Hugging Face config.json or model "
+                        "folder (its weights when it has them; nothing is downloaded)")
     e.add_argument("--weights", metavar="FILE", help="a state dict to load: torch.save(model.state_dict(), FILE)")
-    e.add_argument("--num-classes", type=int, help="classes of a torchvision model trained on other data "
-                   "(default 1000)")
+    e.add_argument("--num-classes", type=int, help="classes of a torchvision / timm / Hugging Face model trained on "
+                   "other data (default 1000, or the config's num_labels)")
     e.add_argument("--method", "--methods", dest="methods", default="gradcam", metavar="LIST",
                    help=method_help + " (default: gradcam)")
     e.add_argument("--target", default="top", help="class index to explain, or top (each image's top-1; default)")
     e.add_argument("--layer", help="CAM layer, a dotted module name (default: _conv_head for the packaged model, "
-                   "else the last convolutional block, e.g. layer4 of a ResNet)")
+                   "the last convolutional block of a CNN, e.g. layer4 of a ResNet, the last block's input norm of "
+                   "a ViT, e.g. blocks.11.norm1, the last map of a Swin / MaxViT)")
     e.add_argument("--steps", type=int, help=steps_help)
     e.add_argument("--metric-step", type=int, default=METRIC_STEP, help=f"{metric_step_help} (default {METRIC_STEP})")
     e.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=False,
