@@ -315,3 +315,16 @@ def test_no_trace_and_the_inputs_are_left_alone(small, small_x):
     xt.DeepLiftShap(small, small_x[:2])(small_x)
     assert attr.shape == (3, 8, 12, 12) and attr.requires_grad is False
     assert_no_trace(before, snapshot(small, small_x))
+
+
+def test_ties_take_the_gradient_even_through_an_in_place_relu():
+    """Where z_x == z_b the multiplier is f'(z_x) (Captum's rule), also when the ReLU overwrites z."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.ReLU(inplace=True), nn.Linear(3, 1)).double()
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1]]))
+    x = torch.tensor([1.0, -2, 3, 0], dtype=D).view(1, 4, 1, 1)
+    b = torch.tensor([0.0, -2, 1, 2], dtype=D).view(1, 4, 1, 1)
+    res = xt.DeepLift(net).explain(x, target=0, baseline=b)   # unit 3: z_x = z_b = 3, a tie with f' = 1
+    w = net[3].weight[0].detach()
+    torch.testing.assert_close(res.attributions.flatten(), torch.stack([w[0], 0 * w[0], 2 * w[2], -2 * w[2]]))
+    assert res.delta.abs().max() < 1e-15

@@ -113,9 +113,10 @@ def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple
 
 
 def _rescale(dz: torch.Tensor, dy: torch.Tensor, deriv: Callable[[], torch.Tensor], eps: float) -> torch.Tensor:
-    """``dy / dz``, ``deriv()`` where ``|dz| < eps`` (computed only when there is such an element)."""
+    """``dy / dz`` (``dy`` is overwritten), ``deriv()`` where ``|dz| < eps`` (computed only when
+    there is such an element)."""
+    m = dy.div_(dz)
     small = dz.abs() < eps
-    m = dy / torch.where(small, torch.ones_like(dz), dz)
     if bool(small.any()):
         m = torch.where(small, deriv().to(m.dtype), m)
     return m
@@ -127,8 +128,12 @@ class _Elementwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, call: Callable[[], torch.Tensor],
                 deriv: Callable[[torch.Tensor], torch.Tensor], n: int, inplace: bool, eps: float) -> torch.Tensor:
-        zx = z[:n].clone()
-        dz = zx - z[n:]
+        dz = z[:n] - z[n:]
+        # an in-place call overwrites z_x: then its gradient is taken first, where it is needed
+        zx = z[:n]
+        if inplace and bool((dz.abs() < eps).any()):
+            zx = deriv(zx)
+            deriv = lambda d: d  # noqa: E731
         y = call()
         if inplace:
             ctx.mark_dirty(z)
