@@ -58,6 +58,7 @@ from .region import (
     XRAIExplanation,
 )
 from .relevance import DeepLift, DeepLiftExplanation, DeepLiftShap
+from .relevance import LRP, LRPExplanation
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
 from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, TopK, as_target
 
@@ -131,6 +132,8 @@ __all__ = [
     "DeepLiftShap",
     "segmentation",
     "SmoothGrad",
+    "LRP",
+    "LRPExplanation",
     "SmoothGradExplanation",
     "viz",
     "PartitionSHAP",
