@@ -16,7 +16,7 @@ import torch
 from .. import viz, zoo
 from ..errors import XaiError
 from ..files import check_folder, staged
-from ..layers import find_layer
+from ..layers import auto_reshape, find_layer
 from ..models import LoadedModel, auto_cam_layer, check_device, load_image, load_model
 from ..presets import KINDS, METHODS, resolve
 from .layers import plan_layer
@@ -124,10 +124,16 @@ def estimate(loaded: LoadedModel, x: torch.Tensor, methods: Sequence[str], *, de
     channels = [1280]
     handle = None
     if cam_layer is not None:
+        layer = find_layer(model, cam_layer, "--layer")
+        grid = auto_reshape(model, [layer])  # tokens and channels-last maps: their channels are the last dim
+
         def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, torch.Tensor) and output.ndim >= 2:
-                channels[0] = int(output.shape[1])
-        handle = find_layer(model, cam_layer, "--layer")[1].register_forward_hook(hook)
+                try:
+                    channels[0] = int(grid(output).shape[1])
+                except XaiError:
+                    channels[0] = int(output.shape[1])
+        handle = layer[1].register_forward_hook(hook)
     try:
         _sync(device)
         start = time.perf_counter()

@@ -1,0 +1,60 @@
+"""`xai-torch explain` with timm and Hugging Face transformers (tiny, random weights, nothing downloaded)."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from xai_torch import cli
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+
+
+def _photo(tmp_path):
+    path = tmp_path / "noise.png"
+    assert cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8))
+    return str(path)
+
+
+def _config(tmp_path):
+    cfg = {"model_type": "vit", "image_size": 224, "patch_size": 32, "hidden_size": 16, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "intermediate_size": 32, "num_labels": 10}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return str(tmp_path / "config.json")
+
+
+def test_explain_a_hugging_face_vit_from_a_config(tmp_path, capsys):
+    torch.manual_seed(0)
+    out = tmp_path / "out"
+    assert cli.main(["explain", _photo(tmp_path), "--model", f"hf:{_config(tmp_path)}", "--method",
+                     "gradcam,gradient", "--target", "3", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].startswith("hf:") and summary["layer"] == "vit.layers.1.layernorm_before"
+    assert list(summary["methods"]) == ["gradcam", "gradient"]
+    assert cv2.imread(str(out / summary["images"]["noise"]["overlays"]["gradcam"])).shape == (224, 224, 3)
+    assert summary["images"]["noise"]["target"] == 3
+
+
+def test_explain_a_timm_vit_with_the_attention_methods(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["explain", _photo(tmp_path), "--model", "timm:test_vit", "--num-classes", "5", "--method",
+                     "rollout,chefer,gradcam", "--layer", "blocks.0", "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer"] == "blocks.0" and len(summary["images"]["noise"]["predictions"]) == 5
+    assert list(summary["methods"]) == ["attention_rollout", "transformer_attribution", "gradcam"]
+    assert {m["family"] for m in summary["methods"].values()} == {"attention", "cam"}
+
+
+def test_explain_transformer_errors(tmp_path, capsys):
+    def error(*args) -> str:
+        assert cli.main(["explain", _photo(tmp_path), *args, "--out", str(tmp_path / "out")]) == 2
+        return capsys.readouterr().err
+
+    err = error("--model", "timm:vit_tiny_patch16_244")
+    assert "timm has no model 'vit_tiny_patch16_244'" in err and "vit_tiny_patch16_224" in err
+    assert "the file does not exist" in error("--model", f"hf:{tmp_path / 'missing.json'}")
+    err = error("--model", f"hf:{_config(tmp_path)}", "--layer", "classifier", "--method", "gradcam")
+    assert "gradcam: the output of layer 'classifier' is a" in err and "choose a layer before the pooling" in err
+    assert not (tmp_path / "out").exists()
