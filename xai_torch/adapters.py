@@ -6,7 +6,7 @@ want fixed keyword arguments or return dicts or tuples. :func:`adapt` wraps such
 chosen output tensor. The adapter is a view of the model, not a copy and not a change:
 
 * its submodules, parameters and buffers are the model's own objects under the model's own names
-  (``named_modules()``, ``state_dict()`` and every ``layer="vit.encoder.layer.1"`` resolve as on
+  (``named_modules()``, ``state_dict()`` and every ``layer="vit.layers.1"`` resolve as on
   the model itself);
 * the model gets no attribute, hook or submodule from it; attributes the adapter does not have
   are read from the model (``adapter.config``).
@@ -175,7 +175,7 @@ def adapt(model: nn.Module, input_name: Optional[str] = None, output: OutputSpec
 
     Returns:
         :class:`ModelAdapter`, an ``nn.Module`` whose submodules, parameters and layer names are
-        the model's (``layer="vit.encoder.layer.1"`` works on it as on the model).
+        the model's (``layer="vit.layers.1"`` works on it as on the model).
 
     Shape:
         ``adapter(x)``: ``x`` as the model takes it, ``(B, 3, H, W)``; the selected output, ``(B, K)``.
@@ -187,6 +187,6 @@ def adapt(model: nn.Module, input_name: Optional[str] = None, output: OutputSpec
     Example:
         >>> hf = transformers.ViTForImageClassification(config)
         >>> model = xt.adapt(hf, input_name="pixel_values", output="logits")
-        >>> xt.GradCAM(model, layer="vit.encoder.layer.10.layernorm_before")(x)
+        >>> xt.GradCAM(model, layer="vit.layers.10.layernorm_before")(x)   # transformers 5 names
     """
     return ModelAdapter(model, input_name, output, **fixed)

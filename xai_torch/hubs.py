@@ -149,7 +149,7 @@ def transformer_cam_layer(model: nn.Module, x: torch.Tensor) -> str:
 
     * A model with a class token (ViT, DeiT, their timm and Hugging Face versions): the last
       LayerNorm before the last attention, the last block's input norm (``blocks.11.norm1``,
-      ``encoder.layers.encoder_layer_11.ln_1``, ``vit.encoder.layer.11.layernorm_before``): its
+      ``encoder.layers.encoder_layer_11.ln_1``, ``vit.layers.11.layernorm_before``): its
       spatial tokens reach the class token through that attention; the block's output does not.
     * Swin, MaxViT and token models without one: the last module whose output is a map (either
       layout, :class:`~xai_torch.layers.AutoReshape`) larger than 1 x 1, before the pooling.
