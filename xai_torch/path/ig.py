@@ -14,10 +14,11 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import check_choice, check_positive_int
+from ..errors import XaiError, check_choice, check_positive_int
 from ..runner import ModelRunner
 from .adaptive import MIN_STEPS, adaptive_paths
 from .base import PathExplainer, Paths
+from .color import COLOR_PATHS, check_color_path, color_paths
 from .engine import integrate
 from .layer import Layer, layer_space, record_baselines
 from .line import baseline_scores, line_factor, line_points
@@ -70,6 +71,11 @@ class IntegratedGradients(PathExplainer):
             ``explain().layers`` holds each layer's explanation).
         layer_input: integrate in the space of the layer's first input instead of its output
             (Captum's ``attribute_to_layer_input=True``).
+        path: ``"line"`` (default, the straight line from the baseline), ``"luminosity"``
+            (CIE L* from the baseline's lightness, black by default, to the image's, the image's
+            chroma kept) or ``"saturation"`` (from the image's own grey to its colours; no
+            baseline): curved paths through CIE L*a*b* on the same quadratures, RGB images
+            only, not with ``layer=`` or ``method="adaptive"`` (see :mod:`xai_torch.path.color`).
 
     Call arguments:
         baseline: where the paths start (default ``"black"``); a name, a tensor, a callable
@@ -99,7 +105,7 @@ class IntegratedGradients(PathExplainer):
 
     def __init__(self, model: Any, *, steps: int = 50, method: str = "gauss_legendre", normalize: Any = None,
                  input_range: Any = None, seed: Optional[int] = None, layer: Any = None, layer_input: bool = False,
-                 batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+                 path: str = "line", batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, seed=seed,
                          batch_size=batch_size, progress=progress)
         self._set_layers(model, layer, layer_input)
@@ -107,12 +113,25 @@ class IntegratedGradients(PathExplainer):
         self.steps = check_positive_int(steps, "steps", minimum=2 if "trapezoid" in method else 1)
         if method == "adaptive":
             self.steps = check_positive_int(steps, "steps", minimum=MIN_STEPS)
+        self.path = check_choice(path, "path", ["line", *COLOR_PATHS])
+        if self.path != "line" and (self.layers is not None or method == "adaptive"):
+            raise XaiError(f"path={path!r} runs on the input with a fixed quadrature rule: not with layer= or "
+                           f"method='adaptive'.")
 
     def _config(self) -> dict[str, Any]:
-        return {"steps": self.steps, "method": self.method, **self._layer_config(), **super()._config()}
+        cfg = {"steps": self.steps, "method": self.method, **self._layer_config()}
+        return {**cfg, **({"path": self.path} if self.path != "line" else {}), **super()._config()}
+
+    def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> Any:
+        if self.path != "line":
+            check_color_path(x, self.path, baseline)
+        return super()._prepare(x, baseline, generator)
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
                generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
+        if self.path != "line":
+            return color_paths(runner, x, k, prepared, self.path, *get_rule(self.method, self.steps), details,
+                               self.normalize, self.input_range)
         if layer is None:
             return self._line(runner, x, k, prepared, details)
         with layer_space(runner, x, k, layer, self.layer_input) as (lr, a_x, swap):
