@@ -30,7 +30,7 @@ CAM_LAYER = "_conv_head"
 #: how attributions are pictured: PAIR greyscale, signed green/red, min-max heat map
 KINDS = ("grayscale", "diverging", "map")
 #: the families the default demo must show, each by at least one method
-FAMILIES = ("gradient", "backprop", "cam", "path", "smoothgrad", "region", "perturbation")
+FAMILIES = ("gradient", "backprop", "cam", "path", "smoothgrad", "region", "perturbation", "relevance")
 #: families whose methods need a model the packaged CNN is not (a transformer): in ``--full`` only
 FULL_ONLY_FAMILIES = ("attention",)
 
@@ -227,6 +227,8 @@ _SPECS = (
     MethodSpec("rise", "RISE", "perturbation", "map", {"masks": 2000, "seed": 0}, slow=True,
                demo={"masks": 250}, budget="250 masks (full: 2000)",
                calls=lambda kw, channels: Calls(int(kw["masks"]), 0)),
+    # DeepLiftShap is not here: it needs a background the command line cannot give
+    MethodSpec("deeplift", "DeepLift", "relevance", "diverging", calls=_grads(2), aliases=("deep_lift",)),
     # transformers only (the attention the packaged CNN does not have): not in the default demo
     MethodSpec("attention_rollout", "AttentionRollout", "attention", "map", demo=None,
                budget="not in the default demo (a transformer method; the packaged model is a CNN)",
