@@ -93,9 +93,10 @@ def choose(err: torch.Tensor, sub: torch.Tensor, left: torch.Tensor) -> list[lis
 
 
 def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, steps: int,
-                   fb: Optional[torch.Tensor] = None) -> Paths:
+                   fb: Optional[torch.Tensor] = None, multiply: bool = True) -> Paths:
     """Adaptive straight-line IG for every row (image x target) and baseline (``fb``: the
-    baselines' scores when the caller has them)."""
+    baselines' scores when the caller has them; ``multiply``: times ``x - b``, else the
+    integrated gradient alone, its nodes placed as for IG)."""
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, groups = r_count * j_count, GROUPS
@@ -167,7 +168,7 @@ def adaptive_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Ten
         run(torch.cat(ps), torch.cat(gs), torch.cat(alphas), torch.cat(weights))
 
     attr = acc.view(n_paths, groups, *shape).sum(1)
-    for p in range(n_paths):
+    for p in range(n_paths if multiply else 0):
         attr[p] *= line_factor(x, base, k, p)
     attr = attr.view(r_count, j_count, *shape).mean(1)
     return _curves(attr, fb, log, n_paths, r_count, j_count)

@@ -86,6 +86,8 @@ class PathExplainer(Explainer):
     #: the layers of ``layer=`` (``None``: the input) and whether they were given as a list
     layers: Optional[list[Layer]] = None
     layer_list = False
+    #: whether the attributions sum to ``F(x) - F(b)`` (completeness), so that ``delta`` is defined
+    complete = True
 
     def __init__(self, model: Any, *, normalize: Any = None, input_range: Any = None, seed: Optional[int] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
@@ -159,7 +161,7 @@ class PathExplainer(Explainer):
 
         attr = paths.attributions
         delta = relative = None
-        if fx is not None and paths.baseline_scores is not None:
+        if fx is not None and paths.baseline_scores is not None and self.complete:
             gap = fx.double() - paths.baseline_scores.double().mean(1)
             delta = attr.flatten(1).sum(1) - gap
             # x == baseline (a constant image and its own min as "black"): 0 when delta is 0 too

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import XaiError, check_choice, check_positive_int
+from ..errors import XaiError, check_choice, check_positive_int, describe
 from ..runner import ModelRunner
 from .adaptive import MIN_STEPS, adaptive_paths
 from .base import PathExplainer, Paths
@@ -26,9 +26,10 @@ from .quadrature import RULES, get_rule
 
 
 def line_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, alphas: torch.Tensor,
-               weights: torch.Tensor, details: bool, fb: Optional[torch.Tensor] = None) -> Paths:
+               weights: torch.Tensor, details: bool, fb: Optional[torch.Tensor] = None,
+               multiply: bool = True) -> Paths:
     """Straight-line IG for every row (image x target) and baseline, with one shared rule
-    (``fb``: the baselines' scores when the caller has them)."""
+    (``fb``: the baselines' scores when the caller has them; ``multiply``: times ``x - b``)."""
     j_count, b_count = base.shape[:2]
     r_count = b_count * k
     n_paths, steps = r_count * j_count, alphas.shape[0]
@@ -39,7 +40,7 @@ def line_paths(runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor,
     points = line_points(x, base, k, paths, alphas.to(dev).repeat(n_paths), weights.to(dev).repeat(n_paths))
     run = integrate(runner, points, n_paths * steps, n_paths, tuple(x.shape[1:]),
                     post=lambda p: line_factor(x, base, k, p))
-    for p in range(n_paths):
+    for p in range(n_paths if multiply else 0):
         run.acc[p] *= line_factor(x, base, k, p)
     attr = run.acc.view(r_count, j_count, *x.shape[1:]).mean(1)
 
@@ -77,6 +78,13 @@ class IntegratedGradients(PathExplainer):
             baseline): curved paths through CIE L*a*b* on the same quadratures, RGB images
             only, not with ``layer=`` or ``method="adaptive"`` (see :mod:`xai_torch.path.color`).
 
+        multiply_by_inputs: ``True`` (default): the attributions are ``(x - b)`` times the
+            integrated gradient; ``False``: the integrated gradient alone,
+            ``integral_0^1 dF(b + a (x - b))/dx da`` (Captum's ``multiply_by_inputs=False``, its
+            "local" attribution; with ``layer=``, in the layer's space). Completeness does not
+            hold then: ``explain`` reports ``delta = relative_delta = None``. Not with a colour
+            ``path``.
+
     Call arguments:
         baseline: where the paths start (default ``"black"``); a name, a tensor, a callable
             or a list of them (attributions averaged over the list). See
@@ -105,7 +113,8 @@ class IntegratedGradients(PathExplainer):
 
     def __init__(self, model: Any, *, steps: int = 50, method: str = "gauss_legendre", normalize: Any = None,
                  input_range: Any = None, seed: Optional[int] = None, layer: Any = None, layer_input: bool = False,
-                 path: str = "line", batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
+                 path: str = "line", multiply_by_inputs: bool = True, batch_size: Optional[int] = None,
+                 progress: Optional[bool] = None) -> None:
         super().__init__(model, normalize=normalize, input_range=input_range, seed=seed,
                          batch_size=batch_size, progress=progress)
         self._set_layers(model, layer, layer_input)
@@ -117,9 +126,15 @@ class IntegratedGradients(PathExplainer):
         if self.path != "line" and (self.layers is not None or method == "adaptive"):
             raise XaiError(f"path={path!r} runs on the input with a fixed quadrature rule: not with layer= or "
                            f"method='adaptive'.")
+        if not isinstance(multiply_by_inputs, bool):
+            raise XaiError(f"multiply_by_inputs must be True or False; got {describe(multiply_by_inputs)}.")
+        if not multiply_by_inputs and self.path != "line":
+            raise XaiError(f"multiply_by_inputs=False is for straight-line paths; path={path!r} has its own factor.")
+        self.multiply_by_inputs = self.complete = multiply_by_inputs
 
     def _config(self) -> dict[str, Any]:
-        cfg = {"steps": self.steps, "method": self.method, **self._layer_config()}
+        cfg = {"steps": self.steps, "method": self.method, **self._layer_config(),
+               **({} if self.multiply_by_inputs else {"multiply_by_inputs": False})}
         return {**cfg, **({"path": self.path} if self.path != "line" else {}), **super()._config()}
 
     def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> Any:
@@ -141,6 +156,6 @@ class IntegratedGradients(PathExplainer):
     def _line(self, runner: ModelRunner, x: torch.Tensor, k: int, base: torch.Tensor, details: bool,
               fb: Optional[torch.Tensor] = None) -> Paths:
         if self.method == "adaptive":
-            return adaptive_paths(runner, x, k, base, self.steps, fb)
+            return adaptive_paths(runner, x, k, base, self.steps, fb, self.multiply_by_inputs)
         alphas, weights = get_rule(self.method, self.steps)
-        return line_paths(runner, x, k, base, alphas, weights, details, fb)
+        return line_paths(runner, x, k, base, alphas, weights, details, fb, self.multiply_by_inputs)
