@@ -225,6 +225,7 @@ EXPLAINER_RECIPES: dict[str, Recipe] = {
     "ExpectedGradients": Recipe(lambda m, x, **o: xt.ExpectedGradients(m, _background(x), samples=4, seed=0, **o)),
     "DeepLift": Recipe(lambda m, x, **o: xt.DeepLift(m, **o)),
     "DeepLiftShap": Recipe(lambda m, x, **o: xt.DeepLiftShap(m, _background(x), **o)),
+    "LRP": Recipe(lambda m, x, **o: xt.LRP(m, "epsilon_gamma_box", **o)),
     "LayerConductance": Recipe(lambda m, x, **o: xt.LayerConductance(m, "net.conv2", steps=3, **o)),
     "XRAI": Recipe(lambda m, x, **o: xt.XRAI(m, steps=4, min_pixel_diff=0, **o),
                    lambda x: {"segments": region_masks(x)}),
