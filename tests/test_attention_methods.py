@@ -211,7 +211,7 @@ def test_bad_input_raises_xai_error_and_changes_nothing(cls):
 
 
 def test_windowed_attention_is_refused_with_the_shapes():
-    """torchvision Swin: the softmax of each window is caught, but there is no map over the image."""
+    """torchvision Swin and MaxViT: the softmax of each window is caught, but there is no map over the image."""
     torch.manual_seed(0)
     swin = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1],
                                               window_size=[2, 2], num_classes=5).eval()
@@ -222,3 +222,11 @@ def test_windowed_attention_is_refused_with_the_shapes():
     assert [tuple(c.probs.shape) for c in att.calls] == [(4, 1, 4, 4), (1, 1, 4, 4)]
     with pytest.raises(xt.XaiError, match=r"one T, for the 1 images.*softmax\(4, 1, 4, 4\).*Windowed"):
         xt.AttentionRollout(swin)(x)
+    maxvit = torchvision.models.MaxVit(input_size=(16, 16), stem_channels=8, partition_size=2, block_channels=[8],
+                                       block_layers=[1], head_dim=4, stochastic_depth_prob=0.0, num_classes=5).eval()
+    expect = maxvit(x)
+    with xt.capture_attention(maxvit) as att:
+        torch.testing.assert_close(maxvit(x), expect)
+    assert [(c.kind, c.module.rsplit(".", 3)[-3]) for c in att.calls] == [("softmax", "window_attention"),
+                                                                         ("softmax", "grid_attention")]
+    assert [tuple(c.probs.shape) for c in att.calls] == [(4, 2, 4, 4), (4, 2, 4, 4)]   # 4 windows, 2 heads
