@@ -175,14 +175,14 @@ def test_maskers_blur_as_opencv_and_inpaint_through_8_bit_pixels():
     torch.testing.assert_close(masking.shown, xm)  # integer photos come back exactly
     keep = torch.ones(1, 3, 8, 8, dtype=torch.bool)
     keep[:, 1, 2:5, 3:6] = False  # one hidden channel hides the pixel
-    got = masking(keep, torch.tensor([0]))
+    got = masking(keep, 0)
     hole = np.zeros((8, 8), np.uint8)
     hole[2:5, 3:6] = 1
     ref = cv2.inpaint(pixels[0].permute(1, 2, 0).numpy().astype(np.uint8), hole, 3, cv2.INPAINT_TELEA)
     back = (torch.from_numpy(ref).permute(2, 0, 1).double() / 255 - torch.tensor(mean).view(3, 1, 1)) / \
         torch.tensor(std).view(3, 1, 1)
     torch.testing.assert_close(got[0], back)
-    everything = masking(torch.zeros_like(keep), torch.tensor([0]))  # all hidden: the channel means
+    everything = masking(torch.zeros_like(keep), 0)  # all hidden: the channel means
     torch.testing.assert_close(everything[0], xm[0].mean((1, 2), keepdim=True).expand(3, 8, 8))
 
 

@@ -84,8 +84,8 @@ def box_blur(x: torch.Tensor, kx: int, ky: int) -> torch.Tensor:
 
 @dataclass
 class Masking:
-    """A masker bound to the images of one call: ``masking(keep, images)`` gives the masked
-    images.
+    """A masker bound to the images of one call: ``masking(keep, b)`` gives masked copies of
+    image ``b``.
 
     Attributes:
         shown: ``(B, C, H, W)`` the images as the masker shows them with nothing hidden (the
@@ -107,39 +107,36 @@ class Masking:
     method: int = 0
     workers: int = 1
 
-    def __call__(self, keep: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Masked images ``(n, C, H, W)``: image ``images[i]`` where ``keep[i]`` ``(n, C, H, W)``
-        bool is True, the masker's fill elsewhere."""
+    def __call__(self, keep: torch.Tensor, image: int) -> torch.Tensor:
+        """Masked copies ``(n, C, H, W)`` of image ``image``: its elements where ``keep``
+        ``(n, C, H, W)`` bool is True, the masker's fill elsewhere."""
         if self.fill is not None:
-            return torch.where(keep, self.shown[images], self.fill[images])
-        return self._inpaint(keep, images)
+            return torch.where(keep, self.shown[image], self.fill[image])
+        return self._inpaint(keep, image)
 
-    def _inpaint(self, keep: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def _inpaint(self, keep: torch.Tensor, image: int) -> torch.Tensor:
         import cv2
 
         assert self.pixels is not None and self.scale is not None and self.shift is not None
         assert self.means is not None
         hidden = (~keep).any(1).to(torch.uint8).cpu().numpy()  # (n, H, W): any channel hidden
-        idx = images.cpu().tolist()
         counts = hidden.reshape(hidden.shape[0], -1).sum(1)
         full = hidden.shape[1] * hidden.shape[2]
-        todo = [i for i in range(len(idx)) if 0 < counts[i] < full]
-        pixels = self.pixels
+        todo = [i for i in range(len(counts)) if 0 < counts[i] < full]
+        pixels, scale, shift = self.pixels[image], self.scale[image], self.shift[image]
 
         def one(i: int) -> np.ndarray:
-            out: np.ndarray = cv2.inpaint(pixels[idx[i]], hidden[i], INPAINT_RADIUS, self.method)
+            out: np.ndarray = cv2.inpaint(pixels, hidden[i], INPAINT_RADIUS, self.method)
             return out
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(todo)))) as pool:
-            done = dict(zip(todo, pool.map(one, todo)))
-        out = self.shown[images].clone()
-        for i, p in done.items():
-            painted = torch.from_numpy(p.reshape(*p.shape[:2], -1)).to(out.device).permute(2, 0, 1)
-            b = idx[i]
-            out[i] = ((painted.to(self.scale.dtype) - self.shift[b]) / self.scale[b]).to(out.dtype)
-        for i in range(len(idx)):
-            if counts[i] == full:
-                out[i] = self.means[idx[i]].expand_as(out[i])
+            done = list(pool.map(one, todo))
+        out = self.shown[image].expand(len(counts), *self.shown.shape[1:]).clone()
+        if done:
+            painted = torch.from_numpy(np.stack(done).reshape(len(done), *pixels.shape)).to(out.device)
+            back = (painted.permute(0, 3, 1, 2).to(scale.dtype) - shift) / scale
+            out[torch.tensor(todo, device=out.device)] = back.to(out.dtype)
+        out[torch.from_numpy(counts == full).to(out.device)] = self.means[image].to(out.dtype)
         return out
 
 

@@ -274,14 +274,13 @@ class PartitionSHAP(Explainer):
 
             def chunk(start: int, stop: int) -> torch.Tensor:
                 parts, i = [], start
-                while i < stop:  # runs of one image share its tree
+                while i < stop:  # runs of one image: its tree and its fill
                     j = i
                     while j < stop and images[j] == images[i]:
                         j += 1
-                    parts.append(trees[images[i]].keep(coalitions[i:j], device))
+                    parts.append(masking(trees[images[i]].keep(coalitions[i:j], device), images[i]))
                     i = j
-                z = masking(torch.cat(parts), idx[start:stop])
-                out = runner.forward(z)
+                out = runner.forward(torch.cat(parts) if len(parts) > 1 else parts[0])
                 rows = idx[start:stop] * k
                 return torch.stack([scorer.scores(out, rows + j)[0] for j in range(k)], 1).detach()
 
