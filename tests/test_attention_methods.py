@@ -230,3 +230,13 @@ def test_windowed_attention_is_refused_with_the_shapes():
     assert [(c.kind, c.module.rsplit(".", 3)[-3]) for c in att.calls] == [("softmax", "window_attention"),
                                                                          ("softmax", "grid_attention")]
     assert [tuple(c.probs.shape) for c in att.calls] == [(4, 2, 4, 4), (4, 2, 4, 4)]   # 4 windows, 2 heads
+
+
+def test_gradient_methods_work_under_the_users_no_grad_and_inference_mode():
+    model, x = tiny_vit(), images(2)
+    for cls in (xt.TransformerAttribution, xt.LeGrad):
+        expect = cls(model)(x, target=1)
+        with torch.inference_mode():
+            torch.testing.assert_close(cls(model)(x, target=1), expect)
+        with torch.no_grad():
+            torch.testing.assert_close(cls(model)(x, target=1), expect)

@@ -78,8 +78,7 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, defau
     return args[i] if len(args) > i else kwargs.get(name, default)
 
 
-def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any], training_dropout: bool = True
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """``F.scaled_dot_product_attention`` written out: ``(output, probabilities)``."""
     q, k, v = (_arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
     mask = _arg(args, kwargs, 3, "attn_mask", None)
@@ -97,7 +96,7 @@ def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any], training_dropout: bool 
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
     probs = logits.softmax(dim=-1)
-    used = F.dropout(probs, p) if p > 0 and training_dropout else probs
+    used = F.dropout(probs, p) if p > 0 else probs
     return used @ v, probs
 
 
