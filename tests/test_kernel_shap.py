@@ -323,3 +323,13 @@ def test_bad_background(sharp, x16):
         with pytest.raises(xt.XaiError, match=match):
             KernelSHAP(model, background=bg)(x16, segments=seg)
     assert model.sizes == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path; CI has none)")
+def test_background_on_cuda(x16):
+    seg, bg = grid(16, 16, 2, 2), _background()
+    cpu = KernelSHAP(Scaled(), background=bg).explain(x16, segments=seg)
+    gpu = KernelSHAP(Scaled().cuda(), background=bg, batch_size=5).explain(x16, segments=seg)
+    assert gpu.weights.device.type == "cpu"
+    torch.testing.assert_close(gpu.weights, cpu.weights, rtol=1e-4, atol=1e-6)

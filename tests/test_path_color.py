@@ -133,3 +133,15 @@ def test_bad_paths(pixels):
     assert model.sizes == []
     assert "path='saturation'" in repr(xt.IntegratedGradients(model, path="saturation"))
     assert "path=" not in repr(xt.IntegratedGradients(model))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU path; CI has none)")
+def test_cuda_matches_cpu(pixels):
+    model = Smooth()
+    x = to_model(pixels)
+    cpu = xt.IntegratedGradients(model, steps=32, path="luminosity", normalize=NORM).explain(x, target=1)
+    gpu = xt.IntegratedGradients(Smooth().cuda(), steps=32, path="luminosity", normalize=NORM).explain(x, target=1)
+    assert gpu.attributions.device.type == "cpu"
+    torch.testing.assert_close(gpu.attributions, cpu.attributions, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(gpu.delta, cpu.delta, rtol=1e-5, atol=1e-9)
