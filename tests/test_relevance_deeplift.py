@@ -233,13 +233,13 @@ def test_reused_and_functional_relus_get_per_call_multipliers_unlike_captum(func
     expect = per_call_reference(net, X, B, target)
     close(res.attributions, expect, 1e-10)
     assert res.rule_calls == {"relu": 3} and res.delta.abs().max() < 1e-12
-    try:
-        ref, delta = _captum(CaptumDeepLift, net, inputs=X, baselines=B, target=target, return_convergence_delta=True)
-    except RuntimeError as err:  # Captum refuses some reused modules outright
-        assert "used more than once" in str(err)
-    else:  # or returns other values, which break its own summation-to-delta
-        assert (ref - expect).abs().max() > 1e-3 * expect.abs().max()
-        assert delta.abs().max() > 1e-6
+    if not functional:  # Captum 0.9 refuses a ReLU module called more than once
+        with pytest.raises(RuntimeError, match="used more than once"):
+            _captum(CaptumDeepLift, net, inputs=X, baselines=B, target=target)
+        return
+    # functional ReLUs get the plain gradient in Captum: other values, its own summation broken
+    ref, delta = _captum(CaptumDeepLift, net, inputs=X, baselines=B, target=target, return_convergence_delta=True)
+    assert (ref - expect).abs().max() > 0.1 * expect.abs().max() and delta.abs().max() > 1e-3
 
 
 def test_summation_to_delta_in_float32_and_batch_size_and_k_targets(small):
