@@ -58,3 +58,23 @@ def test_explain_transformer_errors(tmp_path, capsys):
     err = error("--model", f"hf:{_config(tmp_path)}", "--layer", "classifier", "--method", "gradcam")
     assert "gradcam: the output of layer 'classifier' is a" in err and "choose a layer before the pooling" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_layer_attribution_on_vit_tokens(tmp_path, capsys):
+    import xai_torch as xt
+    from xai_torch import zoo
+    from xai_torch.models import load_image, load_model
+
+    out, photo = tmp_path / "out", _photo(tmp_path)
+    torch.manual_seed(0)
+    assert cli.main(["explain", photo, "--model", "timm:test_vit", "--method", "gradient", "--target", "2",
+                     "--layer-attribution", "blocks.0", "--device", "cpu", "--out", str(out)]) == 0
+    la = json.loads((out / "summary.json").read_text())["layer_attribution"]
+    info = la["images"]["noise"]["gradient"]
+    assert la["shape"] == [197, 64] and len(info["channels"]) == 64  # channels, not tokens
+    assert info["map_shape"] == [14, 14] and (out / info["map"]).is_file()  # the 196 patch tokens on their grid
+    torch.manual_seed(0)  # the same random model: the channels are the tokens' sums of the layer gradient
+    lm = load_model("timm:test_vit")
+    x = lm.to_input([zoo.center_crop(load_image(photo)[1])])
+    ref = xt.Gradient(lm.model, layer="blocks.0")(x, target=2)
+    torch.testing.assert_close(torch.tensor(info["channels"]), ref[0].double().sum(0).float(), rtol=1e-4, atol=1e-7)

@@ -34,7 +34,7 @@ import torch
 from .. import viz
 from ..errors import XaiError
 from ..files import atomic_write
-from ..layers import find_layer
+from ..layers import auto_reshape, find_layer
 from ..presets import METHODS, MethodSpec, explainer_classes
 
 __all__ = ["LayerPlan", "layer_methods", "plan_layer", "takes_layer"]
@@ -46,6 +46,8 @@ NO_MATPLOTLIB = ("the per-channel bar charts need matplotlib, which is not insta
 
 def takes_layer(spec: MethodSpec) -> bool:
     """Whether the method's explainer (the wrapped one for SmoothGrad) attributes to a layer (``layer_input=``)."""
+    if spec.layer:  # the CAM family: its layer= is the CAM layer (--layer), and its maps are its pictures
+        return False
     cls = explainer_classes()[spec.wraps or spec.cls]
     return "layer_input" in inspect.signature(cls.__init__).parameters
 
@@ -91,7 +93,11 @@ class LayerPlan:
         entry["seconds"][method] = round(time.perf_counter() - start, 3)
         a = a.detach().to("cpu", torch.float64)
         entry["shape"] = list(a.shape[1:])
-        channels = a.flatten(2).sum(2) if a.ndim > 2 else a  # (B, C)
+        grid = _on_grid(model, self.layer, a)  # (B, C, H, W): tokens and channels-last maps laid out
+        if a.ndim == 3:  # (B, T, C) tokens: each channel summed over every token, prefix tokens included
+            channels = a.sum(1)
+        else:
+            channels = grid.flatten(2).sum(2) if grid is not None else a.flatten(2).sum(2) if a.ndim > 2 else a
         for i, name in enumerate(names):
             info: dict[str, Any] = {"channels": channels[i].tolist(), "chart": None, "map": None, "map_shape": None}
             order = channels[i].abs().argsort(descending=True, stable=True)[:5].tolist()
@@ -102,10 +108,22 @@ class LayerPlan:
                 buf = io.BytesIO()
                 fig.savefig(buf, format="png", dpi=100)
                 atomic_write(stage / info["chart"], buf.getvalue())
-            if a.ndim == 4:  # (B, C, H, W): the map over the layer's positions
-                info["map"], info["map_shape"] = f"{name}_{method}_layer_map.png", list(a.shape[2:])
-                viz.save_png(stage / info["map"], layer_map(a[i].sum(0)))
+            if grid is not None:  # (B, C, H, W): the map over the layer's positions
+                info["map"], info["map_shape"] = f"{name}_{method}_layer_map.png", list(grid.shape[2:])
+                viz.save_png(stage / info["map"], layer_map(grid[i].sum(0)))
             entry["images"].setdefault(name, {})[method] = info
+
+
+def _on_grid(model: torch.nn.Module, layer: str, a: torch.Tensor) -> Optional[torch.Tensor]:
+    """Layer attributions as ``(B, C, H, W)`` by the CAM family's automatic reshape
+    (:class:`~xai_torch.layers.AutoReshape`: a ViT's tokens less its prefix tokens on the patch
+    grid, Swin's channels-last maps permuted), or None when they are no map."""
+    if a.ndim not in (3, 4):
+        return None
+    try:
+        return auto_reshape(model, [find_layer(model, layer, "--layer-attribution")])(a)
+    except XaiError:
+        return None
 
 
 def layer_map(spatial: torch.Tensor, size: int = 224) -> np.ndarray:
