@@ -154,6 +154,12 @@ def test_first_layer_gets_the_composite_first_rule_and_batchnorm_is_merged():
     res = xt.LRP(net, "epsilon_plus_flat").explain(torch.randn(1, 3, 8, 8))
     assert res.rules == {"0": "Flat(stabilizer=1e-06)", "3": "ZPlus(stabilizer=1e-06)", "7": "Epsilon(epsilon=1e-06)"}
     assert res.merged_batchnorms == 2
+    # relevance at a conv whose BatchNorm is merged: the LayerTap's copy of its output still merges
+    x = torch.randn(1, 3, 8, 8)
+    at_conv = xt.LRP(net, "epsilon_plus_flat", layer="3").explain(x)
+    at_bn = xt.LRP(net, "epsilon_plus_flat", layer="4").explain(x)
+    assert at_conv.merged_batchnorms == at_bn.merged_batchnorms == 2
+    torch.testing.assert_close(at_conv.attributions, at_bn.attributions)
 
 
 def test_activation_without_rule_warns_naming_it():

@@ -144,3 +144,49 @@ def test_reused_and_functional_layers_equal_the_per_call_reference(functional, n
     res = xt.LRP(model, name, normalize=(MEAN, STD)).explain(x, t)
     assert list(res.rules) == ["stem", "conv", "conv#2", "head"]      # F.linear(h, head.weight) is "head"
     close(res.attributions, _zennit(_Unrolled(model).eval(), x, t, name), rtol=1e-5)
+
+
+class _MBConv(nn.Module):
+    """MobileNet / EfficientNet-Lite's block: expand, depthwise (groups = channels), project,
+    BatchNorm after each, ReLU6, and a residual addition (zennit's ``Sum`` module for zennit,
+    ``a + b`` for ours: the same sum)."""
+
+    def __init__(self, zennit_sum: bool):
+        super().__init__()
+        from zennit.layer import Sum
+
+        bn = nn.BatchNorm2d
+        self.stem, self.bn_s = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), bn(8)
+        self.expand, self.bn0 = nn.Conv2d(8, 16, 1, bias=False), bn(16)
+        self.depthwise, self.bn1 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False), bn(16)
+        self.project, self.bn2 = nn.Conv2d(16, 8, 1, bias=False), bn(8)
+        self.act, self.pool, self.fc = nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Linear(8, 5)
+        self.sum = Sum() if zennit_sum else None
+
+    def forward(self, x):
+        x = self.act(self.bn_s(self.stem(x)))
+        h = self.act(self.bn0(self.expand(x)))
+        h = self.act(self.bn1(self.depthwise(h)))
+        h = self.bn2(self.project(h))
+        h = self.sum(torch.stack([h, x], dim=-1)) if self.sum is not None else h + x
+        return self.fc(self.pool(h).flatten(1))
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["epsilon_plus_flat", "epsilon_gamma_box"])
+def test_depthwise_relu6_block_matches_zennit(name):
+    torch.manual_seed(0)
+    ours_model = calibrate(_MBConv(False), 16)
+    for m in ours_model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.0             # see test_resnet18_matches_zennit_with_its_canonizer
+    theirs = _MBConv(True)
+    theirs.load_state_dict(ours_model.state_dict())
+    theirs.eval()
+    for m in theirs.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.0
+    x, t = _x(2, 16), torch.tensor([1, 4])
+    res = xt.LRP(ours_model, name, normalize=(MEAN, STD)).explain(x, t)
+    assert res.merged_batchnorms == 4
+    close(res.attributions, _zennit(theirs, x, t, name, [SequentialMergeBatchNorm()]))

@@ -229,6 +229,8 @@ _SPECS = (
                calls=lambda kw, channels: Calls(int(kw["masks"]), 0)),
     # DeepLiftShap is not here: it needs a background the command line cannot give
     MethodSpec("deeplift", "DeepLift", "relevance", "diverging", calls=_grads(2), aliases=("deep_lift",)),
+    MethodSpec("lrp", "LRP", "relevance", "diverging", {"composite": "epsilon_plus_flat"},
+               aliases=("lrp_epsilon_plus_flat", "layerwise_relevance_propagation")),
     # transformers only (the attention the packaged CNN does not have): not in the default demo
     MethodSpec("attention_rollout", "AttentionRollout", "attention", "map", demo=None,
                budget="not in the default demo (a transformer method; the packaged model is a CNN)",

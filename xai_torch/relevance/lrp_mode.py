@@ -39,8 +39,10 @@ _POOL = {f for f in (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_po
                      F.adaptive_avg_pool3d) if f is not None}
 _ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__}
 _IADD = {torch.Tensor.add_, torch.Tensor.__iadd__}
+_COPIES: set[Any] = {torch.clone, torch.Tensor.clone, torch.Tensor.contiguous}
 _NONNEG_KEEPING = {f for f in (F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.flatten, torch.Tensor.flatten,
-                               torch.Tensor.view, torch.Tensor.reshape, torch.reshape, F.dropout) if f is not None}
+                               torch.Tensor.view, torch.Tensor.reshape, torch.reshape, F.dropout) if f is not None} \
+    | _COPIES
 
 
 def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any = None) -> Any:
@@ -187,10 +189,16 @@ class LRPMode(RectifierMode):
                     return out
         calls = self.calls
         out = super().__torch_function__(func, types, args, kwargs)
-        if isinstance(out, torch.Tensor) and (self.calls != calls or (
-                func in _NONNEG_KEEPING and self._is_nonneg(_arg(args, kwargs, 0, "input")))):
+        if not isinstance(out, torch.Tensor):
+            return out
+        src = _arg(args, kwargs, 0, "input")
+        if self.calls != calls or (func in _NONNEG_KEEPING and self._is_nonneg(src)):
             # a rectifier's output (lower bound 0), or max pooling of one; until changed in place
             self._nonneg[id(out)] = (out, out._version)
+        if func in _COPIES and isinstance(src, torch.Tensor):
+            seen = self._outputs.get(id(src))
+            if seen is not None and seen[0] is src:   # a layer's output, copied (a LayerTap's clone)
+                self._outputs[id(out)] = (out, seen[1])
         return out
 
     def _is_nonneg(self, x: Any) -> bool:
