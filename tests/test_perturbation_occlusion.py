@@ -156,7 +156,7 @@ def test_occlusion_bad_input_raises_before_any_model_call(small, small_x):
     with pytest.raises(xt.XaiError, match="target"):
         Occlusion(model, 4)(small_x, target=[0, 1])
     with pytest.raises(xt.XaiError, match="accepts"):
-        Occlusion(model, 4)(small_x, baseline=0.0)
+        Occlusion(model, 4)(small_x, baselines=0.0)  # Captum's name: ours is baseline=
     assert model.sizes == []
     with pytest.raises(xt.XaiError, match="out of range"):
         Occlusion(model, 4)(small_x, target=9)

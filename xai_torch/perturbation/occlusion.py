@@ -84,6 +84,12 @@ class Occlusion(PerturbationExplainer):
             ``(C, H, W)`` / ``(1, C, H, W)`` (e.g. a per-channel ``(C, 1, 1)`` colour).
         model, batch_size, progress: see :mod:`xai_torch.explainer`.
 
+    Call arguments:
+        baseline: what the window is set to in this call, instead of ``value`` (Captum's
+            ``baselines``): a number, a tensor broadcastable to one image, or a per-image
+            ``(B, C, H, W)`` tensor (``(B, C, 1, 1)`` too): image ``i``'s windows take
+            ``baseline[i]``.
+
     Returns:
         ``(B, C, H, W)`` attributions, signed (``(B, K, C, H, W)`` for ``(B, K)`` targets). The
         target score is the target's (the logit for class targets, as Captum); argmax targets
@@ -98,6 +104,8 @@ class Occlusion(PerturbationExplainer):
         >>> occ = xt.Occlusion(model, window=(3, 16, 16), stride=8, batch_size=128)
         >>> attr = occ(x, target=281)                      # (B, 3, 224, 224)
     """
+
+    call_keywords: tuple[str, ...] = ("baseline",)
 
     def __init__(self, model: Any, window: Any, stride: Any = None, value: Any = 0.0, *,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
@@ -129,24 +137,35 @@ class Occlusion(PerturbationExplainer):
         counts = tuple(-(-(d - a) // s) + 1 for a, s, d in zip(win, st, dims))
         return win, st, counts
 
+    @staticmethod
+    def _fill(value: Any, xd: torch.Tensor, name: str) -> tuple[Union[float, torch.Tensor], bool]:
+        """``value`` (a number, or a 4-D tensor on ``xd``'s device and dtype) and whether it
+        holds one fill per image (``(B, ...)``)."""
+        value = _check_value(value) if name == "baseline" else value
+        if not isinstance(value, torch.Tensor):
+            return value, False
+        b, one = xd.shape[0], (1, *xd.shape[1:])
+        value = value.reshape((1,) * (4 - value.ndim) + tuple(value.shape))
+        per_image = b > 1 and value.shape[0] == b and name == "baseline"
+        try:
+            ok = torch.broadcast_shapes(tuple(value.shape[1:]), one[1:]) == one[1:]  # type: ignore[no-untyped-call]
+        except RuntimeError:
+            ok = False
+        if not ok or (value.shape[0] != 1 and not per_image):
+            each = f", or one per image ({b}, C, H, W) / ({b}, C, 1, 1)" if name == "baseline" else ""
+            raise XaiError(f"{name} of shape {tuple(value.shape)} does not broadcast to one image {one[1:]}; "
+                           f"give a number, (C, H, W), (C, 1, 1) or (1, C, H, W){each}.")
+        return value.to(device=xd.device, dtype=xd.dtype), per_image
+
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
-                 **kwargs: Any) -> OcclusionExplanation:
+                 baseline: Any = None, **kwargs: Any) -> OcclusionExplanation:
         run = self.runner(x, target)
         device = run.device
         xd = run.place(x)
         b = xd.shape[0]
         win, st, counts = self.geometry(xd.shape)
-        value = self.value
-        if isinstance(value, torch.Tensor):
-            one = (1, *xd.shape[1:])
-            try:
-                ok = torch.broadcast_shapes(tuple(value.shape), one) == one  # type: ignore[no-untyped-call]
-            except RuntimeError:
-                ok = False
-            if not ok:
-                raise XaiError(f"value of shape {tuple(value.shape)} does not broadcast to one image {one[1:]}; "
-                               "give a number, (C, H, W), (C, 1, 1) or (1, C, H, W).")
-            value = value.to(device=device, dtype=xd.dtype).reshape((1,) * (4 - value.ndim) + tuple(value.shape))
+        value, per_image = self._fill(self.value if baseline is None else baseline, xd,
+                                      "value" if baseline is None else "baseline")
         # one interval matrix per dim: the (c, h, w) box of position (i, j, l) is their outer product
         boxes = [_intervals(n, d, s, a, device) for n, d, s, a in zip(counts, xd.shape[1:], st, win)]
         n_win = math.prod(counts)
@@ -159,7 +178,7 @@ class Occlusion(PerturbationExplainer):
             img, pos = idx // n_win, idx % n_win
             ic, ih, iw = pos // nh_nw, (pos // counts[2]) % counts[1], pos % counts[2]
             mask = boxes[0][ic][:, :, None, None] & boxes[1][ih][:, None, :, None] & boxes[2][iw][:, None, None, :]
-            z = torch.where(mask, value, xd[img])
+            z = torch.where(mask, value[img] if per_image else value, xd[img])  # type: ignore[index]
             return score_columns(target, run.forward(z), img, k)[0]
 
         scores = run.map(occluded, b * n_win)
