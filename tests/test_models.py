@@ -110,3 +110,23 @@ def test_timm_and_hf_errors(tmp_path):
         load_model(f"hf:{tmp_path / 'odd.json'}")
     with pytest.raises(XaiError, match=r"unknown model 'timm:'.*timm:NAME.*hf:PATH"):
         load_model("timm:")
+
+
+def test_timm_and_transformers_are_optional(monkeypatch, tmp_path):
+    import ast
+    import pathlib
+    import sys
+
+    import xai_torch
+
+    for path in pathlib.Path(xai_torch.__file__).parent.rglob("*.py"):  # imported inside functions only
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("timm", "transformers") for n in names), path
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` now raises ImportError
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(XaiError, match="needs timm: pip install timm"):
+        load_model("timm:vit_tiny_patch16_224")
+    with pytest.raises(XaiError, match="needs transformers: pip install transformers"):
+        load_model(f"hf:{_hf_config(tmp_path)}")
