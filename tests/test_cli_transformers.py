@@ -37,16 +37,6 @@ def test_explain_a_hugging_face_vit_from_a_config(tmp_path, capsys):
     assert summary["images"]["noise"]["target"] == 3
 
 
-def test_explain_a_timm_vit_with_the_attention_methods(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert cli.main(["explain", _photo(tmp_path), "--model", "timm:test_vit", "--num-classes", "5", "--method",
-                     "rollout,chefer,gradcam", "--layer", "blocks.0", "--device", "cpu", "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["layer"] == "blocks.0" and len(summary["images"]["noise"]["predictions"]) == 5
-    assert list(summary["methods"]) == ["attention_rollout", "transformer_attribution", "gradcam"]
-    assert {m["family"] for m in summary["methods"].values()} == {"attention", "cam"}
-
-
 def test_explain_transformer_errors(tmp_path, capsys):
     def error(*args) -> str:
         assert cli.main(["explain", _photo(tmp_path), *args, "--out", str(tmp_path / "out")]) == 2
@@ -60,21 +50,26 @@ def test_explain_transformer_errors(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_layer_attribution_on_vit_tokens(tmp_path, capsys):
+def test_explain_a_timm_vit_with_attention_methods_and_layer_attribution(tmp_path, capsys):
     import xai_torch as xt
     from xai_torch import zoo
     from xai_torch.models import load_image, load_model
 
     out, photo = tmp_path / "out", _photo(tmp_path)
     torch.manual_seed(0)
-    assert cli.main(["explain", photo, "--model", "timm:test_vit", "--method", "gradient", "--target", "2",
+    assert cli.main(["explain", photo, "--model", "timm:test_vit", "--num-classes", "5", "--method",
+                     "rollout,chefer,gradcam,gradient", "--target", "2", "--layer", "blocks.0",
                      "--layer-attribution", "blocks.0", "--device", "cpu", "--out", str(out)]) == 0
-    la = json.loads((out / "summary.json").read_text())["layer_attribution"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer"] == "blocks.0" and len(summary["images"]["noise"]["predictions"]) == 5
+    assert list(summary["methods"]) == ["attention_rollout", "transformer_attribution", "gradcam", "gradient"]
+    assert {m["family"] for m in summary["methods"].values()} == {"attention", "cam", "gradient"}
+    la = summary["layer_attribution"]
     info = la["images"]["noise"]["gradient"]
-    assert la["shape"] == [197, 64] and len(info["channels"]) == 64  # channels, not tokens
+    assert la["methods"] == ["gradient"] and la["shape"] == [197, 64] and len(info["channels"]) == 64  # not tokens
     assert info["map_shape"] == [14, 14] and (out / info["map"]).is_file()  # the 196 patch tokens on their grid
     torch.manual_seed(0)  # the same random model: the channels are the tokens' sums of the layer gradient
-    lm = load_model("timm:test_vit")
+    lm = load_model("timm:test_vit", num_classes=5)
     x = lm.to_input([zoo.center_crop(load_image(photo)[1])])
     ref = xt.Gradient(lm.model, layer="blocks.0")(x, target=2)
     torch.testing.assert_close(torch.tensor(info["channels"]), ref[0].double().sum(0).float(), rtol=1e-4, atol=1e-7)
