@@ -112,13 +112,18 @@ def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple
     return rest.pop("input", None), (), rest
 
 
-def _rescale(dz: torch.Tensor, dy: torch.Tensor, deriv: Callable[[], torch.Tensor], eps: float) -> torch.Tensor:
+def _has_small(dz: torch.Tensor, eps: float) -> bool:
+    """Whether some ``|dz| < eps`` (one reduction, no mask)."""
+    return dz.numel() > 0 and float(torch.linalg.vector_norm(dz, float("-inf"))) < eps
+
+
+def _rescale(dz: torch.Tensor, dy: torch.Tensor, deriv: Callable[[], torch.Tensor], eps: float,
+             small: Optional[bool] = None) -> torch.Tensor:
     """``dy / dz`` (``dy`` is overwritten), ``deriv()`` where ``|dz| < eps`` (computed only when
-    there is such an element)."""
+    there is such an element; ``small`` says whether there is, when known)."""
     m = dy.div_(dz)
-    small = dz.abs() < eps
-    if bool(small.any()):
-        m = torch.where(small, deriv().to(m.dtype), m)
+    if _has_small(dz, eps) if small is None else small:
+        m = torch.where(dz.abs() < eps, deriv().to(m.dtype), m)
     return m
 
 
@@ -131,7 +136,7 @@ class _Elementwise(torch.autograd.Function):
         dz = z[:n] - z[n:]
         # an in-place call overwrites z_x: then its gradient is taken first, where it is needed
         zx = z[:n]
-        if inplace and bool((dz.abs() < eps).any()):
+        if inplace and _has_small(dz, eps):
             zx = deriv(zx)
             deriv = lambda d: d  # noqa: E731
         y = call()
@@ -150,32 +155,33 @@ class _Elementwise(torch.autograd.Function):
 
 class _MaxPool(torch.autograd.Function):
     """Captum's maxpool rule on ``[z_x; z_b]`` (a documented equivalent: the unpooling is the
-    pooling's own vector-Jacobian product, so every max pooling form is covered)."""
+    pooling's own vector-Jacobian product, so every max pooling form is covered). The pooling
+    runs once, in a graph of its own whose backward does the unpooling."""
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, call: Callable[[torch.Tensor], torch.Tensor], n: int,
                 eps: float) -> torch.Tensor:
-        y = call(z)
-        ctx.call, ctx.n, ctx.eps = call, n, eps
-        ctx.save_for_backward(z, y)
+        with torch.enable_grad():
+            leaf = z.detach().requires_grad_(True)
+            out = call(leaf)
+        y = out.detach()
+        top = torch.maximum(y[:n], y[n:])
+        # the image's maxima take max(y_x, y_b) - y_b, the baseline's y_x - max(y_x, y_b)
+        ctx.graph, ctx.shares, ctx.dz, ctx.eps = (leaf, out), (top - y[n:], y[:n] - top), z[:n] - z[n:], eps
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None, None]:
-        z, y = ctx.saved_tensors
-        n = ctx.n
+        (leaf, out), (up, down), dz = ctx.graph, ctx.shares, ctx.dz
+        n = dz.shape[0]
         gx = grad[:n]
-        top = torch.maximum(y[:n], y[n:])
+        small = _has_small(dz, ctx.eps)
         with torch.enable_grad():
-            leaf = z.detach().requires_grad_(True)
-            out = ctx.call(leaf)
-            # the image's maxima take max(y_x, y_b) - y_b, the baseline's y_x - max(y_x, y_b)
-            (routed,) = torch.autograd.grad(out, leaf, torch.cat([gx * (top - y[n:]), gx * (y[:n] - top)]),
-                                            retain_graph=True)
-            dz = z[:n] - z[n:]
+            (routed,) = torch.autograd.grad(out, leaf, torch.cat([gx * up, gx * down]), retain_graph=small)
             plain = lambda: torch.autograd.grad(out, leaf, torch.cat([gx, torch.zeros_like(gx)]))[0][:n]  # noqa: E731
-            gin = _rescale(dz, routed[:n] + routed[n:], plain, ctx.eps)
+            gin = _rescale(dz, routed[:n] + routed[n:], plain, ctx.eps, small)
+        ctx.graph = ctx.shares = ctx.dz = None
         return torch.cat([gin, torch.zeros_like(gin)]), None, None, None
 
 
