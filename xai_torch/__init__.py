@@ -19,7 +19,11 @@ from .attention import (
 from .backprop import BackpropExplanation, Deconvnet, GuidedBackprop
 from .cam import (
     CAM,
+    AblationCAM,
     CAMExplanation,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
     GradCAM,
     GradCAMPlusPlus,
     GuidedGradCAM,
@@ -72,7 +76,11 @@ __all__ = [
     "TransformerAttribution",
     "capture_attention",
     "CAM",
+    "AblationCAM",
     "CAMExplanation",
+    "EigenCAM",
+    "EigenGradCAM",
+    "FullGrad",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedGradCAM",

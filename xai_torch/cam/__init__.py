@@ -1,5 +1,6 @@
-"""The CAM family on hooks: CAM, Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM, Score-CAM
-(Guided Grad-CAM lives next to guided backpropagation, in :mod:`xai_torch.backprop`).
+"""The CAM family on hooks: CAM, Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM, Score-CAM,
+EigenCAM, EigenGradCAM, Ablation-CAM, FullGrad (Guided Grad-CAM lives next to guided
+backpropagation, in :mod:`xai_torch.backprop`).
 
 Every variant shares :class:`~xai_torch.cam.base.LayerCAMBase`: one forward pass with a forward
 hook on each target layer (the hook keeps the layer output and hands the rest of the network a
@@ -34,14 +35,21 @@ Args:
     output_index: for a layer returning a tuple, which member (default: its first tensor).
     unreachable: ``"raise"`` (default) or ``"zero"``: a layer the target does not depend on
         gets a zero map and a warning. See :mod:`xai_torch.cam.options`.
+    eigen_smooth: each layer's map is the first principal component of its weighted
+        activations instead of their sum (pytorch-grad-cam's ``eigen_smooth``).
+    aug_smooth: the mean of the min-max scaled maps of six augmented inputs (flip x scale 0.9,
+        1, 1.1; pytorch-grad-cam's ``aug_smooth``). See :mod:`xai_torch.cam.smooth`.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from ..layers import swin_reshape, tokens_to_grid, vit_reshape
+from .ablation import AblationCAM
 from .base import CAMExplanation, LayerCAMBase
 from .cam import CAM
+from .eigen import EigenCAM, EigenGradCAM
+from .fullgrad import FullGrad
 from .gradcam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .scorecam import ScoreCAM
 
@@ -56,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CAM", "CAMExplanation", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM", "HiResCAM", "LayerCAM",
+    "AblationCAM", "CAM", "CAMExplanation", "EigenCAM", "EigenGradCAM", "FullGrad", "GradCAM", "GradCAMPlusPlus",
+    "GuidedGradCAM", "HiResCAM", "LayerCAM",
     "LayerCAMBase", "ScoreCAM", "XGradCAM", "swin_reshape", "tokens_to_grid", "vit_reshape",
 ]

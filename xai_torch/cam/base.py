@@ -27,6 +27,7 @@ from ..runner import ModelRunner, result_dtype
 from ..targets import Target
 from .options import CAMOptions
 from .options import take as take  # re-exported: the other layer methods import it from here
+from .smooth import AUGMENTATIONS, augmented_mean, first_component
 
 
 @dataclass
@@ -124,8 +125,12 @@ class LayerCAMBase(Explainer):
                  reshape: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None, relu: bool = True,
                  interpolation: str = "bilinear", layer_input: bool = False, output_index: Optional[int] = None,
-                 unreachable: str = "raise") -> None:
+                 unreachable: str = "raise", eigen_smooth: bool = False, aug_smooth: bool = False) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
+        for name, flag in (("eigen_smooth", eigen_smooth), ("aug_smooth", aug_smooth)):
+            if not isinstance(flag, bool):
+                raise XaiError(f"{name} must be True or False; got {describe(flag)}.")
+        self.eigen_smooth, self.aug_smooth = eigen_smooth, aug_smooth
         self.options = CAMOptions(relu=relu, interpolation=interpolation, layer_input=layer_input,
                                   output_index=output_index, unreachable=unreachable)
         if not isinstance(model, nn.Module):
@@ -150,6 +155,8 @@ class LayerCAMBase(Explainer):
         names = [n for n, _ in self.layers]
         return {"layer": names[0] if len(names) == 1 else names, "upsample": self.upsample,
                 **({"call": self.call} if self.call is not None else {}), **self.options.config(),
+                **({"eigen_smooth": True} if self.eigen_smooth else {}),
+                **({"aug_smooth": True} if self.aug_smooth else {}),
                 **super()._config()}
 
     # -- what a variant overrides --------------------------------------------------------
@@ -163,11 +170,31 @@ class LayerCAMBase(Explainer):
         if grads is None:
             raise TypeError(f"{type(self).__name__}.layer_map needs gradients")
         w = self.channel_weights(acts, grads)
-        return (w[:, :, None, None] * acts).sum(1, keepdim=True), w
+        return self.combine(w[:, :, None, None] * acts), w
+
+    def combine(self, weighted: torch.Tensor) -> torch.Tensor:
+        """``(n, C, h, w)`` weighted activations -> the map before the ReLU ``(n, 1, h, w)``: their
+        sum over channels, or their first principal component with ``eigen_smooth``."""
+        return first_component(weighted) if self.eigen_smooth else weighted.sum(1, keepdim=True)
 
     # -- one call ----------------------------------------------------------------------------
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, details: bool = True,
                  **kwargs: Any) -> CAMExplanation:
+        if not self.aug_smooth:
+            return self._explain_once(x, target, session, details, **kwargs)
+        runs: dict[int, CAMExplanation] = {}
+
+        def once(z: torch.Tensor) -> torch.Tensor:
+            runs[len(runs)] = res = self._explain_once(z, target, session, details, **kwargs)
+            return res.attributions
+
+        mean = augmented_mean(once, x)
+        plain = runs[AUGMENTATIONS.index((False, 1.0))]
+        plain.attributions = mean
+        return plain
+
+    def _explain_once(self, x: torch.Tensor, target: Target, session: HookSession, details: bool = True,
+                      **kwargs: Any) -> CAMExplanation:
         run = self.runner(x, target)
         state = CAMState(run, LayerTap(session, self.model, self.layers, layer_inputs=self.options.layer_input))
         k = target.k or 1

@@ -30,7 +30,7 @@ class ForwardOnlyCAM(LayerCAMBase):
             a = self._grid(acts[0].detach())
             scores, classes = target.scores(out, rows)
             w = self._weights(x, rows, a, target, classes, state)
-            m = self.options.rectify((w[:, :, None, None] * a).sum(1, keepdim=True))
+            m = self.options.rectify(self.combine(w[:, :, None, None] * a))
         return ChunkMaps([m], [w], scores.detach(), classes)
 
     def _weights(self, x: Optional[torch.Tensor], rows: torch.Tensor, acts: torch.Tensor, target: Target,

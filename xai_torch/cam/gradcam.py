@@ -83,7 +83,7 @@ class HiResCAM(LayerCAMBase):
     def layer_map(self, acts: torch.Tensor,
                   grads: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         assert grads is not None
-        return (grads * acts).sum(1, keepdim=True), None
+        return self.combine(grads * acts), None
 
 
 class XGradCAM(LayerCAMBase):
@@ -107,4 +107,4 @@ class LayerCAM(LayerCAMBase):
     def layer_map(self, acts: torch.Tensor,
                   grads: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         assert grads is not None
-        return (torch.relu(grads) * acts).sum(1, keepdim=True), None
+        return self.combine(torch.relu(grads) * acts), None
