@@ -173,8 +173,8 @@ class PartitionSHAP(Explainer):
 
     Example:
         >>> ps = xt.PartitionSHAP(model, masker="inpaint_telea", normalize=(mean, std), max_evals=500)
-        >>> top4 = model(x).topk(4).indices                    # (B, 4) targets
-        >>> res = ps.explain(x, target=top4)                   # attributions (B, 4, 3, H, W)
+        >>> res = ps.explain(x, target=xt.TopK(4))           # the 4 best classes: (B, 4, 3, H, W)
+        >>> res.attributions.sum((2, 3, 4)), res.scores - res.base_values   # equal
     """
 
     call_keywords = ("segments", "image")
