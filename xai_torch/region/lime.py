@@ -111,7 +111,8 @@ def weighted_lasso(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     """Lasso with intercept and sample weights, batched (scikit-learn's ``Lasso`` with
     ``sample_weight``, Captum's ``SkLearnLasso``): minimises
     ``sum_n w_n (y_n - b - z_n . c)^2 / (2 sum_n w_n) + alpha |c|_1`` by cyclic coordinate
-    descent on the weighted Gram matrix, in float64, every image and target at once.
+    descent on the weighted Gram matrix (sweeps over the nonzero coefficients between full sweeps,
+    as glmnet), in float64, every image and target at once.
 
     Args:
         z, y, w: as :func:`weighted_ridge`.
@@ -134,17 +135,24 @@ def weighted_lasso(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     coef = torch.zeros_like(corr)
     grad = corr.clone()  # corr - gram @ coef, kept up to date
     spread = ((w[..., None] * yc**2).sum(1) / total[:, 0]).sqrt().amax(1)  # (B,) largest target std
+    root = diag.sqrt()
+    columns = gram.transpose(1, 2).contiguous()  # columns[:, j] = gram[:, :, j]
+    every = list(range(z.shape[2]))
+    active: Optional[list[int]] = None  # None: a sweep over every feature, else over the nonzero ones
     for _ in range(max_iter):
         moved = torch.zeros_like(spread)  # largest change of a prediction in the sweep
-        for j in range(z.shape[2]):
+        for j in every if active is None else active:
             rho = grad[:, j] + diag[:, j, None] * coef[:, j]  # (B, K)
             new = torch.sign(rho) * (rho.abs() - alpha).clamp(min=0) * inv[:, j, None] + 0.0  # no -0
             delta = new - coef[:, j]
             coef[:, j] = new
-            grad -= gram[:, :, j, None] * delta[:, None]
-            moved = torch.maximum(moved, (delta.abs() * diag[:, j, None].sqrt()).amax(1))
-        if bool((moved <= tol * spread).all()):
+            grad -= columns[:, j, :, None] * delta[:, None]
+            moved = torch.maximum(moved, (delta.abs() * root[:, j, None]).amax(1))
+        converged = bool((moved <= tol * spread).all())
+        if converged and active is None:  # converged on a sweep over every feature: done
             break
+        # glmnet's active set: sweep the nonzero coefficients until they settle, then check all
+        active = None if converged else (torch.nonzero((coef != 0).any(2).any(0)).flatten().tolist() or None)
     else:
         warnings.warn(f"LIME's lasso did not converge in {max_iter} sweeps; the weights are approximate.",
                       XaiWarning, stacklevel=5)
