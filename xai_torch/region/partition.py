@@ -116,14 +116,20 @@ class _Game:
         self.evals += 2 * len(batch)
         return batch
 
-    def give(self, item: tuple[Any, ...], f10: np.ndarray, f01: np.ndarray) -> None:
-        """Queue the four halves of an expanded node (shap's order and priorities)."""
-        m00, f00, f11, _, left, right, weight = item
-        w = weight / 2
-        for start, end, ctx, node in ((f00, f10, m00, left), (f00, f01, m00, right),
-                                      (f01, f11, m00 + (right,), left), (f10, f11, m00 + (left,), right)):
-            priority = -float(np.max(np.abs(end - start))) * w
-            self._push(priority, float(self.rng.standard_normal()), (ctx, start, end, node, w))
+    def give(self, items: list[tuple[Any, ...]], f10: np.ndarray, f01: np.ndarray) -> None:
+        """Queue the four halves of each expanded node (shap's order and priorities), ``f10``
+        and ``f01`` ``(n, K)`` the scores of the node's two new coalitions."""
+        f00 = np.stack([it[1] for it in items])
+        f11 = np.stack([it[2] for it in items])
+        w = np.array([it[6] for it in items]) / 2
+        change = np.stack([f10 - f00, f01 - f00, f11 - f01, f11 - f10], 1)  # (n, 4, K)
+        priority = -np.abs(change).max(2) * w[:, None]
+        tie = self.rng.standard_normal((len(items), 4))
+        for n, (m00, a, e, _, left, right, _) in enumerate(items):
+            halves = ((m00, a, f10[n], left), (m00, a, f01[n], right), (m00 + (right,), f01[n], e, left),
+                      (m00 + (left,), f10[n], e, right))
+            for j, (ctx, start, end, node) in enumerate(halves):
+                self._push(float(priority[n, j]), float(tie[n, j]), (ctx, start, end, node, float(w[n])))
 
     @property
     def done(self) -> bool:
@@ -300,8 +306,13 @@ class PartitionSHAP(Explainer):
                     continue
                 coalitions = [c for _, item in work for c in (item[0] + (item[4],), item[0] + (item[5],))]
                 f = score(coalitions, [i for i, _ in work for _ in range(2)])
-                for n, (i, item) in enumerate(work):
-                    games[i].give(item, f[2 * n], f[2 * n + 1])
+                first = 0
+                for i, g in enumerate(games):  # work is grouped by image, in image order
+                    items = [item for j, item in work if j == i]
+                    if items:
+                        n = len(items)
+                        g.give(items, f[2 * first:2 * (first + n):2], f[2 * first + 1:2 * (first + n):2])
+                        first += n
                 if bar is not None:
                     bar.update(len(coalitions))
         finally:
