@@ -67,11 +67,11 @@ def test_outputs_are_selected() -> None:
     assert select_output({"scores": t}, "scores") is t and select_output([t], lambda o: o[0]) is t
     with pytest.raises(xt.XaiError, match=r"no 'logits' \(it has 'scores'\).*output='NAME'"):
         select_output({"scores": t})
-    with pytest.raises(xt.XaiError, match="output='probs': .*no such key or attribute"):
+    with pytest.raises(xt.XaiError, match=r"(?s)select_output='probs': the model returns a Pair .* no such attribute"):
         select_output(pair, "probs")
     with pytest.raises(xt.XaiError, match="selects a NoneType|selects a None"):
         select_output(pair, "aux")
-    with pytest.raises(xt.XaiError, match="output=2 needs a tuple"):
+    with pytest.raises(xt.XaiError, match=r"(?s)select_output=2: .*with that position"):
         select_output((t,), 2)
 
 
@@ -85,6 +85,6 @@ def test_bad_arguments_are_refused() -> None:
         xt.adapt(net, output=1.5)  # type: ignore[arg-type]
     with pytest.raises(xt.XaiError, match="cannot also be a fixed keyword"):
         xt.adapt(net, input_name="pixel_values", pixel_values=X)
-    with pytest.raises(xt.XaiError, match="no such key"):
+    with pytest.raises(xt.XaiError, match=r"'probs': the model returns a dict with keys \['hidden', 'logits'\]"):
         xt.Gradient(xt.adapt(net, input_name="pixel_values", output="probs", scale=1.0))(X)
     assert dict(net.named_modules()).keys() == dict(KeywordNet().named_modules()).keys()

@@ -136,7 +136,8 @@ def test_channels_last_when_the_shape_cannot_tell() -> None:
     """(B, 8, 8, 8): Swin's patch embedding is channels-last, MaxViT's blocks channels-first."""
     from torchvision.models import swin_transformer as sw
 
-    swin = sw.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2]).eval()
+    swin = sw.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1],
+                              window_size=[2, 2]).eval()
     t = torch.randn(1, 8, 8, 8)
     assert AutoReshape(swin, [("features.0", swin.features[0])])(t).equal(t.permute(0, 3, 1, 2))
     maxvit = model("tv_maxvit")
@@ -175,3 +176,17 @@ def test_tokens_that_fit_no_grid_and_pooled_layers_are_refused() -> None:
     m = _Tokens()
     fixed = xt.GradCAM(m, layer="mix", reshape=lambda t: t[:, :16].transpose(1, 2).reshape(-1, 4, 4, 4))(X)
     assert fixed.shape == (2, 1, 32, 32)  # the explicit reshape= still overrides
+
+
+def test_hugging_face_output_objects_need_no_adapter() -> None:
+    """ViTForImageClassification takes pixel_values first and returns an ImageClassifierOutput: its
+    ``logits`` are explained, as through ``xt.adapt``."""
+    adapter = model("hf_vit")
+    raw = adapter.wrapped
+    assert not isinstance(raw(X), torch.Tensor)
+    layer = "vit.layers.1.layernorm_before"
+    for build in (lambda m: xt.GradCAM(m, layer=layer), xt.Gradient,
+                  lambda m: xt.Occlusion(m, window=(3, 16, 16), stride=(3, 16, 16))):
+        torch.testing.assert_close(build(raw)(X, target=4), build(adapter)(X, target=4), rtol=0, atol=0)
+    picked = xt.GradCAM(raw, layer=layer, select_output=lambda out: out.logits)(X, target=4)  # a user selector
+    torch.testing.assert_close(picked, xt.GradCAM(adapter, layer=layer)(X, target=4), rtol=0, atol=0)

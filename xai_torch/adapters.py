@@ -19,6 +19,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
+from . import modelio
 from .errors import XaiError, describe
 
 OutputSpec = Union[str, int, Callable[[Any], torch.Tensor]]
@@ -33,7 +34,8 @@ def select_output(out: Any, output: OutputSpec = "auto") -> torch.Tensor:
         out: what the model returned.
         output: ``"auto"``: a tensor as is, else the ``logits`` key or attribute (Hugging Face's
             output objects, dicts), else the first element of a tuple / list; another string: that
-            key or attribute; an int: that element of a tuple / list; a callable: ``output(out)``.
+            key or attribute; an int: that element of a tuple / list; a callable: ``output(out)``
+            (those three as the explainers' ``select_output=``, :func:`xai_torch.modelio.select_output`).
 
     Returns:
         The selected tensor.
@@ -46,17 +48,9 @@ def select_output(out: Any, output: OutputSpec = "auto") -> torch.Tensor:
         >>> select_output({"logits": torch.zeros(2, 10), "hidden": None}).shape
         torch.Size([2, 10])
     """
-    picked: Any
-    if callable(output):
-        picked = output(out)
-    elif isinstance(output, bool) or not isinstance(output, (str, int)):
+    if isinstance(output, bool) or not (callable(output) or isinstance(output, (str, int))):
         raise XaiError(f"output must be 'auto', a key / attribute name, an int or a callable; got {describe(output)}.")
-    elif isinstance(output, int):
-        if not isinstance(out, (tuple, list)) or not -len(out) <= output < len(out):
-            raise XaiError(f"output={output} needs a tuple or list with that element; the model returned a "
-                           f"{describe(out)}.")
-        picked = out[output]
-    elif output == "auto":
+    if isinstance(output, str) and output == "auto":
         if isinstance(out, torch.Tensor):
             return out
         picked = _field(out, "logits")
@@ -65,10 +59,8 @@ def select_output(out: Any, output: OutputSpec = "auto") -> torch.Tensor:
         if picked is _MISSING:
             raise XaiError(f"the model returned a {describe(out)} with no 'logits' ({_fields(out)}); pass "
                            "output='NAME', an index or a callable that picks the class scores.")
-    else:
-        picked = _field(out, output)
-        if picked is _MISSING:
-            raise XaiError(f"output={output!r}: the model's output has no such key or attribute ({_fields(out)}).")
+    else:  # the explainers' select_output= rule (xai_torch.modelio), with its messages
+        picked = modelio.select_output(out, output)
     if not isinstance(picked, torch.Tensor):
         raise XaiError(f"output={output!r} selects a {describe(picked)}, not a tensor of class scores.")
     return picked
