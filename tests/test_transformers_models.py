@@ -15,9 +15,7 @@ from torch import nn
 import xai_torch as xt
 from xai_torch.layers import AutoReshape, auto_reshape, patch_grid, prefix_tokens
 
-timm = pytest.importorskip("timm")
-transformers = pytest.importorskip("transformers")
-tvm = pytest.importorskip("torchvision.models")
+tvm = pytest.importorskip("torchvision.models")  # timm and transformers: skipped per test without them
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -43,13 +41,14 @@ def _tv_maxvit() -> nn.Module:
 
 
 def _timm(name: str, **kw: Any) -> nn.Module:
-    return timm.create_model(name, pretrained=False, num_classes=10, **kw)
+    return pytest.importorskip("timm").create_model(name, pretrained=False, num_classes=10, **kw)
 
 
 VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
 
 
 def hf_vit() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
     cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
                                  num_attention_heads=2, intermediate_size=32, num_labels=10)
     return xt.adapt(transformers.ViTForImageClassification(cfg), input_name="pixel_values")
