@@ -88,6 +88,15 @@ def test_gradcam_chooses_the_reshape_and_equals_the_explicit_one(name: str) -> N
     torch.testing.assert_close(auto, same, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("cls", ["GradCAMPlusPlus", "XGradCAM", "HiResCAM", "LayerCAM", "ScoreCAM"])
+@pytest.mark.parametrize("name", ["tv_vit", "tv_swin"])
+def test_the_cam_family_chooses_the_reshape(cls: str, name: str) -> None:
+    m, (_, layer, explicit) = model(name), MODELS[name]
+    auto = getattr(xt, cls)(m, layer=layer)(X, target=2)
+    assert auto.shape == (2, 1, 32, 32) and torch.isfinite(auto).all()
+    torch.testing.assert_close(auto, getattr(xt, cls)(m, layer=layer, reshape=explicit)(X, target=2), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_gradient_ig_occlusion_on_each_model(name: str) -> None:
     m = model(name)
