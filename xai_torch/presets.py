@@ -190,6 +190,17 @@ _SPECS = (
     MethodSpec("scorecam", "ScoreCAM", "cam", "map", layer=True, slow=True, demo=None,
                budget="not in the default demo (one forward per channel: 1280 per image); --full runs it",
                calls=lambda kw, channels: Calls(1 + channels, 0), aliases=("score_cam",)),
+    MethodSpec("eigencam", "EigenCAM", "cam", "map", layer=True, calls=lambda kw, channels: Calls(1, 0),
+               aliases=("eigen_cam",)),
+    MethodSpec("eigengradcam", "EigenGradCAM", "cam", "map", layer=True, aliases=("eigen_grad_cam",)),
+    # every Conv2d / BatchNorm2d with a bias (about 5x Grad-CAM's time on Lite0): --full runs it
+    MethodSpec("fullgrad", "FullGrad", "cam", "map", demo=None,
+               budget="not in the default demo (bias gradients of every conv / batch norm); --full runs it",
+               aliases=("full_grad",)),
+    # one forward per channel of the layer, as Score-CAM
+    MethodSpec("ablationcam", "AblationCAM", "cam", "map", layer=True, slow=True, demo=None,
+               budget="not in the default demo (one forward per channel: 1280 per image); --full runs it",
+               calls=lambda kw, channels: Calls(1 + channels, 0), aliases=("ablation_cam",)),
     MethodSpec("integrated_gradients", "IntegratedGradients", "path", "grayscale", {"steps": 64},
                steps=True, normalize=True, demo={"steps": 16}, budget="16 steps (full: 64)",
                calls=lambda kw, channels: Calls(2, int(kw["steps"])), aliases=("ig", "integrated_gradient")),
