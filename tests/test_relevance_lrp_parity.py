@@ -73,7 +73,7 @@ def test_vgg16_matches_zennit():
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ["epsilon_plus_flat", "epsilon_gamma_box"])   # alpha-beta: vgg11 (test time)
 def test_resnet18_matches_zennit_with_its_canonizer(name):
     # BatchNorm eps = 0: zennit's canonizer leaves each merged BatchNorm computing x / sqrt(1 + eps)
     # instead of the identity (see the test below), which drifts its forward by ~5e-6 per BatchNorm

@@ -277,7 +277,16 @@ class Flat(Rule):
         self.stabilizer = float(stabilizer)
 
     def relevance(self, call: LayerCall, x: torch.Tensor, z: Optional[torch.Tensor], r: torch.Tensor) -> torch.Tensor:
-        ones_w, ones_x = torch.ones_like(call.weight.detach()), torch.ones_like(x)
+        w = call.weight.detach()
+        ones_x = torch.ones_like(x)
+        if int(call.params.get("groups", 1)) == 1:
+            # every output channel has the same all-ones weights: one channel gives the
+            # denominator, and the backward needs the relevance summed over channels only
+            ones_w = torch.ones_like(w[:1])
+            d = call.forward(ones_x, ones_w, None)
+            s = _divide(r, d.expand_as(r), self.stabilizer)
+            return call.vjp(ones_x, ones_w, s.sum(-1 if call.kind == "linear" else 1, keepdim=True))
+        ones_w = torch.ones_like(w)
         s = _divide(r, call.forward(ones_x, ones_w, None), self.stabilizer)
         return call.vjp(ones_x, ones_w, s)
 
