@@ -130,7 +130,10 @@ def _mha(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[tuple[Any, t
         wq, wk, wv = g["q_proj_weight"], g["k_proj_weight"], g["v_proj_weight"]
     else:
         wq, wk, wv = g["in_proj_weight"].chunk(3)
-    q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+    if query is key and key is value and not g["use_separate_proj_weight"]:
+        q, k, v = F.linear(query, g["in_proj_weight"], bias).chunk(3, dim=-1)   # one packed projection
+    else:
+        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
     mask = _float_mask(mask, q)
     kpm = _float_mask(kpm, q)
     if mask is None and g["is_causal"]:
@@ -140,24 +143,28 @@ def _mha(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[tuple[Any, t
         v = torch.cat([v, g["bias_v"].repeat(1, bsz, 1)])
         mask = None if mask is None else F.pad(mask, (0, 1))
         kpm = None if kpm is None else F.pad(kpm, (0, 1))
-    q = q.reshape(tgt, bsz, heads, d).permute(1, 2, 0, 3)
-    k = k.reshape(k.shape[0], bsz, heads, d).permute(1, 2, 0, 3)
-    v = v.reshape(v.shape[0], bsz, heads, d).permute(1, 2, 0, 3)
+    # heads folded into the batch, (B * heads, T, d), as PyTorch's own need_weights path computes
+    q = q.reshape(tgt, bsz * heads, d).transpose(0, 1)
+    k = k.reshape(k.shape[0], bsz * heads, d).transpose(0, 1)
+    v = v.reshape(v.shape[0], bsz * heads, d).transpose(0, 1)
     if g["add_zero_attn"]:
-        k = torch.cat([k, k.new_zeros(bsz, heads, 1, d)], dim=2)
-        v = torch.cat([v, v.new_zeros(bsz, heads, 1, d)], dim=2)
+        k = torch.cat([k, k.new_zeros(bsz * heads, 1, d)], dim=1)
+        v = torch.cat([v, v.new_zeros(bsz * heads, 1, d)], dim=1)
         mask = None if mask is None else F.pad(mask, (0, 1))
         kpm = None if kpm is None else F.pad(kpm, (0, 1))
-    logits = (q * math.sqrt(1.0 / d)) @ k.transpose(-2, -1)
-    if mask is not None:
-        logits = logits + (mask.reshape(bsz, heads, tgt, -1) if mask.dim() == 3 else mask)
+    src = k.shape[1]
+    add = None if mask is None else mask.unsqueeze(0) if mask.dim() == 2 else mask
     if kpm is not None:
-        logits = logits + kpm.reshape(bsz, 1, 1, -1)
-    probs = logits.softmax(dim=-1)
+        pad = kpm.reshape(bsz, 1, 1, src).expand(-1, heads, -1, -1).reshape(bsz * heads, 1, src)
+        add = pad if add is None else add + pad
+    qs = q * math.sqrt(1.0 / d)
+    logits = torch.bmm(qs, k.transpose(-2, -1)) if add is None else torch.baddbmm(add, qs, k.transpose(-2, -1))
+    # the (B, heads, T, S) probabilities are the tensor the output is computed from (in the graph)
+    probs = logits.view(bsz, heads, tgt, src).softmax(dim=-1)
     p = float(g["dropout_p"]) if g["training"] else 0.0
     used = F.dropout(probs, p) if p > 0 else probs
-    out = (used @ v).permute(2, 0, 1, 3).reshape(tgt, bsz, embed)
-    out = F.linear(out, g["out_proj_weight"], g["out_proj_bias"])
+    out = torch.bmm(used.reshape(bsz * heads, tgt, src), v).transpose(0, 1).reshape(tgt * bsz, embed)
+    out = F.linear(out, g["out_proj_weight"], g["out_proj_bias"]).view(tgt, bsz, -1)
     weights: Optional[torch.Tensor] = None
     if g["need_weights"]:
         weights = used.mean(dim=1) if g["average_attn_weights"] else used
