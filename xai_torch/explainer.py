@@ -34,6 +34,13 @@ Call arguments:
         image, resolved with one forward per image). See :mod:`xai_torch.targets`. A target with an
         ``attach(model, session)`` method (``xt.NeuronTarget``) is attached once per call,
         before the first forward, in the call's hook session.
+    additional_forward_args: inputs the model takes after ``x`` and that are not attributed,
+        ``model(x, *args)`` (Captum's name): one object or a tuple. A tensor whose first dim is
+        B is per example: every model input built from image ``i`` (path points, noisy copies,
+        occluded or masked images) gets its row ``i``; anything else is passed as it is.
+        Accepted by every explainer of an ``nn.Module``; the gradient and IG families,
+        SmoothGrad, Occlusion and RISE route per-example tensors (the others raise
+        :class:`~xai_torch.XaiError` for them and pass the other objects).
 """
 from __future__ import annotations
 
@@ -45,11 +52,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
+from torch import nn
 
 from .batching import check_batch_size
 from .errors import XaiError, check_input
-from .hooks import HookSession
-from .modelio import OutputSelector, check_select_output
+from .hooks import HookSession, this_thread
+from .modelio import ForwardArgs, OutputSelector, check_select_output, model_device
 from .rules import wrapper_errors
 from .runner import ModelRunner, keep_buffers, warn_if_training
 from .targets import Target, TopK, as_target
@@ -203,9 +211,11 @@ class Explainer:
     def _run(self, x: torch.Tensor, target: Any, kwargs: dict[str, Any], details: bool) -> Explanation:
         """The call: check the arguments and the input, bind the target, run :meth:`_explain`
         in a :class:`HookSession` (buffers restored when the model is in training mode)."""
+        kwargs = dict(kwargs)
+        extra = kwargs.pop("additional_forward_args", None)
         unknown = sorted(set(kwargs) - set(self.call_keywords))
         if unknown:
-            accepted = ", ".join(("target",) + tuple(self.call_keywords))
+            accepted = ", ".join(("target",) + tuple(self.call_keywords) + ("additional_forward_args",))
             raise XaiError(
                 f"{type(self).__name__} got unexpected call argument(s) {unknown}; it accepts "
                 f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
@@ -217,6 +227,8 @@ class Explainer:
         with HookSession() as session, wrapper_errors(type(self).__name__):
             if training:
                 keep_buffers(self.model, session)
+            if extra is not None:
+                self._forward_args(extra, x4, session)
             if top is not None:  # the top-k classes of the clean images, then a (B, k) class target
                 tgt = self._coerce_target(top.resolved(self.runner(x4).top_classes(x4, top)), x4.shape[0])
             attach = getattr(tgt, "attach", None)
@@ -224,6 +236,23 @@ class Explainer:
                 attach(self.model, session)
             result = self._explain(x4, tgt, session, details=details, **kwargs)
         return result
+
+    def _forward_args(self, args: Any, x: torch.Tensor, session: HookSession) -> None:
+        """Route ``additional_forward_args`` to every model call of this call (runners made by
+        :meth:`runner` in this thread): a forward pre-hook on the model, removed with ``session``."""
+        if not isinstance(self.model, nn.Module):
+            raise XaiError(f"{type(self).__name__}: additional_forward_args needs an nn.Module model (they reach it "
+                           f"through a forward pre-hook); got {type(self.model).__name__}. Wrap it in an nn.Module.")
+        fa = ForwardArgs(args, x.shape[0], model_device(self.model, x.device), type(self).__name__)
+        session.forward_pre_hook(self.model, this_thread(fa.hook))
+        stack = self.__dict__.setdefault("_call_args", {}).setdefault(threading.get_ident(), [])
+        stack.append(fa)
+        session.callback(stack.pop)
+
+    def current_forward_args(self) -> Optional[ForwardArgs]:
+        """The ``additional_forward_args`` of this thread's running call (``None`` if none)."""
+        stack = self.__dict__.get("_call_args", {}).get(threading.get_ident())
+        return stack[-1] if stack else None
 
     def _coerce_target(self, target: Any, batch: int) -> Target:
         """The call's ``target`` as a bound :class:`Target` (methods that score probabilities
@@ -242,7 +271,7 @@ class Explainer:
         model, ``batch_size``, ``progress``; its name is the class name)."""
         return ModelRunner(self.model, batch_size=self.batch_size, progress=self.progress,
                            name=type(self).__name__, sample=x[0], target=target, device=x.device,
-                           select_output=self.select_output)
+                           select_output=self.select_output, forward_args=self.current_forward_args())
 
     @staticmethod
     def _per_image(items: list[torch.Tensor], x: torch.Tensor, target: Target,

@@ -107,6 +107,48 @@ def repeat_rows(output: Any, k: int) -> Any:
     raise XaiError(f"(B, K) targets need a model output with one row per image; got a {describe(output)}.")
 
 
+class ForwardArgs:
+    """The ``additional_forward_args`` of one explainer call: inputs the model takes after the
+    images, ``model(x, *args)``, that are not attributed (Captum's name and convention).
+
+    A tensor whose first dim is the batch size ``B`` is per example: every model input row
+    built from image ``i`` (a path point, a noisy copy, an occluded or masked image) gets its
+    row ``i``. Anything else (a tensor of another first dim, a number, a string, a module...)
+    is passed as it is to every call. The runner that makes a model call says which image each
+    row comes from (:attr:`images`) while the call runs (:attr:`active`); :meth:`hook`, a
+    forward pre-hook on the model, then appends the arguments to the call's inputs.
+
+    Args:
+        args: one object or a tuple / list of them.
+        batch: ``B``, the number of images of the call.
+        device: where per-example tensors go (the model's device).
+        name: the explainer, for error messages.
+    """
+
+    def __init__(self, args: Any, batch: int, device: torch.device, name: str) -> None:
+        items = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+        self.per_example = [isinstance(a, torch.Tensor) and a.ndim >= 1 and a.shape[0] == batch for a in items]
+        self.args = tuple(a.detach().to(device) if per else a for a, per in zip(items, self.per_example))
+        self.name = name
+        self.active = False
+        self.images: Optional[torch.Tensor] = None
+
+    def rows(self) -> tuple[Any, ...]:
+        """The arguments for the model call now running: per-example tensors at its rows' images."""
+        if not any(self.per_example):
+            return self.args
+        if self.images is None:
+            raise XaiError(f"{self.name} does not route per-example additional_forward_args (tensors with one row per "
+                           "image) to its model calls yet; give objects that hold for every row, or use Gradient, "
+                           "InputXGradient, IntegratedGradients, SmoothGrad, Occlusion or RISE.")
+        idx = self.images
+        return tuple(a[idx.to(a.device)] if per else a for a, per in zip(self.args, self.per_example))
+
+    def hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
+        """Forward pre-hook: the call's inputs followed by :meth:`rows` (only during a runner's call)."""
+        return (*inputs, *self.rows()) if self.active else None
+
+
 #: what ``select_output=`` accepts: a key or attribute name, a position, or a callable.
 OutputSelector = Any
 
@@ -150,5 +192,5 @@ def select_output(output: Any, select: OutputSelector) -> Any:
                    "with that position.")
 
 
-__all__ = ["OutputSelector", "check_select_output", "keep_buffers", "model_device", "probability", "repeat_rows",
-           "result_dtype", "select_output", "warn_if_training"]
+__all__ = ["ForwardArgs", "OutputSelector", "check_select_output", "keep_buffers", "model_device", "probability",
+           "repeat_rows", "result_dtype", "select_output", "warn_if_training"]

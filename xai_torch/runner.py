@@ -28,6 +28,7 @@ from .batching import auto_batch_size, check_batch_size, is_oom, map_chunks
 from .errors import XaiError
 from .hooks import HookSession, this_thread
 from .modelio import (
+    ForwardArgs,
     OutputSelector,
     check_select_output,
     keep_buffers,
@@ -103,6 +104,9 @@ class ModelRunner:
         device: the device for a model without parameters (default: ``sample``'s, else CPU).
         select_output: what of each model output the targets score (see
             :func:`~xai_torch.modelio.select_output`; ``None``: the output itself).
+        forward_args: the call's ``additional_forward_args``; each model call tells it which
+            image each input row comes from (the ``images=`` of :meth:`forward`, else from the
+            target rows of :meth:`grad` / :meth:`scores`).
 
     Attributes:
         calls: samples the model has evaluated (forward, or forward + backward).
@@ -117,7 +121,8 @@ class ModelRunner:
 
     def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None,
                  name: str = "", sample: Optional[torch.Tensor] = None, target: Optional[Target] = None,
-                 device: Optional[torch.device] = None, select_output: OutputSelector = None) -> None:
+                 device: Optional[torch.device] = None, select_output: OutputSelector = None,
+                 forward_args: Optional[ForwardArgs] = None) -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         self.model = model
@@ -130,6 +135,7 @@ class ModelRunner:
         self.dtype = torch.float32 if sample is None else sample.dtype
         self.target = target
         self.select_output = check_select_output(select_output)
+        self.forward_args = forward_args
         self.calls = 0
         self.clean_scores: Optional[torch.Tensor] = None
         self.training = isinstance(model, nn.Module) and any(m.training for m in model.modules())
@@ -170,19 +176,26 @@ class ModelRunner:
         the progress bar and CUDA out-of-memory back-off of :func:`~xai_torch.batching.map_chunks`."""
         return map_chunks(fn, n, self.chunk, device=self.device, progress=self.progress, desc=desc or self.name)
 
-    def forward(self, z: torch.Tensor, *, grad: bool = False) -> Any:
-        """``model(z)``, counted, under ``torch.no_grad`` unless ``grad``."""
+    def forward(self, z: torch.Tensor, *, grad: bool = False, images: Optional[torch.Tensor] = None) -> Any:
+        """``model(z)``, counted, under ``torch.no_grad`` unless ``grad``; ``images``: the image
+        each row of ``z`` comes from (for per-example ``additional_forward_args``)."""
         if grad:
-            return self._call(self.model, z)
+            return self._call(self.model, z, images)
         with torch.no_grad():
-            return self._call(self.model, z)
+            return self._call(self.model, z, images)
 
-    def _call(self, fn: Callable[[torch.Tensor], Any], z: torch.Tensor) -> Any:
+    def _call(self, fn: Callable[[torch.Tensor], Any], z: torch.Tensor, images: Optional[torch.Tensor] = None) -> Any:
         if self._protected and z.untyped_storage().data_ptr() in self._protected:
             z = z.clone()
+        fa = self.forward_args
+        state = None if fa is None else (fa.active, fa.images)
         try:
+            if fa is not None:
+                fa.active, fa.images = True, images
             out = fn(z)
         except RuntimeError as err:
+            if fa is not None and images is not None:
+                fa.images = images[:1]  # the probe runs one image
             problem = None if self._ok or is_oom(err) else self._input_problem(z)
             if problem is not None:
                 raise XaiError(
@@ -191,6 +204,9 @@ class ModelRunner:
                     f"(B, C, H, W) with the channel count, size and dtype the model expects ({str(err).rstrip('. ')})."
                 ) from err
             raise
+        finally:
+            if fa is not None and state is not None:
+                fa.active, fa.images = state
         self._ok = True
         self.calls += z.shape[0]
         return select_output(out, self.select_output)
@@ -250,7 +266,7 @@ class ModelRunner:
         found: list[bool] = []
 
         def chunk(start: int, stop: int) -> None:
-            out = repeat_rows(self.forward(x[start:stop]), k)
+            out = repeat_rows(self.forward(x[start:stop], images=torch.arange(start, stop)), k)
             rows = torch.arange(start * k, stop * k, device=self.device)
             s, classes = target.scores(out, rows)
             record[0, start * k:stop * k] = s.detach()
@@ -275,7 +291,8 @@ class ModelRunner:
         """``(B, k)`` the top-``k`` classes of each clean image ``x`` (one forward per image,
         on the model's device), on the CPU."""
         xd = self.place(x)
-        return torch.cat(self.map(lambda a, b: top.classes(self.forward(xd[a:b])).cpu(), x.shape[0]))
+        return torch.cat(self.map(lambda a, b: top.classes(self.forward(xd[a:b], images=torch.arange(a, b))).cpu(),
+                                  x.shape[0]))
 
     def scores(self, inputs: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], n: int, *,
                target: Optional[Target] = None, desc: Optional[str] = None) -> Scored:
@@ -285,7 +302,7 @@ class ModelRunner:
 
         def chunk(start: int, stop: int) -> Scored:
             z, rows = inputs(start, stop)
-            out = self.forward(z)
+            out = self.forward(z, images=rows // (tgt.k or 1))
             s, classes = tgt.scores(out, rows)
             return Scored(s.detach(), classes, probability(out, classes))
 
@@ -324,7 +341,7 @@ class ModelRunner:
             # a leaf requiring grad (the model cannot modify it in place); out of inference mode
             shared = bool(self._protected) and z.untyped_storage().data_ptr() in self._protected
             zg = (z.detach().clone() if shared or z.is_inference() else z.detach()).requires_grad_(True)
-            out = self._call(fn, zg)
+            out = self._call(fn, zg, rows // (tgt.k or 1))
             s, classes = tgt.scores(out, rows)
             if not s.requires_grad:
                 raise XaiError(

@@ -172,6 +172,9 @@ class SmoothGrad(Explainer):
         dtype = result_dtype(x)
         k_shape = (b, target.k) if target.k is not None else (b,)
         layout: dict[str, torch.Size] = {}  # a list of layers' attributions, packed (see _packed)
+        fa = self.current_forward_args()
+        if fa is not None:  # the wrapped explainer's calls get them, per-example rows repeated per copy
+            kwargs = {**kwargs, "additional_forward_args": fa.args}
         if _draws_per_call(self.explainer):
             attributions, draw_delta = self._per_copy(noise, b, target, kwargs, details, layout)
         else:
@@ -285,7 +288,11 @@ def _draws_per_call(explainer: Explainer) -> bool:
 def _repeat(value: Any, batch: int, first: int, last: int, n: int, key: str = "") -> Any:
     """Per-image call arguments for the noisy copies of images ``first..last-1``: a
     ``(B, C, H, W)`` tensor (baselines, base attributions, pixel images), a ``(B, H, W)`` label
-    map (``segments``), or a list of such tensors; anything else is passed as it is."""
+    map (``segments``), or a list of such tensors, and the ``B``-row tensors of
+    ``additional_forward_args``; anything else is passed as it is."""
+    if key == "additional_forward_args":
+        return tuple(v[first:last].repeat_interleave(n, 0) if isinstance(v, torch.Tensor) and v.ndim >= 1
+                     and v.shape[0] == batch else v for v in value)
     if isinstance(value, (list, tuple)):
         return type(value)(_repeat(v, batch, first, last, n, key) for v in value)
     if not isinstance(value, torch.Tensor) or value.ndim != (3 if key == "segments" else 4):

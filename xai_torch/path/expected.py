@@ -128,7 +128,7 @@ class ExpectedGradients(PathExplainer):
         if layer is None:
             return _integrate(runner, x, bg, k, refs, alphas, fb)
         with layer_space(runner, x, k, layer, self.layer_input) as (lr, a_x, swap):
-            return _integrate(lr, a_x, record(runner, swap, bg), k, refs, alphas, fb)
+            return _integrate(lr, a_x, record(runner, swap, bg, per_image=False), k, refs, alphas, fb)
 
 
 def _integrate(runner: ModelRunner, x: torch.Tensor, bg: torch.Tensor, k: int, refs: torch.Tensor,

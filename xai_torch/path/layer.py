@@ -140,14 +140,15 @@ class LayerRunner(ModelRunner):
 
     def __init__(self, base: ModelRunner, swap: Swap, x: torch.Tensor, k: int) -> None:
         super().__init__(base.model, batch_size=base.batch_size, progress=base.progress, name=base.name,
-                         target=base.target, device=base.device)
+                         target=base.target, device=base.device, select_output=base.select_output,
+                         forward_args=base.forward_args)
         self.sample_numel, self.dtype, self.training = base.sample_numel, base.dtype, base.training
         self.clean_scores = base.clean_scores
         self.base, self.swap, self.x, self.k = base, swap, x, k
         self._pending: Optional[torch.Tensor] = None
 
-    def _call(self, fn: Callable[[torch.Tensor], Any], z: torch.Tensor) -> Any:
-        out = super()._call(fn, z)
+    def _call(self, fn: Callable[[torch.Tensor], Any], z: torch.Tensor, images: Optional[torch.Tensor] = None) -> Any:
+        out = super()._call(fn, z, images)
         self.base.calls += z.shape[0]
         return out
 
@@ -172,11 +173,11 @@ class LayerRunner(ModelRunner):
                                "layer on the path from the input to the scored output.") from err
         return Grad(g.grads[0], g.scores, g.probs, g.classes)
 
-    def forward(self, z: torch.Tensor, *, grad: bool = False) -> Any:
+    def forward(self, z: torch.Tensor, *, grad: bool = False, images: Optional[torch.Tensor] = None) -> Any:
         if self._pending is None:
-            return super().forward(z, grad=grad)
+            return super().forward(z, grad=grad, images=images)
         with self.swap.replacing(self._pending, grad=False):
-            return super().forward(z, grad=grad)
+            return super().forward(z, grad=grad, images=images)
 
     def scores(self, inputs: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], n: int, *,
                target: Optional[Target] = None, desc: Optional[str] = None) -> Scored:
@@ -191,9 +192,11 @@ class LayerRunner(ModelRunner):
             self._pending = None
 
 
-def record(runner: ModelRunner, swap: Swap, images: torch.Tensor) -> torch.Tensor:
-    """The layer's tensors for ``images`` ``(N, ...)``: one forward each."""
-    return swap.record(lambda: runner.map(lambda a, b: runner.forward(images[a:b]), images.shape[0]))
+def record(runner: ModelRunner, swap: Swap, images: torch.Tensor, per_image: bool = True) -> torch.Tensor:
+    """The layer's tensors for ``images`` ``(N, ...)``: one forward each (``per_image``: row
+    ``i`` is image ``i`` of the call, for per-example ``additional_forward_args``)."""
+    return swap.record(lambda: runner.map(lambda a, b: runner.forward(images[a:b], images=torch.arange(a, b)
+                                                                      if per_image else None), images.shape[0]))
 
 
 def record_baselines(runner: ModelRunner, swap: Swap, base: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ def baseline_scores(runner: ModelRunner, base: torch.Tensor, k: int) -> torch.Te
     def chunk(start: int, stop: int) -> None:
         q = torch.arange(start, stop, device=dev)
         i, j = q // j_count, q % j_count
-        out = runner.forward(base[j, i])
+        out = runner.forward(base[j, i], images=i)
         s, _ = target.scores(repeat_rows(out, k), (i[:, None] * k + cols).reshape(-1))
         scores[i, j] = s.detach().view(-1, k).to(_F64)
 

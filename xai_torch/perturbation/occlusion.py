@@ -179,7 +179,7 @@ class Occlusion(PerturbationExplainer):
             ic, ih, iw = pos // nh_nw, (pos // counts[2]) % counts[1], pos % counts[2]
             mask = boxes[0][ic][:, :, None, None] & boxes[1][ih][:, None, :, None] & boxes[2][iw][:, None, None, :]
             z = torch.where(mask, value[img] if per_image else value, xd[img])  # type: ignore[index]
-            return score_columns(target, run.forward(z), img, k)[0]
+            return score_columns(target, run.forward(z, images=img), img, k)[0]
 
         scores = run.map(occluded, b * n_win)
         drops = fx[:, None, :] - torch.cat(scores).reshape(b, n_win, k)  # (B, windows, k)

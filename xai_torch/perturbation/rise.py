@@ -179,7 +179,7 @@ class RISE(PerturbationExplainer):
             first = start // b
             m = render_rise_masks(grids[first:(stop - 1) // b + 1], shifts[first:(stop - 1) // b + 1], (h, w),
                                   xd.dtype)
-            s, _ = score_columns(target, run.forward(xd[img] * m[j - first]), img, k)
+            s, _ = score_columns(target, run.forward(xd[img] * m[j - first], images=img), img, k)
             weights = torch.zeros(b * k, m.shape[0], dtype=m.dtype, device=device)
             weights[(img[:, None] * k + cols).reshape(-1), (j - first).repeat_interleave(k)] = s.reshape(-1).to(m.dtype)
             acc.add_((weights @ m.flatten(1)).double())
