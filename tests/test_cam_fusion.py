@@ -2,15 +2,11 @@
 resolution, resize, mean, min-max) and zeros for maps whose range is rounding noise."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torchvision
 
 import xai_torch as xt
-
-from conftest import torchvision_model
 
 
 def test_one_by_one_layer_maps_fuse_to_zeros():
@@ -38,14 +34,11 @@ def test_fusion_scales_at_layer_resolution_first(gapnet, gap_x):
 @pytest.mark.parity
 def test_fusion_equals_pytorch_grad_cam():
     import pytorch_grad_cam as pgc
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model = torchvision_model("resnet18")
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    target = [2, 7]
-    theirs_model = copy.deepcopy(model)
-    layers = [theirs_model.layer3, theirs_model.layer4, theirs_model.layer2]
-    with pgc.GradCAM(model=theirs_model, target_layers=layers) as cam:
-        theirs = torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(c) for c in target]))
-    ours = xt.GradCAM(model, layer=["layer3", "layer4", "layer2"])(x, target=target)[:, 0]
+    from cam_helpers import make_bnnet, pgc_maps
+
+    model = make_bnnet()  # "r" at 8 x 8, "p" and "c2" at 4 x 4: resized maps
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    theirs = pgc_maps(pgc.GradCAM, model, ["p", "r", "c2"], x, [2, 1])
+    ours = xt.GradCAM(model, layer=["p", "r", "c2"])(x, target=[2, 1])[:, 0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-6)
