@@ -39,6 +39,8 @@ def test_the_adapter_is_a_view_with_the_models_names() -> None:
     assert all(p is q for p, q in zip(a.parameters(), net.parameters())) and len(list(a.parameters())) == 5
     assert list(a.state_dict()) == list(net.state_dict())
     assert xt.find_layer(a, "body.0")[1] is net.body[0]
+    with pytest.raises(xt.XaiError, match=r"'body.9' is not a submodule of KeywordNet\. Closest names: .*'body.0'"):
+        xt.GradCAM(a, layer="body.9")
     torch.testing.assert_close(a(X), net(pixel_values=X, scale=2.0)["logits"])
     assert a.head is net.head and a.wrapped is net and "wrapped" not in vars(net)
     twin = copy.deepcopy(a)  # model_randomization copies the model: the copy is a view of a copied model

@@ -47,7 +47,7 @@ def find_layer(model: nn.Module, layer: LayerSpec, name: str = "layer") -> tuple
     close = closest_names(layer, names)
     hint = f" Closest names: {', '.join(repr(c) for c in close)}." if close else ""
     raise XaiError(
-        f"{name}={layer!r} is not a submodule of {type(model).__name__}.{hint} "
+        f"{name}={layer!r} is not a submodule of {type(unwrap(model)).__name__}.{hint} "
         f"The model has {len(names)} named submodules; list them with "
         "[n for n, _ in model.named_modules()]."
     )
