@@ -64,6 +64,7 @@ class RectifierRuleExplainer(InputGradientExplainer):
     """Gradient with a rectifier rule. A variant sets ``rule`` and nothing else."""
 
     rule: ClassVar[RectifierRule]
+    tuple_inputs = True  # x may be a tuple of tensors (see xai_torch.gradient)
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, details: bool = True,
                  **kwargs: Any) -> Explanation:

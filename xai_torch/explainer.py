@@ -57,7 +57,7 @@ from torch import nn
 from .batching import check_batch_size
 from .errors import XaiError, check_input
 from .hooks import HookSession, this_thread
-from .modelio import ForwardArgs, OutputSelector, check_select_output, model_device
+from .modelio import ForwardArgs, OutputSelector, Packed, check_select_output, model_device
 from .rules import wrapper_errors
 from .runner import ModelRunner, keep_buffers, warn_if_training
 from .targets import Target, TopK, as_target
@@ -220,6 +220,12 @@ class Explainer:
                 f"{type(self).__name__} got unexpected call argument(s) {unknown}; it accepts "
                 f"{accepted}. Configuration goes to the constructor: {type(self).__name__}(model, ...)."
             )
+        packed = self._packed(x) if isinstance(x, (tuple, list)) else None
+        if packed is not None:
+            x = packed.x
+            kwargs = {k: packed.pack(v, k) for k, v in kwargs.items()}
+            if "baseline" in self.call_keywords and kwargs.get("baseline") is None:
+                kwargs["baseline"] = 0.0  # Captum's default for tuples: "black" has no meaning across members
         x4, _ = check_input(x)
         top = target if isinstance(target, TopK) else None
         tgt = self._coerce_target(target, x4.shape[0]) if top is None else top
@@ -227,6 +233,8 @@ class Explainer:
         with HookSession() as session, wrapper_errors(type(self).__name__):
             if training:
                 keep_buffers(self.model, session)
+            if packed is not None:  # before additional_forward_args' hook: members first, then the args
+                session.forward_pre_hook(self.model, this_thread(packed.hook))
             if extra is not None:
                 self._forward_args(extra, x4, session)
             if top is not None:  # the top-k classes of the clean images, then a (B, k) class target
@@ -235,7 +243,24 @@ class Explainer:
             if callable(attach):  # a target that reads the model's layers (xt.NeuronTarget)
                 attach(self.model, session)
             result = self._explain(x4, tgt, session, details=details, **kwargs)
+        if packed is not None:
+            result.attributions = packed.split(result.attributions)
         return result
+
+    #: whether ``x`` may be a tuple of tensors (packed, see :class:`~xai_torch.modelio.Packed`)
+    tuple_inputs: ClassVar[bool] = False
+
+    def _packed(self, x: Any) -> Packed:
+        """A tuple ``x`` packed into one tensor, for the explainers that take tuples."""
+        name = type(self).__name__
+        if not self.tuple_inputs or getattr(self, "layers", None):
+            raise XaiError(f"{name}{' with layer=' if self.tuple_inputs else ''} takes x as one tensor; tuple inputs "
+                           "(several tensors per example) go to Gradient, InputXGradient, GuidedBackprop, "
+                           "Deconvnet, IntegratedGradients and SmoothGrad around them.")
+        if not isinstance(self.model, nn.Module):
+            raise XaiError(f"{name}: tuple inputs need an nn.Module model (the members reach it through a forward "
+                           f"pre-hook); got {type(self.model).__name__}.")
+        return Packed(tuple(x), name)
 
     def _forward_args(self, args: Any, x: torch.Tensor, session: HookSession) -> None:
         """Route ``additional_forward_args`` to every model call of this call (runners made by

@@ -39,7 +39,10 @@ __all__ = ["Gradient", "InputGradientExplainer", "InputXGradient"]
 class InputGradientExplainer(Explainer):
     """Engine for attributions built from ``dF_c/dx``: override :meth:`_attribute` (how the
     gradient becomes an attribution) and/or :meth:`_forward` (how the model is run).
-    ``layer``, ``layer_input``, ``call``: see the module doc."""
+    ``layer``, ``layer_input``, ``call``: see the module doc. For :class:`Gradient`,
+    :class:`InputXGradient`, guided backprop and DeconvNet, ``x`` may be a tuple of tensors (an
+    image and metadata...): the attributions are then a tuple, one per member (not with
+    ``layer=``)."""
 
     def __init__(self, model: Any, *, layer: Any = None, layer_input: bool = False, call: Optional[int] = None,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
@@ -140,6 +143,8 @@ class Gradient(InputGradientExplainer):
                          progress=progress)
         self.abs = bool(abs)
 
+    tuple_inputs = True
+
     def _config(self) -> dict[str, Any]:
         return {"abs": self.abs, **super()._config()}
 
@@ -159,6 +164,8 @@ class InputXGradient(InputGradientExplainer):
         >>> attr = xt.InputXGradient(model)(x)      # (B, C, H, W)
         >>> acts = xt.InputXGradient(model, layer=["layer3", "layer4"])(x)   # dict name -> tensor
     """
+
+    tuple_inputs = True
 
     def _attribute(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return x * grad

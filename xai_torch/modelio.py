@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -149,6 +150,71 @@ class ForwardArgs:
         return (*inputs, *self.rows()) if self.active else None
 
 
+class Packed:
+    """Tuple inputs ``x = (x_1, ..., x_m)`` (an image and metadata, two views) packed into one
+    ``(B, 1, 1, D)`` tensor, each member flattened after the batch dim, so the engines run
+    unchanged on it; :meth:`hook` (a forward pre-hook on the model) unpacks each model input
+    into the members again, and :meth:`split` cuts attributions back into a tuple.
+
+    Raises:
+        XaiError: a member is not a tensor, or the members' batch sizes or dtypes differ.
+    """
+
+    def __init__(self, x: tuple[Any, ...], name: str) -> None:
+        if not x or not all(isinstance(m, torch.Tensor) and m.ndim >= 1 for m in x):
+            raise XaiError(f"{name}: a tuple x must hold tensors with a batch dim; got "
+                           f"{[describe(m) for m in x]}.")
+        sizes = [int(m.shape[0]) for m in x]
+        if len(set(sizes)) > 1:
+            raise XaiError(f"{name}: the members of x have batch sizes {sizes}; give each member one row per example.")
+        if len({m.dtype for m in x}) > 1:
+            raise XaiError(f"{name}: the members of x have dtypes {[str(m.dtype) for m in x]}; give them one dtype "
+                           "(they are attributed together).")
+        self.shapes = [tuple(m.shape[1:]) for m in x]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.batch = sizes[0]
+        self.x = torch.cat([m.detach().reshape(self.batch, -1) for m in x], 1).view(self.batch, 1, 1, -1)
+
+    def pack(self, value: Any, what: str) -> Any:
+        """A per-member call argument (a tuple: one number or tensor per member, each
+        broadcastable to its member with a batch dim of 1 or B) as one packed tensor;
+        anything else as it is."""
+        if not isinstance(value, tuple):
+            return value
+        if len(value) != len(self.shapes):
+            raise XaiError(f"{what} has {len(value)} members but x has {len(self.shapes)}; give one per member.")
+        parts = []
+        for i, (v, shape) in enumerate(zip(value, self.shapes)):
+            t = torch.as_tensor(v, dtype=self.x.dtype, device=self.x.device)
+            full = (self.batch, *shape)
+            ok = t.ndim <= len(shape) or (t.ndim == len(shape) + 1 and t.shape[0] in (1, self.batch))
+            try:
+                fitted: Optional[torch.Tensor] = t.expand(full) if ok else None
+            except RuntimeError:
+                fitted = None
+            if fitted is None:
+                raise XaiError(f"{what} member {i} of shape {tuple(torch.as_tensor(v).shape)} does not fit x member "
+                               f"{i} of shape {full}; give a number, {shape}, or one per example {full}.")
+            parts.append(fitted.reshape(self.batch, -1))
+        return torch.cat(parts, 1).view(self.batch, 1, 1, -1)
+
+    def members(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The members of packed rows ``z`` ``(n, 1, 1, D)`` (views)."""
+        flat = z.reshape(z.shape[0], -1)
+        parts = torch.split(flat, self.sizes, dim=1)
+        return tuple(p.reshape(z.shape[0], *s) for p, s in zip(parts, self.shapes))
+
+    def hook(self, module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Forward pre-hook: the packed first input replaced by the members."""
+        return (*self.members(inputs[0]), *inputs[1:])
+
+    def split(self, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Attributions ``(B, [K,] 1, 1, D)`` as a tuple ``(B, [K,] *member shape)``."""
+        lead = a.shape[:-3]
+        parts = torch.split(a.reshape(*lead, -1), self.sizes, dim=-1)
+        return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+
+
 #: what ``select_output=`` accepts: a key or attribute name, a position, or a callable.
 OutputSelector = Any
 
@@ -192,5 +258,5 @@ def select_output(output: Any, select: OutputSelector) -> Any:
                    "with that position.")
 
 
-__all__ = ["ForwardArgs", "OutputSelector", "check_select_output", "keep_buffers", "model_device", "probability",
-           "repeat_rows", "result_dtype", "select_output", "warn_if_training"]
+__all__ = ["ForwardArgs", "OutputSelector", "Packed", "check_select_output", "keep_buffers", "model_device",
+           "probability", "repeat_rows", "result_dtype", "select_output", "warn_if_training"]

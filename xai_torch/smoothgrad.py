@@ -36,6 +36,7 @@ from torch import nn
 from .errors import XaiError, check_choice, check_positive_int, describe
 from .explainer import Explainer, Explanation
 from .hooks import HookSession
+from .modelio import Packed
 from .perturbation.rise import RISE
 from .runner import result_dtype
 from .seeding import check_seed, derive_seed, make_generator
@@ -143,6 +144,9 @@ class SmoothGrad(Explainer):
     def _warn_if_training(self) -> bool:
         # the wrapped explainer warns; our own clean forward still needs the buffers restored
         return isinstance(self.model, nn.Module) and any(m.training for m in self.model.modules())
+
+    def _packed(self, x: Any) -> Packed:
+        return self.explainer._packed(x)  # tuple inputs when the wrapped explainer takes them
 
     def _coerce_target(self, target: Any, batch: int) -> Target:
         return self.explainer._coerce_target(target, batch)  # e.g. RISE and LIME score probabilities

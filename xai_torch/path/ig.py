@@ -88,7 +88,9 @@ class IntegratedGradients(PathExplainer):
     Call arguments:
         baseline: where the paths start (default ``"black"``); a name, a tensor, a callable
             or a list of them (attributions averaged over the list). See
-            :mod:`xai_torch.space`.
+            :mod:`xai_torch.space`. For a tuple ``x`` (an image and metadata...; attributions
+            are then a tuple, one per member; not with ``layer=``): a tuple with one number or
+            tensor per member, or one number for all (default ``0.0``, as Captum).
 
     Returns:
         ``(B, C, H, W)`` signed attributions whose sum approximates ``F(x) - F(baseline)``
@@ -110,6 +112,8 @@ class IntegratedGradients(PathExplainer):
         >>> xt.IntegratedGradients(model, layer="layer4")(x, target=281).shape   # resnet18, 224 px
         torch.Size([8, 512, 7, 7])
     """
+
+    tuple_inputs = True
 
     def __init__(self, model: Any, *, steps: int = 50, method: str = "gauss_legendre", normalize: Any = None,
                  input_range: Any = None, seed: Optional[int] = None, layer: Any = None, layer_input: bool = False,
