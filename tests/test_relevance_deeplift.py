@@ -332,3 +332,22 @@ def test_ties_take_the_gradient_even_through_an_in_place_relu():
     w = net[3].weight[0].detach()
     torch.testing.assert_close(res.attributions.flatten(), torch.stack([w[0], 0 * w[0], 2 * w[2], -2 * w[2]]))
     assert res.delta.abs().max() < 1e-15
+
+
+class Scaled(nn.Module):
+    """A model with a second, non-attributed input: a per-image scale of its logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = Reused()
+
+    def forward(self, x, scale):
+        return self.net(x) * scale[:, None]
+
+
+def test_additional_forward_args_follow_each_image_and_its_baseline():
+    net, scale = Scaled(), torch.tensor([1.0, -2.0, 0.5], dtype=D)
+    res = xt.DeepLift(net, batch_size=4).explain(X, target=1, baseline=B, additional_forward_args=(scale,))
+    alone = xt.DeepLift(net.net)(X, target=1, baseline=B)   # the scale multiplies each image's attributions
+    torch.testing.assert_close(res.attributions, alone * scale[:, None, None, None])
+    assert res.delta.abs().max() < 1e-12

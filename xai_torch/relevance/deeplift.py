@@ -175,7 +175,7 @@ class DeepLift(Explainer):
             with torch.inference_mode(False), torch.enable_grad():
                 leaf = xc.detach().clone().requires_grad_(True)
                 with mode:
-                    out = run.forward(torch.cat([leaf, bc]), grad=True)
+                    out = run.forward(torch.cat([leaf, bc]), grad=True, images=torch.cat([image, image]))
                 s, classes = _score(target, out, rows // j_count, n)
                 if not s.requires_grad:
                     raise XaiError(f"{name}: the target score does not depend on x through autograd (the model or "
@@ -200,7 +200,7 @@ class DeepLift(Explainer):
 
         # one image first: a model that cannot take x fails there, its error (and the runner's
         # one-image probe's) the same, before any [x; b] forward
-        run.forward(xd[:1])
+        run.forward(xd[:1], images=torch.arange(1))
         total = b_count * k * j_count
         parts = map_chunks(chunk, total, max(1, run.chunk // 2), device=run.device, progress=run.progress, desc=name)
         if counts["unruled"]:
