@@ -235,14 +235,15 @@ EXPLAINER_RECIPES: dict[str, Recipe] = {
                    lambda x: {"segments": region_masks(x)}),
     "LIME": Recipe(lambda m, x, **o: xt.LIME(m, samples=8, seed=0, **o), lambda x: {"segments": grid(x)}),
     "KernelSHAP": Recipe(lambda m, x, **o: xt.KernelSHAP(m, samples=8, seed=0, **o), lambda x: {"segments": grid(x)}),
+    "PartitionSHAP": Recipe(lambda m, x, **o: xt.PartitionSHAP(m, masker="blur(3,3)", max_evals=16, seed=0, **o)),
     "Occlusion": Recipe(lambda m, x, **o: xt.Occlusion(m, window=5, **o)),
     "RISE": Recipe(lambda m, x, **o: xt.RISE(m, masks=8, cell=5, seed=0, **o)),
     "SmoothGrad": Recipe(lambda m, x, **o: xt.SmoothGrad(xt.Gradient(m, **o), samples=3, seed=0)),
-}
     "AttentionRollout": _vit(xt.AttentionRollout, discard_ratio=0.2),
     "AttentionGradRollout": _vit(xt.AttentionGradRollout),
     "TransformerAttribution": _vit(xt.TransformerAttribution),
     "LeGrad": Recipe(lambda m, x, **o: xt.LeGrad(m, head=lambda t: m.net.head(t), **o), net=TinyViTNet),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +254,6 @@ class ModelMetric:
 
 
 @dataclasses.dataclass(frozen=True)
-    "PartitionSHAP": Recipe(lambda m, x, **o: xt.PartitionSHAP(m, masker="blur(3,3)", max_evals=16, seed=0, **o)),
 class PureMetric:
     """A model-free function: ``args()`` / ``bad()`` give ``(args, kwargs)`` of a valid call
     and of a call that must raise ``xt.XaiError``."""
@@ -302,6 +302,14 @@ METRIC_RECIPES: dict[str, Any] = {
         xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
     "model_randomization": ModelMetric(lambda m, x, t=None, bs=None: xm.model_randomization(
         m, xt.Gradient(m, batch_size=bs), x, t, similarity=("spearman",), batch_size=bs)),
+    "confidence_change": ModelMetric(lambda m, x, t=None, bs=None: xm.confidence_change(m, x, attribution_of(x), t,
+                                                                                         batch_size=bs)),
+    "average_drop": ModelMetric(lambda m, x, t=None, bs=None: xm.average_drop(m, x, attribution_of(x), t,
+                                                                               batch_size=bs)),
+    "increase_in_confidence": ModelMetric(lambda m, x, t=None, bs=None: xm.increase_in_confidence(
+        m, x, attribution_of(x), t, batch_size=bs)),
+    "arcc": ModelMetric(lambda m, x, t=None, bs=None: xm.arcc(m, x, xt.GradCAM(m, layer="net.conv2", batch_size=bs),
+                                                               t, fractions=(0.2, 0.6), batch_size=bs)),
     # model-free functions
     "pointing_game": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
     "relevance_mass": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
@@ -320,14 +328,6 @@ METRIC_RECIPES: dict[str, Any] = {
     "reduce_channels": PureMetric(lambda: ((images(),), {}), lambda: ((images(),), {"how": "nope"})),
     "rise_blur": PureMetric(lambda: ((images(),), {}), lambda: ((images(),), {"size": 0})),
     "generate_random_mask": PureMetric(lambda: ((H, W), {"fraction": 0.2, "batch": 2, "seed": 0}),
-    "confidence_change": ModelMetric(lambda m, x, t=None, bs=None: xm.confidence_change(m, x, attribution_of(x), t,
-                                                                                         batch_size=bs)),
-    "average_drop": ModelMetric(lambda m, x, t=None, bs=None: xm.average_drop(m, x, attribution_of(x), t,
-                                                                               batch_size=bs)),
-    "increase_in_confidence": ModelMetric(lambda m, x, t=None, bs=None: xm.increase_in_confidence(
-        m, x, attribution_of(x), t, batch_size=bs)),
-    "arcc": ModelMetric(lambda m, x, t=None, bs=None: xm.arcc(m, x, xt.GradCAM(m, layer="net.conv2", batch_size=bs),
-                                                               t, fractions=(0.2, 0.6), batch_size=bs)),
                                        lambda: ((H, W), {"fraction": 2.0})),
     "noisy_linear_impute": PureMetric(lambda: ((images(1), _road_mask()),
                                                {"generator": torch.Generator().manual_seed(0)}),
