@@ -113,17 +113,18 @@ def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple
 
 
 def _has_small(dz: torch.Tensor, eps: float) -> bool:
-    """Whether some ``|dz| < eps`` (one reduction, no mask)."""
-    return dz.numel() > 0 and float(torch.linalg.vector_norm(dz, float("-inf"))) < eps
+    """Whether some ``|dz| < eps``."""
+    return dz.numel() > 0 and float(dz.abs().amin()) < eps
 
 
 def _rescale(dz: torch.Tensor, dy: torch.Tensor, deriv: Callable[[], torch.Tensor], eps: float,
              small: Optional[bool] = None) -> torch.Tensor:
-    """``dy / dz`` (``dy`` is overwritten), ``deriv()`` where ``|dz| < eps`` (computed only when
-    there is such an element; ``small`` says whether there is, when known)."""
+    """``dy / dz``, ``deriv()`` where ``|dz| < eps`` (computed only when there is such an
+    element; ``small`` says whether there is, when known). ``dy`` and ``dz`` are overwritten."""
     m = dy.div_(dz)
-    if _has_small(dz, eps) if small is None else small:
-        m = torch.where(dz.abs() < eps, deriv().to(m.dtype), m)
+    dz = dz.abs_()
+    if (dz.numel() > 0 and float(dz.amin()) < eps) if small is None else small:
+        m = torch.where(dz < eps, deriv().to(m.dtype), m)
     return m
 
 
