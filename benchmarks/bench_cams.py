@@ -4,7 +4,8 @@ Grad-CAM with aug_smooth, each against pytorch-grad-cam 1.5 timed in the same ru
 faster) and against a plain-torch floor of the same work.
 
 AblationCAM runs ``1 + 512`` forwards per image: on a CPU set ``XT_BENCH_ABLATION_BATCH`` (e.g. 1)
-to keep its table short; the other tables use batch 8.
+to keep its table short; the other tables use batch 8. ``XT_BENCH_CAMS_SIZE`` (default 224) and
+``XT_BENCH_CAMS_REPEATS`` (default 5) shrink the run on a shared machine.
 """
 from __future__ import annotations
 
@@ -38,16 +39,19 @@ def _project(t):
     return torch.relu(p).reshape(t.shape[0], 1, *t.shape[2:])
 
 
+SIZE = int(os.environ.get("XT_BENCH_CAMS_SIZE", "224"))
+
+
 def _up(m):
-    return F.interpolate(m, size=(224, 224), mode="bilinear", align_corners=False)
+    return F.interpolate(m, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
 
 
-def run(repeats: int = 5) -> str:
+def run(repeats: int = int(os.environ.get("XT_BENCH_CAMS_REPEATS", "5"))) -> str:
     torch.manual_seed(0)
     dev = device()
     model = torchvision.models.resnet18(weights=None).eval().to(dev)
     theirs = copy.deepcopy(model)
-    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
+    x = torch.randn(8, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).to(dev)
     target = torch.arange(8, device=dev)
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -119,7 +123,7 @@ def run(repeats: int = 5) -> str:
         for name, floor, ours, ref in cases:
             med = compare({"floor": floor, "ours": ours, "pytorch-grad-cam": ref}, repeats=repeats, warmup=1,
                           device=dev)
-            out.append(table(f"{name} resnet18 layer4, 224 px, batch 8, {dev.type}, median of {repeats}", med,
+            out.append(table(f"{name} resnet18 layer4, {SIZE} px, batch 8, {dev.type}, median of {repeats}", med,
                              [(f"xt.{name}", "ours", "pytorch-grad-cam", None, 0.5)]))
         out.append(_ablation(model, lib, dev))
     return "\n\n".join(out)
@@ -127,7 +131,7 @@ def run(repeats: int = 5) -> str:
 
 def _ablation(model, lib, dev) -> str:
     b = int(os.environ.get("XT_BENCH_ABLATION_BATCH", "8"))
-    x = torch.randn(b, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(dev)
+    x = torch.randn(b, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)).to(dev)
     target = torch.arange(b, device=dev)
 
     def floor():  # the 1 + C whole-model forwards with the layer's output swapped, 256 at a time
@@ -156,7 +160,7 @@ def _ablation(model, lib, dev) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         med = compare(fns, repeats=1, warmup=0, device=dev)
-    return table(f"AblationCAM resnet18 layer4, 224 px, batch {b}, {dev.type}, 1 run", med,
+    return table(f"AblationCAM resnet18 layer4, {SIZE} px, batch {b}, {dev.type}, 1 run", med,
                  [("xt.AblationCAM", "ours", "pytorch-grad-cam", None, 0.5),
                   ("xt.AblationCAM(tail=True)", "ours tail", "pytorch-grad-cam", None, 0.5)])
 
