@@ -88,3 +88,14 @@ def test_equal_pytorch_grad_cam(name):
     else:
         ours = xt.FullGrad(model)(x, target=[0, 1, 2])[:, 0]
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_attached_mode(gapnet, gap_x):
+    with xt.AblationCAM(gapnet, layer="features") as cam:
+        out = gapnet(gap_x)
+        torch.testing.assert_close(cam.from_output(out, [0, 1, 2]).attributions,
+                                   xt.AblationCAM(gapnet, layer="features")(gap_x, target=[0, 1, 2]))
+    with xt.GradCAM(gapnet, layer="features", aug_smooth=True) as cam:
+        out = gapnet(gap_x)
+        with pytest.raises(xt.XaiError, match="aug_smooth"):
+            cam.from_output(out)

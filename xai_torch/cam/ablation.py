@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from copy import deepcopy
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import fx, nn
@@ -113,6 +113,8 @@ class AblationCAM(ForwardOnlyCAM):
     Example:
         >>> maps = xt.AblationCAM(model, layer="layer4", batch_size=64)(x)
     """
+
+    keeps_input: ClassVar[bool] = True  # attached mode: the ablated forwards need the images
 
     def __init__(self, model: nn.Module, layer: Any, *, tail: bool = False, **kwargs: Any) -> None:
         super().__init__(model, layer, **kwargs)

@@ -372,6 +372,9 @@ class LayerCAMBase(Explainer):
 
     def _attached_tap(self) -> LayerTap:
         name = type(self).__name__
+        if self.aug_smooth:
+            raise XaiError(f"{name}(aug_smooth=True) explains six augmented copies of the images, not your forward: "
+                           "call it on the images, cam(x, target).")
         if not self.attachable:
             raise XaiError(f"{name} has no attached mode: its guided backward needs a forward pass of its own "
                            "with the rectifier rule, which your forward did not have. Call it on the images: "
