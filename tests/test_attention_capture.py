@@ -194,3 +194,16 @@ def test_scripted_model_is_refused():
     with pytest.raises(xt.XaiError, match="TorchScript"):
         with xt.capture_attention(scripted):
             pass
+
+
+def test_sdpa_on_3d_inputs_records_one_head_in_the_graph():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 5, 8, generator=g), torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 3, generator=g)
+    q.requires_grad_()
+    with xt.capture_attention(lambda z: z) as att:
+        out = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+    (probs,) = att.maps
+    assert probs.shape == (2, 1, 5, 6)
+    (grad,) = torch.autograd.grad((out * v.sum(1, keepdim=True)).sum(), att.maps)   # in the graph
+    torch.testing.assert_close(grad, (v.sum(1, keepdim=True) @ v.transpose(1, 2)).unsqueeze(1).expand(2, 1, 5, 6))

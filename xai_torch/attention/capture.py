@@ -62,6 +62,8 @@ class AttentionCall:
     Attributes:
         probs: ``(B, heads, T, S)`` attention probabilities (rows sum to 1), before dropout, in
             the autograd graph of the forward (``torch.autograd.grad(score, call.probs)`` works).
+            An explicit softmax that is not 4-D (MaxViT's ``(B, windows, heads, t, t)``) is
+            recorded as a reshaped view, which has values but no gradient.
         kind: ``"sdpa"``, ``"mha"`` or ``"softmax"`` (explicit softmax inside an attention module).
         module: the dotted name of the innermost module running when the call happened
             (``"encoder.layers.encoder_layer_0.self_attention"``), ``""`` when unknown.
@@ -95,9 +97,20 @@ def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, 
         logits = logits.masked_fill(~keep, float("-inf"))
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    probs = logits.softmax(dim=-1)
+    probs4 = _four_d(logits).softmax(dim=-1)   # recorded as (B, heads, T, S), the tensor the output uses
+    probs = probs4.reshape(logits.shape)
     used = F.dropout(probs, p) if p > 0 else probs
-    return used @ v, probs
+    return used @ v, probs4
+
+
+def _four_d(t: torch.Tensor) -> torch.Tensor:
+    """``(..., T, S)`` as ``(B, heads, T, S)``: 2-D -> ``(1, 1, T, S)``, 3-D -> ``(B, 1, T, S)``,
+    more dims folded into the batch."""
+    if t.dim() == 4:
+        return t
+    if t.dim() > 4:
+        return t.reshape(-1, *t.shape[-3:])
+    return t[None, None] if t.dim() == 2 else t.unsqueeze(1)
 
 
 def _float_mask(mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -194,8 +207,7 @@ class AttentionMode(TorchFunctionMode):
 
     def _record(self, probs: torch.Tensor, kind: str) -> None:
         names = tuple(n for n, _ in self.stack) if self.stack else ()
-        probs4 = probs if probs.dim() == 4 else probs.reshape(-1, *probs.shape[-3:]) if probs.dim() > 4 \
-            else probs.unsqueeze(0) if probs.dim() == 2 else probs.unsqueeze(1)
+        probs4 = _four_d(probs)
         self.calls.append(AttentionCall(probs4, kind, names[-1] if names else "", names))
 
     def _in_attention_module(self) -> bool:
