@@ -86,8 +86,10 @@ def test_vit_tokens_and_unreachable_last_block():
     assert float(res.weights[0].abs().sum(1).min()) > 0
     with pytest.warns(xt.XaiWarning, match="spatial tokens.*encoder_layer_11"):
         xt.GradCAM(vit, layer="encoder.layers.encoder_layer_11", reshape=xt.vit_reshape())(x)
-    with pytest.raises(xt.XaiError, match="vit_reshape"):
-        xt.GradCAM(vit, layer="encoder.layers.encoder_layer_10")(x)
+    # without reshape= the token layout is found from the model (class token, 2 x 2 patch grid)
+    auto = xt.GradCAM(vit, layer="encoder.layers.encoder_layer_10")(x, target=[1, 2])
+    explicit = xt.GradCAM(vit, layer="encoder.layers.encoder_layer_10", reshape=xt.vit_reshape())(x, target=[1, 2])
+    torch.testing.assert_close(auto, explicit, rtol=0, atol=0)
 
 
 def test_swin_channels_last():

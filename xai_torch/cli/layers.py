@@ -48,6 +48,8 @@ def takes_layer(spec: MethodSpec) -> bool:
     """Whether the method's explainer (the wrapped one for SmoothGrad) attributes to a layer (``layer_input=``)."""
     if spec.layer:  # the CAM family: its layer= is the CAM layer (--layer), and its maps are its pictures
         return False
+    if spec.keywords.get("path", "line") != "line":  # IG's colour paths run in pixel space only
+        return False
     cls = explainer_classes()[spec.wraps or spec.cls]
     return "layer_input" in inspect.signature(cls.__init__).parameters
 
