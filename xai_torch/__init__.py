@@ -61,10 +61,10 @@ from .region import (
     PartitionSHAPExplanation,
     XRAIExplanation,
 )
-from .relevance import DeepLift, DeepLiftExplanation, DeepLiftShap
-from .relevance import LRP, LRPExplanation
+from .relevance import LRP, DeepLift, DeepLiftExplanation, DeepLiftShap, LRPExplanation
 from .smoothgrad import SmoothGrad, SmoothGradExplanation
-from .targets import BoxTarget, ClassTarget, SegmentationTarget, Target, TopK, as_target
+from .targets import ClassTarget, Target, TopK, as_target
+from .task_targets import BoxTarget, SegmentationTarget
 
 __version__ = "0.1.0"
 
@@ -104,6 +104,7 @@ __all__ = [
     "capture",
     "InputXGradient",
     "Target",
+    "TopK",
     "XaiError",
     "XaiWarning",
     "as_target",
@@ -118,7 +119,6 @@ __all__ = [
     "Baseline",
     "BlurIG",
     "ExpectedGradients",
-    "TopK",
     "GuidedIG",
     "IntegratedGradients",
     "LayerConductance",
@@ -127,6 +127,8 @@ __all__ = [
     "KernelSHAPExplanation",
     "LIME",
     "LIMEExplanation",
+    "PartitionSHAP",
+    "PartitionSHAPExplanation",
     "Occlusion",
     "OcclusionExplanation",
     "PerturbationExplanation",
@@ -144,7 +146,5 @@ __all__ = [
     "SmoothGrad",
     "SmoothGradExplanation",
     "viz",
-    "PartitionSHAP",
-    "PartitionSHAPExplanation",
     "zoo",
 ]

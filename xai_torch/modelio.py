@@ -141,7 +141,8 @@ class ForwardArgs:
         if self.images is None:
             raise XaiError(f"{self.name} does not route per-example additional_forward_args (tensors with one row per "
                            "image) to its model calls yet; give objects that hold for every row, or use Gradient, "
-                           "InputXGradient, IntegratedGradients, SmoothGrad, Occlusion, RISE, DeepLift or DeepLiftShap.")
+                           "InputXGradient, IntegratedGradients, SmoothGrad, Occlusion, RISE, DeepLift or "
+                           "DeepLiftShap.")
         idx = self.images
         return tuple(a[idx.to(a.device)] if per else a for a, per in zip(self.args, self.per_example))
 
