@@ -67,7 +67,7 @@ def test_bad_tuples_raise_xai_error():
     with pytest.raises(xt.XaiError, match="3 members but x has 2"):
         xt.IntegratedGradients(model)((img, meta), baseline=(0.0, 0.0, 0.0))
     with pytest.raises(xt.XaiError, match="one tensor"):
-        xt.Occlusion(model, 2)((img, meta))
+        xt.RISE(model, masks=4)((img, meta))
     with pytest.raises(xt.XaiError, match="with layer="):
         xt.Gradient(model, layer="net.conv1")((img, meta))
     assert not model._forward_pre_hooks

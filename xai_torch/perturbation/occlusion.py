@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -16,9 +17,11 @@ import torch
 
 from ..errors import XaiError, check_fill, describe
 from ..hooks import HookSession
-from ..runner import result_dtype
+from ..modelio import Packed
+from ..runner import ModelRunner, result_dtype
 from ..targets import Target
 from .base import PerturbationExplainer, PerturbationExplanation, score_columns
+from .occlusion_tuples import check_member_specs, is_per_member, occlude_tuple, tuple_geometry
 
 Dims = tuple[int, ...]
 
@@ -29,12 +32,14 @@ class OcclusionExplanation(PerturbationExplanation):
 
     Attributes:
         drops: ``(B, [K,] n_c, n_h, n_w)`` score drop ``F(x) - F(x occluded)`` of every window
-            position (a coarse map at the window grid's resolution).
-        windows: ``(n_c, n_h, n_w)``, the window positions along each dim.
+            position (a coarse map at the window grid's resolution); for a tuple ``x``, a tuple
+            with each member's ``(B, [K,] *positions)``.
+        windows: ``(n_c, n_h, n_w)``, the window positions along each dim (a tuple of them,
+            one per member, for a tuple ``x``).
     """
 
-    drops: Optional[torch.Tensor] = None
-    windows: Dims = ()
+    drops: Optional[Union[torch.Tensor, tuple[torch.Tensor, ...]]] = None
+    windows: Union[Dims, tuple[Dims, ...]] = ()
 
 
 def _check_dims(spec: Any, name: str, allow_none: bool = False) -> Optional[Dims]:
@@ -90,6 +95,18 @@ class Occlusion(PerturbationExplainer):
             ``(B, C, H, W)`` tensor (``(B, C, 1, 1)`` too): image ``i``'s windows take
             ``baseline[i]``.
 
+    Tuple inputs (Captum's tuple ``inputs``): ``x`` may be a tuple of tensors (an image and a
+    metadata vector...), the model is called as ``model(*x)`` and the attributions are a tuple,
+    one per member. ``window`` and ``stride`` are one shape for every member (an int covers
+    every dim of a member, the full channel depth of a ``(C, H, W)`` one; ``(h, w)`` /
+    ``(c, h, w)`` fit image members) or a tuple with one shape per member (a tuple holding
+    tuples, e.g. ``window=((3, 4, 4), (1,))``: Captum's ``sliding_window_shapes``). The windows
+    of all members are enumerated in one sequence, each occluded input has one window of one
+    member set to its baseline (the other members as they are), and each member's elements
+    average the drops of its own windows, as Captum. ``baseline`` is a number or a tuple with
+    one number or tensor per member (broadcastable to the member, or one per example);
+    default ``value``, which must then be a number.
+
     Returns:
         ``(B, C, H, W)`` attributions, signed (``(B, K, C, H, W)`` for ``(B, K)`` targets). The
         target score is the target's (the logit for class targets, as Captum); argmax targets
@@ -106,15 +123,39 @@ class Occlusion(PerturbationExplainer):
     """
 
     call_keywords: tuple[str, ...] = ("baseline",)
+    tuple_inputs = True
 
     def __init__(self, model: Any, window: Any, stride: Any = None, value: Any = 0.0, *,
                  batch_size: Optional[int] = None, progress: Optional[bool] = None) -> None:
         super().__init__(model, batch_size=batch_size, progress=progress)
-        window = _check_dims(window, "window")
-        assert window is not None
-        self.window: Dims = window
-        self.stride = _check_dims(stride, "stride", allow_none=True)
+        # a tuple holding tuples: one shape per member of a tuple x (Captum's sliding_window_shapes)
+        self.window: Any = check_member_specs(window, "window") if is_per_member(window) \
+            else _check_dims(window, "window")
+        self.stride: Any = check_member_specs(stride, "stride", allow_none=True) if is_per_member(stride) \
+            else _check_dims(stride, "stride", allow_none=True)
         self.value = _check_value(value)
+        self._packs: dict[int, Packed] = {}  # the packed tuple x of the call running in each thread
+
+    def _run(self, x: Any, target: Any, kwargs: dict[str, Any], details: bool) -> Any:
+        """For a tuple ``x``: ``value`` is the default baseline (the base's default is 0.0),
+        and a baseline tensor must come per member."""
+        if isinstance(x, (tuple, list)):
+            base = kwargs.get("baseline")
+            if isinstance(base, torch.Tensor) or (base is None and isinstance(self.value, torch.Tensor)):
+                what = "value" if base is None else "baseline"
+                raise XaiError(f"Occlusion: for a tuple x, {what} is a number or (baseline=) a tuple with one number "
+                               "or tensor per member; a single tensor cannot fill members of different shapes.")
+            if base is None:
+                kwargs = {**kwargs, "baseline": self.value}
+        try:
+            return super()._run(x, target, kwargs, details)
+        finally:
+            self._packs.pop(threading.get_ident(), None)
+
+    def _packed(self, x: Any) -> Packed:
+        packed = super()._packed(x)
+        self._packs[threading.get_ident()] = packed
+        return packed
 
     def _config(self) -> dict[str, Any]:
         return {"window": self.window, "stride": self.stride, "value": self.value, **super()._config()}
@@ -124,6 +165,9 @@ class Occlusion(PerturbationExplainer):
         ``(C, H, W)``. Raises :class:`XaiError` when the window does not fit."""
         c, h, w = (int(d) for d in shape[-3:])
         win = self.window
+        if is_per_member(win) or is_per_member(self.stride):
+            raise XaiError("window / stride give one shape per member, for a tuple x (image, metadata...); x is "
+                           "one tensor: give one shape.")
         win = (c, win[0], win[0]) if len(win) == 1 else (c, *win) if len(win) == 2 else win
         st = self.stride
         st = win if st is None else (win[0], st[0], st[0]) if len(st) == 1 else \
@@ -163,6 +207,9 @@ class Occlusion(PerturbationExplainer):
         device = run.device
         xd = run.place(x)
         b = xd.shape[0]
+        packed = self._packs.get(threading.get_ident())
+        if packed is not None and packed.x is x:
+            return self._explain_tuple(run, x, xd, target, packed, baseline)
         win, st, counts = self.geometry(xd.shape)
         value, per_image = self._fill(self.value if baseline is None else baseline, xd,
                                       "value" if baseline is None else "baseline")
@@ -200,4 +247,26 @@ class Occlusion(PerturbationExplainer):
             windows=counts,
         )
 
-
+    def _explain_tuple(self, run: ModelRunner, x: torch.Tensor, xd: torch.Tensor, target: Target, packed: Packed,
+                       baseline: Any) -> OcclusionExplanation:
+        """A tuple ``x`` packed into ``(B, 1, 1, D)`` rows (see :mod:`.occlusion_tuples`)."""
+        fill: Union[float, torch.Tensor]
+        if isinstance(baseline, torch.Tensor):  # the per-member tuple, packed by the base
+            if not bool(torch.isfinite(baseline).all()):
+                raise XaiError("baseline has NaN or infinite values; give finite fills for every member.")
+            fill = baseline
+        else:
+            fill = _check_value(baseline)
+        geo = tuple_geometry(packed, self.window, self.stride)
+        k = target.k or 1
+        fx, classes, target = self._clean(run, xd, target, k)
+        attr, drops, counts = occlude_tuple(run, xd, target, k, fx, packed, fill, geo)
+        dtype = result_dtype(x)
+        return OcclusionExplanation(
+            attributions=self._shape(x, target, attr, dtype),
+            targets=self._shape_or_none(x, target, classes),
+            scores=self._shape(x, target, fx, dtype),
+            model_calls=run.calls,
+            drops=tuple(self._shape(x, target, d, dtype) for d in drops),
+            windows=counts,
+        )
