@@ -3,12 +3,12 @@ torch function mode, same outputs, probabilities in the graph; nothing left outs
 import pytest
 import torch
 import torch.nn.functional as F
-from attention_helpers import images, tiny_timm, tiny_vit
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import xai_torch as xt
 
+from attention_helpers import images, tiny_timm, tiny_vit
 from conftest import assert_no_trace, snapshot
 
 

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import torchvision
-from attention_helpers import images, tiny_timm, tiny_vit
 from torch import nn
 
 import xai_torch as xt
 from xai_torch.attention import patch_layout
 
+from attention_helpers import images, tiny_timm, tiny_vit
 from conftest import assert_no_trace, snapshot
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from attention_helpers import images, tiny_timm, tiny_vit
 from torch import nn
 
 import xai_torch as xt
 
+from attention_helpers import images, tiny_timm, tiny_vit
 from conftest import assert_no_trace, snapshot
 
 METHODS = [xt.AttentionRollout, xt.AttentionGradRollout, xt.TransformerAttribution, xt.LeGrad]

@@ -73,3 +73,27 @@ def test_explain_a_timm_vit_with_attention_methods_and_layer_attribution(tmp_pat
     x = lm.to_input([zoo.center_crop(load_image(photo)[1])])
     ref = xt.Gradient(lm.model, layer="blocks.0")(x, target=2)
     torch.testing.assert_close(torch.tensor(info["channels"]), ref[0].double().sum(0).float(), rtol=1e-4, atol=1e-7)
+
+
+def test_groups_skip_the_attention_methods_on_a_cnn_and_the_demo_never_runs_them(tmp_path, capsys):
+    from torch import nn
+
+    from xai_torch import XaiError
+    from xai_torch.cli.demo import demo
+    from xai_torch.cli.explain import without_attention_of_groups
+    from xai_torch.presets import METHODS, resolve
+
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    attention = [n for n, s in METHODS.items() if s.family == "attention"]
+    assert attention and set(attention) <= set(resolve("all"))
+    kept = without_attention_of_groups(resolve("all"), "all", cnn)
+    assert not set(kept) & set(attention) and "gradient" in kept
+    assert "skipping" in capsys.readouterr().err
+    # named one by one, they stay (and say themselves why they cannot run)
+    named = resolve("rollout,gradient")
+    assert without_attention_of_groups(named, "rollout,gradient", cnn) == named
+    vit = nn.TransformerEncoderLayer(8, 2)
+    assert without_attention_of_groups(resolve("all"), "all", vit) == resolve("all")
+    with pytest.raises(XaiError, match="no attention"):
+        demo(tmp_path / "out", methods=attention)
+    assert not (tmp_path / "out").exists()

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import torch
-from attention_helpers import TinyViTNet
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import xai_torch as xt
 import xai_torch.metrics as xm
 
+from attention_helpers import TinyViTNet
 from conftest import SmallNet, assert_no_trace, snapshot
 
 

@@ -85,7 +85,8 @@ def test_from_output_is_refused_with_the_explainers_that_support_it(small, small
             e.from_output(out)
         listed = str(info.value).rsplit("attached mode: ", 1)[1].rstrip(".").split(", ")
         # public explainers only: no shared bases, and not GuidedGradCAM (it needs its own guided forward)
-        assert listed == ["CAM", "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM"]
+        assert listed == ["AblationCAM", "CAM", "EigenCAM", "EigenGradCAM", "FullGrad", "GradCAM", "GradCAMPlusPlus",
+                          "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM"]
 
 
 def test_bad_input_to_every_explainer_is_an_xai_error_and_changes_nothing(small):

@@ -31,7 +31,8 @@ CAM_LAYER = "_conv_head"
 KINDS = ("grayscale", "diverging", "map")
 #: the families the default demo must show, each by at least one method
 FAMILIES = ("gradient", "backprop", "cam", "path", "smoothgrad", "region", "perturbation", "relevance")
-#: families whose methods need a model the packaged CNN is not (a transformer): in ``--full`` only
+#: families whose methods need a model the packaged CNN is not (a transformer): never in the demo (it skips
+#: them, saying so); ``xai-torch explain`` runs them on transformer models
 FULL_ONLY_FAMILIES = ("attention",)
 
 

@@ -9,6 +9,7 @@ curves, after printing how long that will take.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -18,7 +19,7 @@ import torch
 from .. import zoo
 from ..errors import XaiError
 from ..models import check_device, load_model
-from ..presets import GROUPS, METHODS
+from ..presets import FULL_ONLY_FAMILIES, GROUPS, METHODS
 from .explain import METRIC_STEP, Summary, explain_images
 
 #: the default demo's photos, and ``--full``'s
@@ -70,6 +71,15 @@ def demo(out: Union[str, Path], images: Optional[Sequence[str]] = None, methods:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise XaiError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}.")
+    # the packaged model is a CNN: the transformer methods have no attention to read there
+    cnn_only = [m for m in methods if METHODS[m].family in FULL_ONLY_FAMILIES]
+    if cnn_only:
+        methods = [m for m in methods if m not in cnn_only]
+        print(f"xai-torch demo: note: skipping {', '.join(cnn_only)} (the packaged EfficientNet-Lite0 has no "
+              "attention; run them with xai-torch explain --model timm:NAME or hf:PATH).", file=sys.stderr, flush=True)
+        if not methods:
+            raise XaiError("the demo's model has no attention layers, so none of the methods asked for can run on it; "
+                           "use xai-torch explain --model timm:NAME (or hf:PATH) for the attention methods.")
     if metric_step is None:
         metric_step = METRIC_STEP if full else DEMO_METRIC_STEP
     loaded = load_model("efficientnet_lite0", device=check_device(str(device)))

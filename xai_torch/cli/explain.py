@@ -16,9 +16,9 @@ import torch
 from .. import viz, zoo
 from ..errors import XaiError
 from ..files import check_folder, staged
-from ..layers import auto_reshape, find_layer
+from ..layers import auto_reshape, find_layer, has_attention
 from ..models import LoadedModel, auto_cam_layer, check_device, load_image, load_model
-from ..presets import KINDS, METHODS, resolve
+from ..presets import GROUPS, KINDS, METHODS, resolve
 from .layers import plan_layer
 
 #: pixels changed per step of the deletion / insertion curves (29 points at 224 x 224)
@@ -318,6 +318,21 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
     return summary
 
 
+def without_attention_of_groups(names: list[str], asked: Union[str, Sequence[str]], model: Any) -> list[str]:
+    """``names`` less the attention family's methods when a group (``all``, ``fast``) brought them
+    in and the model has no attention (a CNN: they would only say that no attention call was
+    found). Attention methods named one by one stay, and explain why they cannot run."""
+    words = {w.strip().lower() for w in (asked.split(",") if isinstance(asked, str) else asked)}
+    if not words & set(GROUPS) or has_attention(model):
+        return names
+    kept = [n for n in names if METHODS[n].family != "attention" or n in words]
+    skipped = [n for n in names if n not in kept]
+    if skipped:
+        print(f"xai-torch: note: skipping {', '.join(skipped)} (the model has no attention layers).",
+              file=sys.stderr, flush=True)
+    return kept
+
+
 def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "efficientnet_lite0",
             methods: Union[str, Sequence[str]] = ("gradcam",), *, weights: Union[str, Path, None] = None,
             num_classes: Optional[int] = None, target: Union[str, int] = "top",
@@ -352,6 +367,7 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
     loaded_images = [load_image(str(s)) for s in images]  # every file is checked before the model loads
     dev = check_device(str(device))
     loaded = load_model(model, weights, num_classes, dev)
+    names = without_attention_of_groups(names, methods, loaded.model)
     files = _unique([n for n, _, _ in loaded_images])
     photos = [zoo.center_crop(img) for _, img, _ in loaded_images]
     return explain_images(loaded, files, photos, [src for _, _, src in loaded_images], names, out=out,
