@@ -31,6 +31,7 @@ from ..errors import XaiError, XaiWarning, describe
 from ..explainer import Explainer, Explanation
 from ..hooks import HookSession, LayerTap
 from ..layers import find_layers
+from ..modelio import Packed
 from ..rules import check_interceptable
 from ..runner import ModelRunner, result_dtype
 from ..seeding import check_seed, make_generator
@@ -82,7 +83,10 @@ class DeepLift(Explainer):
         baseline: **zero by default** (the all-zero input, Captum's default); or any baseline of
             the IG family (:mod:`xai_torch.space`): ``"black"``, ``"white"``, ``"blur"``...,
             a tensor broadcastable to ``x`` (per-image baselines as ``(B, C, H, W)``), a
-            callable, or a list of them (the attributions are averaged over the list).
+            callable, or a list of them (the attributions are averaged over the list). For a
+            tuple ``x`` (an image and metadata...; not with ``layer=``): a tuple with one number
+            or tensor per member, or one number for all (default ``0.0``); the attributions are
+            then a tuple, one per member, and ``delta`` sums over all members.
 
     Returns:
         ``(B, C, H, W)`` (``(B, K, C, H, W)`` for ``(B, K)`` targets); with ``layer=`` shaped
@@ -107,6 +111,7 @@ class DeepLift(Explainer):
 
     call_keywords: tuple[str, ...] = ("baseline",)
     default_baseline: Any = 0.0
+    tuple_inputs = True  # x may be (image, metadata...): a baseline per member, see Call arguments
 
     def __init__(self, model: Any, *, eps: float = 1e-10, normalize: Any = None, input_range: Any = None,
                  seed: Optional[int] = None, layer: Any = None, layer_input: bool = False,
@@ -242,7 +247,9 @@ class DeepLiftShap(DeepLift):
         model: see :mod:`xai_torch.explainer`.
         background: ``(N, C, H, W)`` baselines in the model's input space (a ``(C, H, W)``
             image is ``N = 1``), e.g. blurred or black images, or samples of the data; used in
-            ``x``'s dtype, as baselines are.
+            ``x``'s dtype, as baselines are. For a tuple ``x`` (an image and metadata...): a
+            tuple with one ``(N, *member shape)`` tensor per member, row ``j`` of every member
+            making baseline ``j``; the attributions are then a tuple, one per member.
         eps, layer, layer_input, call, batch_size, progress: as :class:`DeepLift`.
 
     Returns:
@@ -250,7 +257,8 @@ class DeepLiftShap(DeepLift):
         image and ``baseline_scores`` is ``(B, [K,] N)``.
 
     Raises:
-        XaiError: a background that is not a finite float tensor of ``x``'s image shape.
+        XaiError: a background that is not a finite float tensor of ``x``'s image shape; for
+        a tuple, members with different ``N`` or a member that does not fit ``x``'s (named).
 
     Cost:
         One forward and one backward of ``2 B N`` rows (and one image forward, as DeepLift).
@@ -267,6 +275,9 @@ class DeepLiftShap(DeepLift):
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, eps=eps, layer=layer, layer_input=layer_input, call=call, batch_size=batch_size,
                          progress=progress)
+        self.member_shapes: Optional[list[tuple[int, ...]]] = None
+        if isinstance(background, tuple):  # one (N, ...) tensor per member of a tuple x, packed as x is
+            background, self.member_shapes = _pack_background(background)
         if not isinstance(background, torch.Tensor) or not background.is_floating_point() \
                 or background.ndim not in (3, 4) or background.numel() == 0:
             raise XaiError("background must be a non-empty float tensor (N, C, H, W) of baselines (or one (C, H, W) "
@@ -281,9 +292,27 @@ class DeepLiftShap(DeepLift):
             cfg.pop(key)
         return {"background": tuple(self.background.shape), **cfg}
 
+    def _packed(self, x: Any) -> Packed:
+        packed = super()._packed(x)
+        name = type(self).__name__
+        if self.member_shapes is None:
+            raise XaiError(f"{name}: x is a tuple of {len(packed.shapes)} members but the background is one tensor; "
+                           "give a tuple background with one (N, ...) tensor per member.")
+        if len(self.member_shapes) != len(packed.shapes):
+            raise XaiError(f"{name}: the background has {len(self.member_shapes)} members but x has "
+                           f"{len(packed.shapes)}; give one (N, ...) tensor per member.")
+        for i, (b, m) in enumerate(zip(self.member_shapes, packed.shapes)):
+            if b != m:
+                raise XaiError(f"{name}: background member {i} has rows of shape {b} but x member {i} has rows of "
+                               f"shape {m}; give (N, *{m}).")
+        return packed
+
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
                  **kwargs: Any) -> DeepLiftExplanation:
         bg = self.background
+        if self.member_shapes is not None and not (x.shape[1:3] == (1, 1) and bg.shape[1:] == x.shape[1:]):
+            raise XaiError(f"{type(self).__name__}: the background is a tuple (one tensor per member of a tuple x) "
+                           "but x is one tensor; give x as a tuple, or a tensor background.")
         if bg.shape[1:] != x.shape[1:]:
             raise XaiError(f"background images have shape {tuple(bg.shape[1:])} but x has images of shape "
                            f"{tuple(x.shape[1:])}; give a background (N, C, H, W) of x's image shape.")
@@ -293,3 +322,20 @@ class DeepLiftShap(DeepLift):
         xd = run.place(x)
         base = bg.to(device=run.device, dtype=x.dtype)[:, None].expand(bg.shape[0], x.shape[0], *bg.shape[1:])
         return self._attribute(run, x, xd, base, target, session)
+
+
+def _pack_background(members: tuple[Any, ...]) -> tuple[Any, list[tuple[int, ...]]]:
+    """A tuple background ``(N, *shape_i)`` per member as one ``(N, 1, 1, D)`` tensor (packed
+    as :class:`~xai_torch.modelio.Packed` packs ``x``) and the members' row shapes."""
+    if not members or not all(isinstance(m, torch.Tensor) and m.is_floating_point() and m.ndim >= 1
+                              and m.numel() > 0 for m in members):
+        raise XaiError("a tuple background must hold non-empty float tensors (N, ...), one per member of x; got "
+                       f"{[describe(m) for m in members]}.")
+    rows = [int(m.shape[0]) for m in members]
+    if len(set(rows)) > 1:
+        raise XaiError(f"the background members have {rows} rows; give every member the same N rows (row j of "
+                       "each member makes baseline j).")
+    if len({m.dtype for m in members}) > 1:
+        raise XaiError(f"the background members have dtypes {[str(m.dtype) for m in members]}; give them one dtype.")
+    flat = torch.cat([m.detach().reshape(rows[0], -1) for m in members], 1)
+    return flat.view(rows[0], 1, 1, -1), [tuple(m.shape[1:]) for m in members]
