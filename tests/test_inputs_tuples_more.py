@@ -92,3 +92,69 @@ def test_bad_tuples_name_the_member():
         xt.DeepLiftShap(model, (bg_img, bg_meta))(img, target=0)
     with pytest.raises(xt.XaiError, match="layer="):
         xt.DeepLift(model, layer="conv")((img, meta), target=0)
+
+
+def test_expected_gradients_tuples_replay_their_draws_member_by_member():
+    from xai_torch.path.expected import _STREAM, _draw
+    from xai_torch.seeding import derive_seed, make_generator
+
+    model, (img, meta) = ImageAndMeta(), data()
+    bg = data(b=5, seed=2)
+    res = xt.ExpectedGradients(model, bg, samples=4, seed=7).explain((img, meta), target=[0, 2, 4])
+    assert isinstance(res.attributions, tuple) and res.attributions[1].shape == meta.shape
+    for i, c in enumerate([0, 2, 4]):  # the same draws, each member by hand with autograd
+        refs, alphas = _draw(5, 4, 1, make_generator(derive_seed(7, _STREAM, i), torch.device("cpu")),
+                             torch.device("cpu"))
+        b = [m[refs[0]] for m in bg]
+        a = alphas[0].view(-1, 1)
+        z = [(bm + a.view(-1, *[1] * (bm.ndim - 1)) * (xm[i:i + 1] - bm)).requires_grad_() for bm, xm in
+             zip(b, (img, meta))]
+        grads = torch.autograd.grad(model(*z)[:, c].sum(), z)
+        for ours, xm, bm, g in zip(res.attributions, (img, meta), b, grads):
+            torch.testing.assert_close(ours[i], ((xm[i:i + 1] - bm) * g).mean(0), rtol=1e-9, atol=1e-11)
+
+
+class Linear2(nn.Module):
+    """``model(image, meta) = w . image + v . meta``: every path has the gradient ``(w, v)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.w, self.v = nn.Linear(3 * 6 * 6, 5), nn.Linear(3, 5)
+        self.double().eval()
+
+    def forward(self, image, meta):
+        return self.w(image.flatten(1)) + self.v(meta)
+
+
+@pytest.mark.parity
+def test_expected_gradients_tuples_closed_form_and_captum_gradient_shap():
+    from captum.attr import GradientShap
+
+    model, (img, meta) = Linear2(), data()
+    bg = data(b=4, seed=3)
+    # samples = N draws every reference once: EG = (x - mean(background)) * (w, v) per member, exactly
+    eg = xt.ExpectedGradients(model, bg, samples=4, seed=0)((img, meta), target=3)
+    for ours, xm, bm, w in zip(eg, (img, meta), bg, (model.w.weight[3].view(3, 6, 6), model.v.weight[3])):
+        torch.testing.assert_close(ours, (xm - bm.mean(0)) * w.detach(), rtol=1e-9, atol=1e-11)
+    one = tuple(m[:1] for m in bg)  # one reference: Captum's GradientShap draws it every time
+    ours1 = xt.ExpectedGradients(model, one, samples=3, seed=0)((img, meta), target=1)
+    torch.manual_seed(0)
+    ref = GradientShap(model).attribute((img, meta), baselines=one, target=1, n_samples=3)
+    for a, r in zip(ours1, ref):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-11)
+
+
+def test_expected_gradients_bad_tuples_name_the_member():
+    model, (img, meta) = ImageAndMeta(), data()
+    bg_img, bg_meta = data(b=4, seed=2)
+    with pytest.raises(xt.XaiError, match="same N rows"):
+        xt.ExpectedGradients(model, (bg_img[:3], bg_meta))
+    with pytest.raises(xt.XaiError, match="background member 0"):
+        xt.ExpectedGradients(model, (bg_img[:, :, :4], bg_meta))((img, meta), target=0)
+    with pytest.raises(xt.XaiError, match="batch sizes"):
+        xt.ExpectedGradients(model, (bg_img, bg_meta))((img[:2], meta), target=0)
+    with pytest.raises(xt.XaiError, match="background is one tensor"):
+        xt.ExpectedGradients(model, bg_img)((img, meta), target=0)
+    with pytest.raises(xt.XaiError, match="x is one tensor"):
+        xt.ExpectedGradients(model, (bg_img, bg_meta))(img, target=0)

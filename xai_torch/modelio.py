@@ -199,6 +199,20 @@ class Packed:
             parts.append(fitted.reshape(self.batch, -1))
         return torch.cat(parts, 1).view(self.batch, 1, 1, -1)
 
+    def check_rows(self, shapes: Optional[list[tuple[int, ...]]], what: str, name: str) -> None:
+        """Raise unless ``shapes`` (of a tuple packed by :func:`pack_rows`, ``None`` for one
+        tensor) are the members' shapes, naming the first member that does not fit."""
+        if shapes is None:
+            raise XaiError(f"{name}: x is a tuple of {len(self.shapes)} members but the {what} is one tensor; "
+                           f"give a tuple {what} with one (N, ...) tensor per member.")
+        if len(shapes) != len(self.shapes):
+            raise XaiError(f"{name}: the {what} has {len(shapes)} members but x has {len(self.shapes)}; give one "
+                           "(N, ...) tensor per member.")
+        for i, (b, m) in enumerate(zip(shapes, self.shapes)):
+            if b != m:
+                raise XaiError(f"{name}: {what} member {i} has rows of shape {b} but x member {i} has rows of "
+                               f"shape {m}; give (N, *{m}).")
+
     def members(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The members of packed rows ``z`` ``(n, 1, 1, D)`` (views)."""
         flat = z.reshape(z.shape[0], -1)
@@ -214,6 +228,28 @@ class Packed:
         lead = a.shape[:-3]
         parts = torch.split(a.reshape(*lead, -1), self.sizes, dim=-1)
         return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+
+
+def pack_rows(members: tuple[Any, ...], what: str) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+    """A tuple of ``(N, *shape_i)`` tensors (a background, one per member of a tuple ``x``) as
+    one ``(N, 1, 1, D)`` tensor packed as :class:`Packed` packs ``x`` (row ``j`` of every member
+    makes row ``j``), and the members' row shapes (for :meth:`Packed.check_rows`).
+
+    Raises:
+        XaiError: a member is not a non-empty float tensor, or the members' ``N`` or dtypes differ.
+    """
+    if not members or not all(isinstance(m, torch.Tensor) and m.is_floating_point() and m.ndim >= 1
+                              and m.numel() > 0 for m in members):
+        raise XaiError(f"a tuple {what} must hold non-empty float tensors (N, ...), one per member of x; got "
+                       f"{[describe(m) for m in members]}.")
+    rows = [int(m.shape[0]) for m in members]
+    if len(set(rows)) > 1:
+        raise XaiError(f"the {what} members have {rows} rows; give every member the same N rows (row j of each "
+                       "member makes row j).")
+    if len({m.dtype for m in members}) > 1:
+        raise XaiError(f"the {what} members have dtypes {[str(m.dtype) for m in members]}; give them one dtype.")
+    flat = torch.cat([m.detach().reshape(rows[0], -1) for m in members], 1)
+    return flat.view(rows[0], 1, 1, -1), [tuple(m.shape[1:]) for m in members]
 
 
 #: what ``select_output=`` accepts: a key or attribute name, a position, or a callable.
@@ -260,4 +296,4 @@ def select_output(output: Any, select: OutputSelector) -> Any:
 
 
 __all__ = ["ForwardArgs", "OutputSelector", "Packed", "check_select_output", "keep_buffers", "model_device",
-           "probability", "repeat_rows", "result_dtype", "select_output", "warn_if_training"]
+           "pack_rows", "probability", "repeat_rows", "result_dtype", "select_output", "warn_if_training"]

@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import XaiError, check_input, check_positive_int, describe
+from ..modelio import Packed, pack_rows
 from ..runner import ModelRunner
 from ..seeding import derive_seed, make_generator
 from ..targets import ClassTarget, class_output
@@ -40,7 +41,10 @@ class ExpectedGradients(PathExplainer):
     Args:
         model, batch_size, progress: see :mod:`xai_torch.explainer`.
         background: ``(N, C, H, W)`` reference images in the model's input space (for
-            example a few hundred training images).
+            example a few hundred training images). For a tuple ``x`` (an image and
+            metadata...; not with ``layer=``): a tuple with one ``(N, *member shape)`` tensor per
+            member, row ``j`` of every member making reference ``j``; the attributions are then
+            a tuple, one per member.
         samples: draws per image (model evaluations). References are drawn without
             replacement when ``N >= samples``, else with replacement.
         seed: see :mod:`xai_torch.seeding`. With a seed, image ``i``'s references and path
@@ -75,14 +79,18 @@ class ExpectedGradients(PathExplainer):
     """
 
     call_keywords: tuple[str, ...] = ()
+    tuple_inputs = True  # x may be (image, metadata...) with a tuple background, see Args
 
-    def __init__(self, model: Any, background: torch.Tensor, *, samples: int = 50, seed: Optional[int] = None,
+    def __init__(self, model: Any, background: Any, *, samples: int = 50, seed: Optional[int] = None,
                  layer: Any = None, layer_input: bool = False, batch_size: Optional[int] = None,
                  progress: Optional[bool] = None) -> None:
         super().__init__(model, seed=seed, batch_size=batch_size, progress=progress)
         self._set_layers(model, layer, layer_input)
+        self.member_shapes: Optional[list[tuple[int, ...]]] = None
+        if isinstance(background, tuple):  # one (N, ...) tensor per member of a tuple x, packed as x is
+            background, self.member_shapes = pack_rows(background, "background")
         background, _ = check_input(background, "background")
-        self.background = background.detach()
+        self.background: torch.Tensor = background.detach()
         self.samples = check_positive_int(samples, "samples")
 
     def _config(self) -> dict[str, Any]:
@@ -90,8 +98,16 @@ class ExpectedGradients(PathExplainer):
         cfg.update(self._layer_config())
         return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
 
+    def _packed(self, x: Any) -> Packed:
+        packed = super()._packed(x)
+        packed.check_rows(self.member_shapes, "background", type(self).__name__)
+        return packed
+
     def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> torch.Tensor:
         bg = self.background
+        if self.member_shapes is not None and not (x.shape[1:3] == (1, 1) and bg.shape[1:] == x.shape[1:]):
+            raise XaiError("ExpectedGradients: the background is a tuple (one tensor per member of a tuple x) but x "
+                           "is one tensor; give x as a tuple, or a tensor background.")
         if bg.shape[1:] != x.shape[1:]:
             raise XaiError(f"background images have shape {tuple(bg.shape[1:])} but x has {tuple(x.shape[1:])}; "
                            "they must match.")

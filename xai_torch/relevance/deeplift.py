@@ -31,7 +31,7 @@ from ..errors import XaiError, XaiWarning, describe
 from ..explainer import Explainer, Explanation
 from ..hooks import HookSession, LayerTap
 from ..layers import find_layers
-from ..modelio import Packed
+from ..modelio import Packed, pack_rows
 from ..rules import check_interceptable
 from ..runner import ModelRunner, result_dtype
 from ..seeding import check_seed, make_generator
@@ -277,7 +277,7 @@ class DeepLiftShap(DeepLift):
                          progress=progress)
         self.member_shapes: Optional[list[tuple[int, ...]]] = None
         if isinstance(background, tuple):  # one (N, ...) tensor per member of a tuple x, packed as x is
-            background, self.member_shapes = _pack_background(background)
+            background, self.member_shapes = pack_rows(background, "background")
         if not isinstance(background, torch.Tensor) or not background.is_floating_point() \
                 or background.ndim not in (3, 4) or background.numel() == 0:
             raise XaiError("background must be a non-empty float tensor (N, C, H, W) of baselines (or one (C, H, W) "
@@ -294,17 +294,7 @@ class DeepLiftShap(DeepLift):
 
     def _packed(self, x: Any) -> Packed:
         packed = super()._packed(x)
-        name = type(self).__name__
-        if self.member_shapes is None:
-            raise XaiError(f"{name}: x is a tuple of {len(packed.shapes)} members but the background is one tensor; "
-                           "give a tuple background with one (N, ...) tensor per member.")
-        if len(self.member_shapes) != len(packed.shapes):
-            raise XaiError(f"{name}: the background has {len(self.member_shapes)} members but x has "
-                           f"{len(packed.shapes)}; give one (N, ...) tensor per member.")
-        for i, (b, m) in enumerate(zip(self.member_shapes, packed.shapes)):
-            if b != m:
-                raise XaiError(f"{name}: background member {i} has rows of shape {b} but x member {i} has rows of "
-                               f"shape {m}; give (N, *{m}).")
+        packed.check_rows(self.member_shapes, "background", type(self).__name__)
         return packed
 
     def _explain(self, x: torch.Tensor, target: Target, session: HookSession, *, details: bool = True,
@@ -322,20 +312,3 @@ class DeepLiftShap(DeepLift):
         xd = run.place(x)
         base = bg.to(device=run.device, dtype=x.dtype)[:, None].expand(bg.shape[0], x.shape[0], *bg.shape[1:])
         return self._attribute(run, x, xd, base, target, session)
-
-
-def _pack_background(members: tuple[Any, ...]) -> tuple[Any, list[tuple[int, ...]]]:
-    """A tuple background ``(N, *shape_i)`` per member as one ``(N, 1, 1, D)`` tensor (packed
-    as :class:`~xai_torch.modelio.Packed` packs ``x``) and the members' row shapes."""
-    if not members or not all(isinstance(m, torch.Tensor) and m.is_floating_point() and m.ndim >= 1
-                              and m.numel() > 0 for m in members):
-        raise XaiError("a tuple background must hold non-empty float tensors (N, ...), one per member of x; got "
-                       f"{[describe(m) for m in members]}.")
-    rows = [int(m.shape[0]) for m in members]
-    if len(set(rows)) > 1:
-        raise XaiError(f"the background members have {rows} rows; give every member the same N rows (row j of "
-                       "each member makes baseline j).")
-    if len({m.dtype for m in members}) > 1:
-        raise XaiError(f"the background members have dtypes {[str(m.dtype) for m in members]}; give them one dtype.")
-    flat = torch.cat([m.detach().reshape(rows[0], -1) for m in members], 1)
-    return flat.view(rows[0], 1, 1, -1), [tuple(m.shape[1:]) for m in members]
