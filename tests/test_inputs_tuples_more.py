@@ -158,3 +158,38 @@ def test_expected_gradients_bad_tuples_name_the_member():
         xt.ExpectedGradients(model, bg_img)((img, meta), target=0)
     with pytest.raises(xt.XaiError, match="x is one tensor"):
         xt.ExpectedGradients(model, (bg_img, bg_meta))(img, target=0)
+
+
+class PooledAndMeta(nn.Module):
+    """``model(image, meta)`` of modules Captum's LRP supports: conv -> ReLU -> average pooling,
+    joined with the metadata -> linear -> ReLU -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.r1, self.pool = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(6)
+        self.fc1, self.r2, self.fc2 = nn.Linear(4 + 3, 6), nn.ReLU(), nn.Linear(6, 5)
+        self.double().eval()
+
+    def forward(self, image, meta):
+        h = self.pool(self.r1(self.conv(image))).view(image.shape[0], -1)
+        return self.fc2(self.r2(self.fc1(torch.cat([h, meta], 1))))
+
+
+@pytest.mark.parity
+def test_lrp_tuples_equal_captum_epsilon_lrp_at_each_member():
+    from captum.attr import LRP as CaptumLRP
+
+    model, (img, meta) = PooledAndMeta(), data()
+    rules = {nn.Conv2d: "epsilon", nn.Linear: "epsilon"}  # Captum's default: epsilon everywhere
+    res = xt.LRP(model, rules, epsilon=1e-9, stabilizer=1e-9).explain((img, meta), target=[0, 2, 4])
+    ref = captum(CaptumLRP, model, inputs=(img, meta), target=[0, 2, 4])
+    assert isinstance(res.attributions, tuple) and res.attributions[1].shape == meta.shape
+    for ours, theirs in zip(res.attributions, ref):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+    total = res.attributions[0].flatten(1).sum(1) + res.attributions[1].sum(1)
+    torch.testing.assert_close(res.relevance_sum, total)  # summed over both members
+    with pytest.raises(xt.XaiError, match="low= and high="):
+        xt.LRP(model, "epsilon_gamma_box")((img, meta), target=0)
+    with pytest.raises(xt.XaiError, match="batch sizes"):
+        xt.LRP(model)((img, meta[:1]), target=0)

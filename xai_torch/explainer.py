@@ -256,8 +256,8 @@ class Explainer:
         if not self.tuple_inputs or getattr(self, "layers", None):
             raise XaiError(f"{name}{' with layer=' if self.tuple_inputs else ''} takes x as one tensor; tuple inputs "
                            "(several tensors per example) go to Gradient, InputXGradient, GuidedBackprop, "
-                           "Deconvnet, IntegratedGradients, ExpectedGradients, DeepLift, DeepLiftShap, Occlusion "
-                           "and SmoothGrad around them.")
+                           "Deconvnet, IntegratedGradients, ExpectedGradients, DeepLift, DeepLiftShap, LRP, "
+                           "Occlusion and SmoothGrad around them.")
         if not isinstance(self.model, nn.Module):
             raise XaiError(f"{name}: tuple inputs need an nn.Module model (the members reach it through a forward "
                            f"pre-hook); got {type(self.model).__name__}.")

@@ -22,6 +22,7 @@ from ..errors import XaiError, XaiWarning
 from ..explainer import Explanation
 from ..gradient import InputGradientExplainer
 from ..hooks import HookSession
+from ..modelio import Packed
 from ..rules import check_interceptable
 from ..space import check_space, value_range
 from ..targets import Target
@@ -84,6 +85,9 @@ class LRP(InputGradientExplainer):
         layer, layer_input, call: relevance at a layer instead of the input, shaped like it
             (see :mod:`xai_torch.gradient`).
 
+    ``x`` may be a tuple of tensors (an image and metadata...; not with ``layer=``, nor with a
+    z-box rule without ``low=`` / ``high=``): the relevance is then a tuple, one per member.
+
     Returns:
         ``(B, C, H, W)`` relevance (``(B, K, C, H, W)`` for ``(B, K)`` targets); ``explain``
         adds ``relevance_sum``, ``conservation_error``, ``rules``, ``no_rule``.
@@ -116,6 +120,13 @@ class LRP(InputGradientExplainer):
         self.composite: Composite = make_composite(model, composite, rules, epsilon=epsilon, gamma=gamma,
                                                    stabilizer=stabilizer, low=low, high=high)
         self.needs_bounds = any(isinstance(r, ZBox) and r.low is None for r in self.composite.rules)
+
+    tuple_inputs = True  # x may be (image, metadata...): the relevance at each member
+
+    def _packed(self, x: Any) -> Packed:
+        if self.needs_bounds:  # per-image bounds would mix the members' values
+            raise XaiError("LRP: a z-box rule takes its bounds from the image; for a tuple x give low= and high=.")
+        return super()._packed(x)
 
     def _config(self) -> dict[str, Any]:
         spec = self.composite_spec if isinstance(self.composite_spec, str) else "custom"
