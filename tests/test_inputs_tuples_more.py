@@ -60,6 +60,7 @@ def test_deeplift_tuples_equal_captum_with_a_baseline_per_member_and_delta_per_i
     ref0 = captum(CaptumDeepLift, model, inputs=(img, meta), target=1)
     for ours, theirs in zip(zero, ref0):
         torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+    assert not model._forward_pre_hooks and not model._forward_hooks  # the unpacking hook is gone
 
 
 @pytest.mark.parity
