@@ -193,7 +193,8 @@ _SPECS = (
                calls=lambda kw, channels: Calls(1 + channels, 0), aliases=("score_cam",)),
     MethodSpec("eigencam", "EigenCAM", "cam", "map", layer=True, calls=lambda kw, channels: Calls(1, 0),
                aliases=("eigen_cam",)),
-    MethodSpec("eigengradcam", "EigenGradCAM", "cam", "map", layer=True, aliases=("eigen_grad_cam",)),
+    MethodSpec("eigengradcam", "EigenGradCAM", "cam", "map", layer=True, demo=None, aliases=("eigen_grad_cam",),
+               budget="not in the default demo (Grad-CAM's cost; EigenCAM shows the eigen maps there); --full runs it"),
     # every Conv2d / BatchNorm2d with a bias (about 5x Grad-CAM's time on Lite0): --full runs it
     MethodSpec("fullgrad", "FullGrad", "cam", "map", demo=None,
                budget="not in the default demo (bias gradients of every conv / batch norm); --full runs it",
