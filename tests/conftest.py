@@ -323,3 +323,14 @@ class SideNet(nn.Module):
     def forward(self, x):
         self.unused(x)
         return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module of tiny tensors: on busy cores the threads only wait
+    on each other (20x slower). A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

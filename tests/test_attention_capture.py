@@ -11,14 +11,7 @@ import xai_torch as xt
 from attention_helpers import images, tiny_timm, tiny_vit
 from conftest import assert_no_trace, snapshot
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on busy cores: intra-op threads only wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class AtenOps(TorchDispatchMode):

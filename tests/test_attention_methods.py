@@ -15,13 +15,7 @@ from xai_torch.attention import patch_layout
 from attention_helpers import images, tiny_timm, tiny_vit
 from conftest import assert_no_trace, snapshot
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_forward(model, x):

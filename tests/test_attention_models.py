@@ -14,12 +14,7 @@ from conftest import assert_no_trace, snapshot
 METHODS = [xt.AttentionRollout, xt.AttentionGradRollout, xt.TransformerAttribution, xt.LeGrad]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parity

@@ -130,13 +130,7 @@ class Faulty(nn.Module):
             self.net.fail_with = None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on busy cores: intra-op threads only wait on each other (20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def user_model(name: str = "") -> Faulty:

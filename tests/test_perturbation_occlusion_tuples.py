@@ -10,13 +10,7 @@ import xai_torch as xt
 
 from conftest import assert_no_trace, snapshot
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ImageAndMeta(nn.Module):
