@@ -10,7 +10,7 @@ import torchvision
 
 import xai_torch as xt
 
-from benchmarks.common import compare, device, table
+from benchmarks.common import compare, device, gradient_floor, table
 
 
 def run(repeats: int = 15) -> str:
@@ -20,10 +20,7 @@ def run(repeats: int = 15) -> str:
     x = torch.randn(4, 3, 224, 224).to(dev)
     target = torch.tensor([1, 2, 3, 4], device=dev)
 
-    def floor():
-        xg = x.detach().clone().requires_grad_(True)
-        out = model(xg)
-        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
+    floor = gradient_floor(model, x, target)
 
     fns = {"floor": floor, "gradient": lambda: xt.Gradient(model)(x, target=target),
            "guided": lambda: xt.GuidedBackprop(model)(x, target=target)}

@@ -21,7 +21,7 @@ import torchvision
 
 import xai_torch as xt
 
-from benchmarks.common import compare, device, table
+from benchmarks.common import compare, device, gradient_floor, table
 
 
 def run(repeats: int = 11) -> str:
@@ -31,11 +31,7 @@ def run(repeats: int = 11) -> str:
     x = torch.randn(4, 3, 224, 224).to(dev)
     target = torch.tensor([1, 2, 3, 4], device=dev)
 
-    def floor():
-        xg = x.detach().clone().requires_grad_(True)
-        out = model(xg)
-        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
-
+    floor = gradient_floor(model, x, target)
     lrp = xt.LRP(model, "epsilon_plus_flat")
     fns = {"floor": floor, "lrp": lambda: lrp(x, target=target)}
     rows = [("xt.LRP epsilon_plus_flat", "lrp", None, 1.3)]

@@ -153,3 +153,14 @@ def summary() -> str:
         short = title if len(title) <= 42 else title[:41] + "…"
         lines.append(f"{short:<44}{label:<28}{ms:>9.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}  {ref:<26}{status}")
     return "\n".join(lines)
+
+
+def gradient_floor(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   target: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The plain-torch floor of a gradient method: one forward and one backward of the targets'
+    logits with respect to a fresh copy of ``x``."""
+    def floor() -> torch.Tensor:
+        xg = x.detach().clone().requires_grad_(True)
+        out = model(xg)
+        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
+    return floor
