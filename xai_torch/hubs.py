@@ -23,6 +23,7 @@ from torch import nn
 
 from .adapters import adapt
 from .errors import XaiError, closest_names
+from .hooks import HookSession
 from .layers import AutoReshape, prefix_tokens
 
 Normalize = tuple[tuple[float, ...], tuple[float, ...]]
@@ -173,14 +174,12 @@ def transformer_cam_layer(model: nn.Module, x: torch.Tensor) -> str:
     def started(name: str) -> Callable[[nn.Module, Any], None]:
         return lambda module, inputs: events.append((name, None))
 
-    handles = [m.register_forward_hook(ended(n)) for n, m in modules.items()]
-    handles += [m.register_forward_pre_hook(started(n)) for n, m in modules.items() if has_attention_type(m)]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    with HookSession() as session, torch.no_grad():
+        for n, m in modules.items():
+            session.forward_hook(m, ended(n))
+            if has_attention_type(m):
+                session.forward_pre_hook(m, started(n))
+        model(x[:1])
     last_attention = max((i for i, (_, out) in enumerate(events) if out is None), default=-1)
     if prefix_tokens(model) > 0 and last_attention >= 0:
         norms = [n for n, out in events[:last_attention] if out is not None and out.ndim == 3

@@ -19,6 +19,7 @@ import torch
 
 from . import hubs, zoo
 from .errors import XaiError, closest_names
+from .hooks import HookSession
 from .hubs import transformer_cam_layer
 from .layers import has_attention
 from .presets import CAM_LAYER
@@ -332,13 +333,10 @@ def auto_cam_layer(model: torch.nn.Module, x: torch.Tensor) -> str:
                 finished.append(name)
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in candidates]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    with HookSession() as session, torch.no_grad():
+        for n, m in candidates:
+            session.forward_hook(m, record(n))
+        model(x[:1])
     if not finished:
         raise XaiError("found no convolutional layer with a (B, C, H, W) output for the CAM methods; pass "
                        "--layer NAME (a dotted module name, see model.named_modules()).")

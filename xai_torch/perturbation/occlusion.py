@@ -237,15 +237,7 @@ class Occlusion(PerturbationExplainer):
         cover = bc.sum(0)[:, None, None] * bh.sum(0)[None, :, None] * bw.sum(0)[None, None, :]
         attr = (total / cover).reshape(b, k, *xd.shape[1:])
 
-        dtype = result_dtype(x)
-        return OcclusionExplanation(
-            attributions=self._shape(x, target, attr, dtype),
-            targets=self._shape_or_none(x, target, classes),
-            scores=self._shape(x, target, fx, dtype),
-            model_calls=run.calls,
-            drops=self._shape(x, target, drops.permute(0, 2, 1).reshape(b, k, *counts), dtype),
-            windows=counts,
-        )
+        return self._result(run, x, target, attr, classes, fx, drops.permute(0, 2, 1).reshape(b, k, *counts), counts)
 
     def _explain_tuple(self, run: ModelRunner, x: torch.Tensor, xd: torch.Tensor, target: Target, packed: Packed,
                        baseline: Any) -> OcclusionExplanation:
@@ -261,12 +253,19 @@ class Occlusion(PerturbationExplainer):
         k = target.k or 1
         fx, classes, target = self._clean(run, xd, target, k)
         attr, drops, counts = occlude_tuple(run, xd, target, k, fx, packed, fill, geo)
+        return self._result(run, x, target, attr, classes, fx, drops, counts)
+
+    def _result(self, run: ModelRunner, x: torch.Tensor, target: Target, attr: torch.Tensor,
+                classes: Optional[torch.Tensor], fx: torch.Tensor, drops: Any, counts: Any) -> OcclusionExplanation:
+        """The explanation, each tensor shaped ``(B, [K,] ...)`` in the result dtype (``drops``: one
+        tensor, or one per member of a tuple ``x``)."""
         dtype = result_dtype(x)
         return OcclusionExplanation(
             attributions=self._shape(x, target, attr, dtype),
             targets=self._shape_or_none(x, target, classes),
             scores=self._shape(x, target, fx, dtype),
             model_calls=run.calls,
-            drops=tuple(self._shape(x, target, d, dtype) for d in drops),
+            drops=(tuple(self._shape(x, target, d, dtype) for d in drops) if isinstance(drops, tuple)
+                   else self._shape(x, target, drops, dtype)),
             windows=counts,
         )
