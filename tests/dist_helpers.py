@@ -124,7 +124,7 @@ def run_cli(args: list[str], nproc: int = 0) -> subprocess.CompletedProcess:
 
 def run_in_process(out: Any, data: Any, **kwargs: Any) -> Any:
     """``explain_dataset`` in one process, one torch thread (as each torchrun rank), in this interpreter."""
-    from xai_torch import distributed as xd
+    from xai_torch import dataset as xd
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

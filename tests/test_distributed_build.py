@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xai_torch import XaiError
-from xai_torch import distributed as xd
+from xai_torch import dataset as xd
 
 from dist_helpers import image_folder, run_in_process
 

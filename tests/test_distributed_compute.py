@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xai_torch import distributed as xd
+from xai_torch import dataset as xd
 
 from dist_helpers import image_folder, run_in_process
 

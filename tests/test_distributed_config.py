@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from xai_torch import XaiError
-from xai_torch import distributed as xd
+from xai_torch import dataset as xd
 
 
 def test_shard_seed_and_option_parsing():

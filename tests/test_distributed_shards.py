@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from xai_torch import XaiError
-from xai_torch import distributed as xd
+from xai_torch import dataset as xd
 
 from dist_helpers import COMMON, image_folder, run_cli, run_in_process, same
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from xai_torch import XaiError
-from xai_torch import distributed as xd
-from xai_torch.distributed.shards import shard_ok, write_shard
+from xai_torch import dataset as xd
+from xai_torch.dataset.shards import shard_ok, write_shard
 from xai_torch.files import atomic_write, check_folder, inside, staged
 
 from dist_helpers import run_in_process, tensors

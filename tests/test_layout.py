@@ -23,7 +23,9 @@ LAYERS = [
     # what judges explanations, and what pictures them
     ["metrics", "viz"],
     # applications: the packaged assets, the registry, loaders, the report, the command line
-    ["zoo", "hubs", "models", "presets", "report", "distributed", "cli"],
+    ["zoo", "hubs", "models", "presets", "report", "dataset", "cli"],
+    # the old name of dataset (a shim that warns)
+    ["distributed"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import distributed, metrics, path, perturbation, region, segmentation, viz, zoo
+from . import dataset, metrics, path, perturbation, region, segmentation, viz, zoo
 from .adapters import ModelAdapter, adapt
 from .attention import (
     AttentionExplanation,
@@ -113,7 +113,7 @@ __all__ = [
     "ModelAdapter",
     "adapt",
     "NeuronTarget",
-    "distributed",
+    "dataset",
     "metrics",
     "path",
     "Baseline",

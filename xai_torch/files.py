@@ -3,7 +3,7 @@
 An output folder (``xai-torch explain --out``, a dataset run's folder) may already hold
 entries someone else put there; a symbolic link named like one of our files (``chelsea.png``
 -> ``~/.bashrc``) must not make us overwrite or read the file it points to. The rules, shared
-by :mod:`xai_torch.cli`, :mod:`xai_torch.report` and :mod:`xai_torch.distributed`:
+by :mod:`xai_torch.cli`, :mod:`xai_torch.report` and :mod:`xai_torch.dataset`:
 
 * **Writes replace, never follow.** :func:`atomic_write` writes a new temporary file beside
   the destination (``O_CREAT | O_EXCL | O_NOFOLLOW``: a fresh name, never an existing entry)

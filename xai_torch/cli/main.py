@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from .. import zoo
-from ..distributed import add_run_parser, run_command
+from ..dataset import add_run_parser, run_command
 from ..errors import XaiError
 from ..presets import GROUPS, METHODS, resolve, resolve_names
 from .demo import DEMO_IMAGES, DEMO_METRIC_STEP, FULL_IMAGES, demo
