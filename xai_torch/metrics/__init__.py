@@ -7,6 +7,22 @@ from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_
 from .cam_metrics import ArccResult, ConfidenceChange, arcc, average_drop, confidence_change, increase_in_confidence
 from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
 from .infidelity import InfidelityResult, infidelity
+from .faithfulness_correlation import (
+    FaithfulnessCorrelationResult,
+    MonotonicityCorrelationResult,
+    faithfulness_correlation,
+    monotonicity_nguyen,
+)
+from .faithfulness_irof import IrofResult, irof
+from .faithfulness_sufficiency import SufficiencyResult, sufficiency
+from .flipping import (
+    FlippingResult,
+    MonotonicityResult,
+    RegionPerturbationResult,
+    monotonicity_arya,
+    pixel_flipping,
+    region_perturbation,
+)
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
 from .pic import pic
 from .pic_curve import PicAggregate, PicResult, aggregate
@@ -22,6 +38,9 @@ __all__ = [
     "CausalCurve", "Completeness", "causal_auc", "completeness", "deletion", "insertion", "rise_blur",
     "Localisation", "PointingGame", "pointing_game", "relevance_mass", "relevance_rank",
     "SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "spearman", "ssim",
+    "FaithfulnessCorrelationResult", "FlippingResult", "IrofResult", "MonotonicityCorrelationResult",
+    "MonotonicityResult", "RegionPerturbationResult", "SufficiencyResult", "faithfulness_correlation", "irof",
+    "monotonicity_arya", "monotonicity_nguyen", "pixel_flipping", "region_perturbation", "sufficiency",
     "PicAggregate", "PicResult", "aggregate", "generate_random_mask", "pic",
     "RoadResult", "noisy_linear_impute", "road",
     "ArccResult", "ConfidenceChange", "arcc", "average_drop", "confidence_change", "increase_in_confidence",
