@@ -6,7 +6,7 @@ Example:
     ...     attr = gbp(x, target=[3, 7])          # (B, C, H, W), signed
     >>> res = xt.Gradient(model).explain(x)       # res.attributions, res.targets, res.scores
 """
-from . import dataset, metrics, path, perturbation, region, segmentation, viz, zoo
+from . import dataset, metrics, path, perturbation, region, segmentation, threads, viz, zoo
 from .adapters import ModelAdapter, adapt
 from .attention import (
     AttentionExplanation,
@@ -145,6 +145,7 @@ __all__ = [
     "segmentation",
     "SmoothGrad",
     "SmoothGradExplanation",
+    "threads",
     "viz",
     "zoo",
 ]

@@ -33,6 +33,7 @@ import torch
 from ..errors import XaiError, check_choice, check_input, describe
 from ..runner import model_device
 from ..targets import ClassTarget, as_target, score_classes
+from ..threads import small_ops
 from ._common import Scorer, check_fraction, coerce_attribution, is_explainer, to_result
 from .pic_curve import PicResult, check_num_points, pic_curve, points
 from .pic_images import (
@@ -327,28 +328,30 @@ def pic(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, ki
         for k in kinds:
             scores[k][rows, 1:-1] = res[k].reshape(len(idx), t_count)
 
-    ent = torch.from_numpy(entropy).to(device)
-    out = []
-    thr_t = torch.tensor((0.0, *thr, 1.0), dtype=torch.float64)
-    for k in kinds:
-        ok = torch.tensor([s is None for s in skipped[k]], dtype=torch.bool, device=device)
-        cx, cy, auc = pic_curve(ent, scores[k], keep_monotonous=keep_monotonous, num_points=num_points)
-        px, py = points(ent, scores[k], keep_monotonous)
-        nan = float("nan")
-        out.append(PicResult(
-            kind=k,
-            auc=to_result(auc.masked_fill(~ok, nan), x4),
-            curve_x=to_result(cx, x4),
-            curve_y=to_result(cy.masked_fill(~ok[:, None], nan), x4),
-            thresholds=to_result(thr_t, x4),
-            entropy=to_result(ent, x4),
-            scores=to_result(scores[k], x4),
-            points_x=to_result(px.masked_fill(~ok[:, None], nan), x4),
-            points_y=to_result(py.masked_fill(~ok[:, None], nan), x4),
-            skipped=skipped[k],
-            targets=None if scorer.classes is None else scorer.classes.to(x4.device).clone(),
-            random_mask=torch.from_numpy(masks.copy()).to(x4.device),
-        ))
+    # the curves: many small ops, one thread each (no oversubscription on a busy machine)
+    with small_ops():
+        ent = torch.from_numpy(entropy).to(device)
+        out = []
+        thr_t = torch.tensor((0.0, *thr, 1.0), dtype=torch.float64)
+        for k in kinds:
+            ok = torch.tensor([s is None for s in skipped[k]], dtype=torch.bool, device=device)
+            cx, cy, auc = pic_curve(ent, scores[k], keep_monotonous=keep_monotonous, num_points=num_points)
+            px, py = points(ent, scores[k], keep_monotonous)
+            nan = float("nan")
+            out.append(PicResult(
+                kind=k,
+                auc=to_result(auc.masked_fill(~ok, nan), x4),
+                curve_x=to_result(cx, x4),
+                curve_y=to_result(cy.masked_fill(~ok[:, None], nan), x4),
+                thresholds=to_result(thr_t, x4),
+                entropy=to_result(ent, x4),
+                scores=to_result(scores[k], x4),
+                points_x=to_result(px.masked_fill(~ok[:, None], nan), x4),
+                points_y=to_result(py.masked_fill(~ok[:, None], nan), x4),
+                skipped=skipped[k],
+                targets=None if scorer.classes is None else scorer.classes.to(x4.device).clone(),
+                random_mask=torch.from_numpy(masks.copy()).to(x4.device),
+            ))
     return (out[0], out[1]) if kind == "both" else out[0]
 
 

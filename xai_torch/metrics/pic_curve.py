@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import XaiError, check_choice, describe
+from ..threads import small_ops
 
 AGGREGATIONS = ("median", "mean")
 
@@ -96,6 +97,7 @@ def points(e: torch.Tensor, s: torch.Tensor, keep_monotonous: bool) -> tuple[tor
     return px, py
 
 
+@small_ops()  # many small ops: one thread each (no oversubscription on a busy machine)
 def pic_curve(entropy: Any, scores: Any, *, keep_monotonous: bool = True,
               num_points: int = 1000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The PIC curve and its AUC from the information and the scores of the bokeh images.

@@ -7,7 +7,6 @@ All of it is model-free and works on uint8 photos ``(H, W, C)`` as PAIR's
 """
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import torch
 
 from ..batching import progress_bar
 from ..errors import XaiError, describe
+from ..threads import one_blas_thread
 from ._common import check_fraction
 
 Array = npt.NDArray[Any]
@@ -262,18 +262,6 @@ def check_random_mask(random_mask: object, b: int, h: int, w: int) -> Array:
 
 # --------------------------------------------------------------------------------------------
 # The CPU work
-def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """BLAS limited to one thread while the pool runs: scipy's interpolator makes tiny LAPACK
-    calls whose spinning OpenBLAS threads otherwise stall oversubscribed CPUs (10-100x on a
-    loaded 2-core machine). A no-op without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    limits: contextlib.AbstractContextManager[Any] = threadpool_limits(limits=1, user_api="blas")
-    return limits
-
-
 def run_pool(fn: Callable[..., R], tasks: list[tuple[Any, ...]], workers: int, progress: Optional[bool],
              desc: str) -> list[R]:
     """``[fn(*t) for t in tasks]`` on a thread pool (scipy's qhull and Pillow's WebP encoder

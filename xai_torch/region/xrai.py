@@ -30,6 +30,7 @@ from ..path.ig import IntegratedGradients
 from ..runner import result_dtype
 from ..segmentation import check_segments, labels_to_masks, multiscale
 from ..targets import Target
+from ..threads import small_ops
 
 _F64 = torch.float64
 
@@ -92,6 +93,7 @@ class _Uncovered:
         self.sums.index_add_(0, region, -torch.repeat_interleave(self.a[idx], length))
 
 
+@small_ops()  # a loop of small ops: one thread (no oversubscription on a busy machine)
 def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1.0,
               min_pixel_diff: int = 50) -> Ranking:
     """PAIR's "full" XRAI greedy on one image (pure tensor code).
@@ -130,6 +132,7 @@ def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1
     return _finish(a, out, regions, gains, h, w)
 
 
+@small_ops()
 def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> Ranking:
     """PAIR's "fast" XRAI on one image: regions sorted once by whole-region density (empty ones
     last, stable), then walked, each writing the density of its new pixels. The new-pixel
