@@ -327,6 +327,25 @@ METRIC_RECIPES: dict[str, Any] = {
                                                {"generator": torch.Generator().manual_seed(0)}),
                                       lambda: ((images(1), _road_mask()[:, :5]), {})),
     "aggregate": PureMetric(lambda: ((_pic_results(),), {}), lambda: ((_pic_results(),), {"method": "nope"})),
+    "sparseness": PureMetric(lambda: ((_maps(),), {}), lambda: ((_maps(),), {"offset": -1.0})),
+    "complexity": PureMetric(lambda: ((_maps(),), {}), lambda: ((torch.rand(2, 3, 4, 4, 1),), {})),
+    "effective_complexity": PureMetric(lambda: ((_maps(),), {"eps": 0.5}), lambda: ((_maps(),), {"eps": -1.0})),
+    "top_k_intersection": PureMetric(lambda: ((_maps(), _boxes()), {"k": 10}),
+                                     lambda: ((_maps(), _boxes()), {"k": H * W + 1})),
+    "auc": PureMetric(lambda: ((_maps(), _boxes()), {}),
+                      lambda: ((_maps(), torch.zeros(2, H, W, dtype=torch.bool)), {})),
+    "focus": PureMetric(lambda: ((_maps(), torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])), {}),
+                        lambda: ((_maps(), torch.tensor([[1, 0, 0]])), {})),
+    "make_mosaics": PureMetric(lambda: ((images(4), torch.tensor([0, 0, 1, 1])), {"seed": 0}),
+                               lambda: ((images(4), torch.tensor([0, 1, 1, 1])), {})),
+    "local_lipschitz_estimate": ModelMetric(lambda m, x, t=None, bs=None: xm.local_lipschitz_estimate(
+        xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
+    "relative_input_stability": ModelMetric(lambda m, x, t=None, bs=None: xm.relative_input_stability(
+        xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
+    "relative_output_stability": ModelMetric(lambda m, x, t=None, bs=None: xm.relative_output_stability(
+        xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
+    "random_logit": ModelMetric(lambda m, x, t=None, bs=None: xm.random_logit(xt.Gradient(m, batch_size=bs), x, t,
+                                                                               batch_size=bs)),
 }
 
 

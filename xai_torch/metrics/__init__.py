@@ -5,6 +5,7 @@ See :mod:`xai_torch.metrics._common` for the arguments every metric shares.
 from ..imageops import rise_blur
 from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_order, reduce_channels
 from .cam_metrics import ArccResult, ConfidenceChange, arcc, average_drop, confidence_change, increase_in_confidence
+from .complexity import complexity, effective_complexity, sparseness
 from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
 from .infidelity import InfidelityResult, infidelity
 from .faithfulness_correlation import (
@@ -24,10 +25,18 @@ from .flipping import (
     region_perturbation,
 )
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
+from .localisation_scores import Mosaics, auc, focus, make_mosaics, top_k_intersection
 from .pic import pic
 from .pic_curve import PicAggregate, PicResult, aggregate
 from .pic_images import generate_random_mask
+from .random_logit import RandomLogitResult, random_logit
 from .road import RoadResult, noisy_linear_impute, road
+from .robustness import (
+    RelativeStability,
+    local_lipschitz_estimate,
+    relative_input_stability,
+    relative_output_stability,
+)
 from .sanity import RandomizationResult, model_randomization
 from .sensitivity import SensitivityResult, max_sensitivity
 from .sensitivity_n import SensitivityNResult, sensitivity_n
@@ -44,5 +53,9 @@ __all__ = [
     "PicAggregate", "PicResult", "aggregate", "generate_random_mask", "pic",
     "RoadResult", "noisy_linear_impute", "road",
     "ArccResult", "ConfidenceChange", "arcc", "average_drop", "confidence_change", "increase_in_confidence",
+    "complexity", "effective_complexity", "sparseness",
+    "Mosaics", "auc", "focus", "make_mosaics", "top_k_intersection",
+    "RandomLogitResult", "RelativeStability", "local_lipschitz_estimate", "random_logit",
+    "relative_input_stability", "relative_output_stability",
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
 ]
