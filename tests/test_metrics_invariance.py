@@ -37,7 +37,7 @@ def test_gradient_is_invariant_input_x_gradient_and_zero_baseline_ig_are_not(mak
     ixg = input_invariance(net, xt.InputXGradient(net), x, shift=[-1.0, 0.5, -0.25], keep_maps=True)
     assert not ixg.invariant.any() and ixg.relative_change.min() > 0.1
     # closed form: the gradients agree, so IxG's maps differ by exactly shift * gradient
-    m = ixg.shift.view(1, 3, 1, 1)
+    m = torch.tensor(ixg.shift, dtype=torch.float64).view(1, 3, 1, 1)
     torch.testing.assert_close(ixg.shifted - ixg.original, m * grad.original, rtol=1e-4, atol=1e-6)
     ig = input_invariance(net, xt.IntegratedGradients(net, steps=8), x, call_kwargs={"baseline": 0.0})
     assert not ig.invariant.any() and ig.relative_change.min() > 0.1
@@ -49,7 +49,7 @@ def test_zero_padding_is_corrected_at_the_border_and_the_shift_mean_option():
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     r = input_invariance(net, xt.Gradient(net), x, shift="mean")
     assert r.border_corrected and r.layer == "conv1" and r.logit_change.max() < 1e-5 and r.invariant.all()
-    torch.testing.assert_close(r.shift, -x.double().mean((0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(r.shift, dtype=torch.float64), -x.double().mean((0, 2, 3)))
     # a reflect-padded first conv shifts its border with the image: the bias alone is exact
     net.conv1.padding_mode = "reflect"
     r = input_invariance(net, lambda m: xt.Gradient(m), x)

@@ -50,7 +50,7 @@ class InvarianceResult:
         logit_change: ``(B,)`` float64 ``max |z' - z| / max |z|`` of the two models' logits
             (the check that they compute the same function).
         targets: ``(B,)`` the classes explained (the same for both models).
-        shift: ``(C,)`` float64 the shift added to every pixel of each channel.
+        shift: the shift added to every pixel of each channel, one float per channel.
         layer: the dotted name of the first layer, which absorbed the shift.
         border_corrected: whether a zero-padding border correction was needed (module doc).
         original, shifted: ``(B, ...)`` the two attributions when ``keep_maps=True``.
@@ -61,7 +61,7 @@ class InvarianceResult:
     similarity: dict[str, torch.Tensor]
     logit_change: torch.Tensor
     targets: torch.Tensor
-    shift: torch.Tensor
+    shift: tuple[float, ...]
     layer: str
     border_corrected: bool
     original: Optional[torch.Tensor] = None
@@ -272,7 +272,7 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
     return InvarianceResult(
         relative_change=to_result(rel, x4), invariant=(rel <= tolerance).to(x4.device),
         similarity={k: to_result(torch.as_tensor(fn(maps[0], maps[1])), x4) for k, fn in sims.items()},
-        logit_change=to_result(change, x4), targets=classes.to(x4.device), shift=m.to(x4.device),
+        logit_change=to_result(change, x4), targets=classes.to(x4.device), shift=tuple(m.tolist()),
         layer=name, border_corrected=correction is not None,
         original=to_result(a, x4) if keep_maps else None, shifted=to_result(a2, x4) if keep_maps else None,
     )
