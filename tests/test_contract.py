@@ -304,6 +304,10 @@ METRIC_RECIPES: dict[str, Any] = {
         m, x, attribution_of(x), t, batch_size=bs)),
     "arcc": ModelMetric(lambda m, x, t=None, bs=None: xm.arcc(m, x, xt.GradCAM(m, layer="net.conv2", batch_size=bs),
                                                                t, fractions=(0.2, 0.6), batch_size=bs)),
+    "stability": ModelMetric(lambda m, x, t=None, bs=None: xm.stability(
+        xt.SmoothGrad(xt.Gradient(m, batch_size=bs), samples=2, seed=0), x, t, seeds=2, copies=1, bootstrap=20)),
+    "samples_needed": ModelMetric(lambda m, x, t=None, bs=None: xm.samples_needed(
+        xt.RISE(m, masks=4, cell=5, seed=0, batch_size=bs), x, t, threshold=-1.0)),
     # model-free functions
     "pointing_game": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
     "relevance_mass": PureMetric(lambda: ((_maps(), _boxes()), {}), lambda: ((_maps(), _boxes(3)), {})),
@@ -327,6 +331,11 @@ METRIC_RECIPES: dict[str, Any] = {
                                                {"generator": torch.Generator().manual_seed(0)}),
                                       lambda: ((images(1), _road_mask()[:, :5]), {})),
     "aggregate": PureMetric(lambda: ((_pic_results(),), {}), lambda: ((_pic_results(),), {"method": "nope"})),
+    "krippendorff_alpha": PureMetric(lambda: (([[1, 2, 3], [1, 3, 2]],), {}), lambda: (([[1, 2, 3]],), {})),
+    "cronbach_alpha": PureMetric(lambda: ((_maps(1)[0],), {}), lambda: ((_maps(1)[0, :1],), {})),
+    "reliability": PureMetric(lambda: (({"m": {"a": _maps(1)[0, 0, :3], "b": _maps(1)[0, 1, :3]}},),
+                                       {"bootstrap_resamples": 20}),
+                              lambda: (({"m": {"a": [0.1, 0.2], "b": [0.2, 0.1]}},), {})),
     "sparseness": PureMetric(lambda: ((_maps(),), {}), lambda: ((_maps(),), {"offset": -1.0})),
     "complexity": PureMetric(lambda: ((_maps(),), {}), lambda: ((torch.rand(2, 3, 4, 4, 1),), {})),
     "effective_complexity": PureMetric(lambda: ((_maps(),), {"eps": 0.5}), lambda: ((_maps(),), {"eps": -1.0})),

@@ -30,6 +30,7 @@ from .pic import pic
 from .pic_curve import PicAggregate, PicResult, aggregate
 from .pic_images import generate_random_mask
 from .random_logit import RandomLogitResult, random_logit
+from .reliability import Estimate, ReliabilityResult, cronbach_alpha, krippendorff_alpha, reliability
 from .road import RoadResult, noisy_linear_impute, road
 from .robustness import (
     RelativeStability,
@@ -41,6 +42,7 @@ from .sanity import RandomizationResult, model_randomization
 from .sensitivity import SensitivityResult, max_sensitivity
 from .sensitivity_n import SensitivityNResult, sensitivity_n
 from .similarity import SIMILARITIES, hog_similarity, pearson, spearman, ssim
+from .stability import SamplesNeeded, StabilityResult, StabilityScores, samples_needed, stability
 
 __all__ = [
     "REDUCTIONS", "SCORES", "Scorer", "coerce_attribution", "descending_order", "reduce_channels",
@@ -58,4 +60,6 @@ __all__ = [
     "RandomLogitResult", "RelativeStability", "local_lipschitz_estimate", "random_logit",
     "relative_input_stability", "relative_output_stability",
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
+    "SamplesNeeded", "StabilityResult", "StabilityScores", "samples_needed", "stability",
+    "Estimate", "ReliabilityResult", "cronbach_alpha", "krippendorff_alpha", "reliability",
 ]
