@@ -139,8 +139,7 @@ class StabilityResult:
         kept: ``(B,)`` the share of noisy copies that kept the top-1 class (NaN if not asked).
         k: the top-k size; seeds: the seeds used; noise: the noise's half-width (or None).
         sample_keyword, samples: the method's sample-count keyword and its value (or None).
-        model_calls: images the model forwarded in the whole run (None for a model that cannot
-            be hooked: TorchScript, a plain callable).
+        model_calls: images the model forwarded in the run (None: TorchScript, a plain callable).
     """
 
     sampling: Optional[StabilityScores]
@@ -155,8 +154,7 @@ class StabilityResult:
 
 
 def top_k_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """The share of the ``k`` most relevant pixels two batches of maps ``(B, H, W)`` have in
-    common (ties in raster order, as :func:`~xai_torch.metrics.descending_order`). ``(B,)``."""
+    """The share of the ``k`` most relevant pixels (ties in raster order) two maps ``(B, H, W)`` share. ``(B,)``."""
     hw = a[0].numel()
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= hw:
         raise XaiError(f"k must be an integer in [1, {hw}] (the pixels of the map); got {describe(k)}.")
