@@ -13,12 +13,12 @@ DEMO_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv and install xai_torch editable with the dev, demo and parity extras
+install: $(STAMP)  ## create .venv and install xai_torch editable with the dev, demo, parity and ray extras
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev,demo,parity]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo,parity,ray]'
 	touch $(STAMP)
 
 # tests/test_report.py opens the demo report in headless Chromium: Debian's chromium package,
