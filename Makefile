@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test: one per core, at most 4 (each gets cores / workers torch threads)
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 # e.g. make demo DEMO_ARGS='--methods fast' or DEMO_ARGS=--full (the paper settings; make demo-full)
 DEMO_ARGS ?=
 
@@ -35,7 +37,7 @@ browser:  ## install Debian's chromium with apt-get when it is missing (the repo
 	exit 1
 
 test: install browser lint  ## install what the tests need (venv, Chromium), lint, then run the whole suite (parity tests included)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: install  ## every family of methods on 2 packaged photos with CPU budgets (under 2 min on 2 cores) -> out/demo
 	$(BIN)/xai-torch demo --out out/demo $(DEMO_ARGS)

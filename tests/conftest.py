@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import pytest
 import torch
@@ -11,6 +12,15 @@ import torchvision
 from torch import nn
 
 import xai_torch as xt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n``), each worker gets its share of the cores as
+    torch intra-op threads: two workers with two threads each on two cores only wait on each
+    other. ``PYTEST_XDIST_WORKER_COUNT`` is set by xdist in every worker."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def calibrate(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
