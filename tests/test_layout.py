@@ -23,7 +23,7 @@ LAYERS = [
     # what judges explanations, and what pictures them
     ["metrics", "viz"],
     # applications: the packaged assets, the registry, loaders, the report, the command line
-    ["zoo", "hubs", "models", "presets", "report", "dataset", "cli"],
+    ["zoo", "hubs", "models", "presets", "report", "dataset", "cli", "leaderboard"],
     # the old name of dataset (a shim that warns)
     ["distributed"],
 ]
