@@ -122,16 +122,34 @@ def run_cli(args: list[str], nproc: int = 0) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def start_under_parent(args: list[str]) -> tuple[subprocess.Popen, int]:
+    """``xai-torch run`` as torchrun starts a rank (in a session of its own, ``RANK`` etc. set),
+    under a go-between parent process; the parent and the rank's pid (the test kills the parent)."""
+    env = {**_env(), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}
+    code = ("import subprocess, sys; p = subprocess.Popen(sys.argv[1:], start_new_session=True); "
+            "print(p.pid, flush=True); p.wait()")
+    parent = subprocess.Popen([sys.executable, "-c", code, sys.executable, "-m", "xai_torch", "run", *args], cwd=ROOT,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert parent.stdout is not None
+    return parent, int(parent.stdout.readline())
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def run_in_process(out: Any, data: Any, **kwargs: Any) -> Any:
-    """``explain_dataset`` in one process, one torch thread (as each torchrun rank), in this interpreter."""
+    """``explain_dataset`` in one process, one torch thread (as each torchrun rank of ``COMMON``) and
+    no DataLoader worker unless asked, in this interpreter."""
     from xai_torch import dataset as xd
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return xd.explain_dataset(out, data, **{"model": MODEL, "input_size": 32, "progress": False, **kwargs})
-    finally:
-        torch.set_num_threads(threads)
+    return xd.explain_dataset(out, data, **{"model": MODEL, "input_size": 32, "progress": False, "threads": 1,
+                                            "workers": 0, **kwargs})
 
 
 def same(a: Any, b: Any) -> None:

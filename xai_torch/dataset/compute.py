@@ -1,5 +1,5 @@
-"""Explaining one shard: load its images, seed the explainer for it, explain, score the
-per-image metrics and write the shard file."""
+"""Explaining one shard: its decoded images (bad ones quarantined or the run stopped), the
+explainer seeded for it, the attributions, the per-image metrics and the shard file."""
 from __future__ import annotations
 
 import time
@@ -16,8 +16,8 @@ from ..errors import XaiError
 from ..explainer import Explainer
 from .build import is_seeded
 from .config import Target, shard_seed
+from .engine import Loaded
 from .shards import Record, shard_name, write_shard
-from .sources import Source
 
 
 class ImageError(Exception):
@@ -32,18 +32,13 @@ class ShardWorker:
     """What a rank needs to explain any shard of the run, and :meth:`compute` to do it
     (``reseeded(seed)``: the run's explainer with another seed, for a seeded explainer)."""
 
-    def __init__(self, out: Path, source: Source, model: nn.Module, explainer: Explainer,
-                 reseeded: Callable[[int], Explainer], *, shard_size: int,
-                 dtype: str, target: Target, metrics: list[str], seed: int, device: torch.device, rank: int,
-                 config_hash: str) -> None:
-        self.out, self.source, self.model, self.explainer, self.reseeded = out, source, model, explainer, reseeded
-        self.shard_size, self.dtype, self.target, self.metrics = shard_size, dtype, target, metrics
+    def __init__(self, out: Path, model: nn.Module, explainer: Explainer,
+                 reseeded: Callable[[int], Explainer], *, dtype: str, target: Target, metrics: list[str], seed: int,
+                 device: torch.device, rank: int, config_hash: str, on_error: str = "stop") -> None:
+        self.out, self.model, self.explainer, self.reseeded = out, model, explainer, reseeded
+        self.dtype, self.target, self.metrics, self.on_error = dtype, target, metrics, on_error
         self.seed, self.device, self.rank, self.config_hash = seed, device, rank, config_hash
         self.seeded = is_seeded(explainer)
-
-    def bounds(self, k: int) -> tuple[int, int]:
-        """Dataset positions ``[a, b)`` of shard ``k``."""
-        return k * self.shard_size, min(len(self.source.ids), (k + 1) * self.shard_size)
 
     def explainer_for(self, k: int) -> Explainer:
         """The explainer of shard ``k``: re-created with the shard's seed when it is seeded."""
@@ -51,25 +46,44 @@ class ShardWorker:
         torch.manual_seed(s)  # for anything drawing from the global RNG
         return self.reseeded(s) if self.seeded else self.explainer
 
-    def compute(self, k: int) -> Record:
-        """Explain shard ``k`` and write its file; the manifest record."""
+    def compute(self, loaded: Loaded, a: int, ids: list[str]) -> Record:
+        """Explain the decoded shard ``loaded`` (run positions ``a ..``, ``ids``) and write its
+        file; the manifest record (``"quarantined"``: ``[id, reason]`` of the images skipped).
+
+        Raises:
+            ImageError: an image could not be decoded (``on_error="stop"``), the images differ
+                in shape, or the explainer failed (naming the image when one is to blame).
+        """
         start = time.perf_counter()
-        a, b = self.bounds(k)
-        ids = self.source.ids[a:b]
-        images = []
-        for i in range(a, b):
-            try:
-                images.append(self.source.get(i))
-            except Exception as err:  # noqa: BLE001 - named and re-raised
-                raise ImageError(ids[i - a], f"cannot load it: {type(err).__name__}: {err}") from err
+        k = loaded.shard
+        bad = [e for e in loaded.errors if e is not None]
+        if bad and self.on_error == "stop":
+            raise ImageError(bad[0][0], f"cannot load it: {bad[0][1]}. Pass --on-error skip (on_error='skip') to "
+                                        "quarantine unreadable images and go on")
+        keep = [j for j, e in enumerate(loaded.errors) if e is None]
+        images = [t for t in loaded.images if t is not None]
         shapes = {tuple(t.shape) for t in images}
         if len(shapes) > 1:
             raise ImageError(None, f"images of one shard have different shapes {sorted(shapes)}; resize them to "
                                    "one size in the dataset.")
-        x = torch.stack(images).to(self.device)
-        labels = torch.tensor([self.source.label(i) for i in range(a, b)], dtype=torch.int64)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            return self._compute(k, a, b, ids, x, labels, start)
+        kept_ids = [ids[j] for j in keep]
+        labels = torch.tensor([loaded.labels[j] for j in keep], dtype=torch.int64)
+        if images:
+            x = torch.stack(images).to(self.device)
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                arrays = self._compute(k, kept_ids, x, labels)
+        else:  # every image of the shard is quarantined: an empty shard keeps the record
+            empty = np.zeros(0, dtype=np.int64)
+            arrays = {"attributions": np.zeros(0, dtype=np.float32), "predictions": empty, "targets": empty,
+                      **{f"{m}_auc": np.zeros(0, dtype=np.float32) for m in self.metrics}}
+        arrays.update(ids=np.array(kept_ids, dtype=str), indices=np.array([a + j for j in keep], dtype=np.int64),
+                      labels=labels.numpy(), config_hash=np.array(self.config_hash), shard=np.array(k, dtype=np.int64),
+                      quarantined=np.array([e[0] for e in bad], dtype=str),
+                      quarantine_reasons=np.array([e[1] for e in bad], dtype=str))
+        sha256, size = write_shard(self.out, k, arrays)
+        return {"file": shard_name(k), "images": len(keep), "first": ids[0], "last": ids[-1], "sha256": sha256,
+                "bytes": size, "rank": self.rank, "seconds": round(time.perf_counter() - start, 3),
+                "quarantined": [list(e) for e in bad]}
 
     def _work(self, explainer: Explainer, xs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predictions, targets, attributions and metric AUCs of the images ``xs``."""
@@ -99,8 +113,7 @@ class ShardWorker:
             res[f"{name}_auc"] = curve.auc.detach().float().cpu()
         return res
 
-    def _compute(self, k: int, a: int, b: int, ids: list[str], x: torch.Tensor, labels: torch.Tensor,
-                 start: float) -> Record:
+    def _compute(self, k: int, ids: list[str], x: torch.Tensor, labels: torch.Tensor) -> dict[str, NDArray[Any]]:
         explainer = self.explainer_for(k)
         try:
             res = self._work(explainer, x, labels)
@@ -124,8 +137,4 @@ class ShardWorker:
         else:
             arrays["attributions"] = attr.numpy()
         arrays.update({key: v.numpy() for key, v in res.items()})
-        arrays.update(ids=np.array(ids, dtype=str), indices=np.arange(a, b, dtype=np.int64), labels=labels.numpy(),
-                      config_hash=np.array(self.config_hash), shard=np.array(k, dtype=np.int64))
-        sha256, size = write_shard(self.out, k, arrays)
-        return {"file": shard_name(k), "images": b - a, "first": ids[0], "last": ids[-1], "sha256": sha256,
-                "bytes": size, "rank": self.rank, "seconds": round(time.perf_counter() - start, 3)}
+        return arrays

@@ -1,4 +1,4 @@
-"""A run's configuration: file-format constants, the errors every rank raises together,
+"""A run's configuration: file-format constants, the errors of a run, the default shard size,
 fingerprints (JSON and weight hashes), per-shard seeds and ``--option`` parsing."""
 from __future__ import annotations
 
@@ -23,22 +23,42 @@ METRICS = ("deletion", "insertion")
 Target = Union[str, int]
 
 
-class CollectiveError(XaiError):
-    """An error that every rank raises together (decided through the process group).
-
-    ``reported`` becomes true once rank 0 has printed it, so the command line does not print
-    it again."""
-
-    reported: bool = False
+#: what a run does with an image that cannot be decoded: stop (default) or quarantine it and go on
+ON_ERROR = ("stop", "skip")
 
 
-class RankFailure(CollectiveError):
-    """A rank failed while explaining a shard; every rank stops. ``rank``, ``shard`` and
-    ``image`` (the id, or ``None`` when no single image is to blame) say where."""
+class RankFailure(XaiError):
+    """A rank failed while explaining a shard (the command exits with status 1; under
+    torchrun the launcher then stops the other ranks). ``rank``, ``shard`` and ``image`` (the
+    id, or ``None`` when no single image is to blame) say where."""
 
     def __init__(self, message: str, rank: int = 0, shard: Optional[int] = None, image: Optional[str] = None):
         super().__init__(message)
         self.rank, self.shard, self.image = rank, shard, image
+
+
+class IncompleteRun(XaiError):
+    """This rank finished every shard it could take, but shards claimed by another rank did not
+    finish in time (a stalled or dead rank): the finished shards are kept and a rerun of the same
+    command completes the job (``xai-torch run`` exits with status 75). ``shards`` lists them."""
+
+    def __init__(self, message: str, shards: Sequence[int] = ()):
+        super().__init__(message)
+        self.shards = list(shards)
+
+
+def default_shard_size(images: int) -> int:
+    """The default images per shard: ``min(64, ceil(images / 8))``, from the image count only.
+
+    The shard layout fixes the per-shard seeds, so it must not depend on the number of
+    processes (results would change with it); ``images / 8`` keeps up to 8 ranks busy (48
+    images: 8 shards of 6, where 64 made one shard and left the other ranks idle).
+
+    Example:
+        >>> default_shard_size(48), default_shard_size(10_000)
+        (6, 64)
+    """
+    return max(1, min(64, -(-int(images) // 8)))
 
 
 def shard_seed(seed: int, shard: int) -> int:
@@ -153,10 +173,16 @@ def parse_options(items: Optional[Sequence[str]]) -> dict[str, Any]:
     return options
 
 
-def check_args(shard_size: object, dtype: object, target: object, metrics: Sequence[str], seed: object) -> None:
+def check_args(shard_size: object, dtype: object, target: object, metrics: Sequence[str], seed: object,
+               on_error: object = "stop", threads: object = None, workers: object = None) -> None:
     """Refuse bad run arguments before anything is built."""
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise XaiError(f"shard_size must be an int >= 1; got {shard_size!r}.")
+    if shard_size is not None and (isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1):
+        raise XaiError(f"shard_size must be an int >= 1 (or None: the default); got {shard_size!r}.")
+    if on_error not in ON_ERROR:
+        raise XaiError(f"on_error must be 'stop' or 'skip' (quarantine unreadable images); got {on_error!r}.")
+    for name, value, low in (("threads", threads, 1), ("workers", workers, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise XaiError(f"{name} must be an int >= {low} (or None: fitted to the cores); got {value!r}.")
     if dtype not in ("float32", "float16"):
         raise XaiError(f"dtype must be 'float32' or 'float16'; got {dtype!r}.")
     if not (target in ("pred", "label") or (isinstance(target, int) and not isinstance(target, bool) and target >= 0)):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from ..errors import XaiError
 from ..files import inside
 from .config import MANIFEST, sha256_file
+from .layout import quarantined
 from .shards import Record, parse_manifest, read_shard
 
 
@@ -29,6 +30,7 @@ class DatasetExplanation:
         labels: ``(N,)`` dataset label (ImageFolder class index), -1 when unknown.
         metrics: name -> ``(N,)`` per-image values (``"deletion_auc"``, ``"insertion_auc"``).
         manifest: the run's ``manifest.json``.
+        quarantine: ``{"id", "reason", "shard", ...}`` of the images left out (``on_error="skip"``).
     """
 
     ids: list[str]
@@ -39,6 +41,7 @@ class DatasetExplanation:
     labels: NDArray[Any]
     metrics: dict[str, NDArray[Any]]
     manifest: dict[str, Any]
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
@@ -60,7 +63,7 @@ def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
         only files inside the run folder are read).
 
     Example:
-        >>> res = xt.distributed.load("runs/ig")
+        >>> res = xt.dataset.load("runs/ig")
         >>> res.ids[:2], res.attributions.shape, res.metrics["deletion_auc"].mean()
     """
     out = Path(out_dir)
@@ -80,7 +83,9 @@ def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
         if verify and sha256_file(file) != shards[k]["sha256"]:
             raise XaiError(f"shard {str(file)!r} does not match its checksum; rerun the same command to "
                            "recompute it.")
-        parts.append(read_shard(file))
+        part = read_shard(file) if file.suffix != ".parquet" else _read_part(file)  # Parquet: a Ray run
+        if len(part["ids"]):  # a shard whose every image is quarantined holds none
+            parts.append(part)
     if not parts:
         raise XaiError(f"the run in {str(out)!r} has no finished shard yet.")
 
@@ -97,7 +102,13 @@ def load(out_dir: Union[str, os.PathLike[str]], *, verify: bool = True,
     return DatasetExplanation(ids=[str(i) for i in cat("ids")], indices=cat("indices"),
                               attributions=np.concatenate(attributions), targets=cat("targets"),
                               predictions=cat("predictions"), labels=cat("labels"), metrics=metrics,
-                              manifest=manifest)
+                              manifest=manifest, quarantine=quarantined(manifest))
+
+
+def _read_part(file: Path) -> dict[str, NDArray[Any]]:
+    from .ray_files import read_part  # pyarrow only: reading a Ray run needs no Ray
+
+    return read_part(file)
 
 
 def _shard_records(out: Path, manifest: dict[str, Any]) -> dict[int, Record]:

@@ -59,27 +59,35 @@ def write_shard(out: Path, k: int, arrays: dict[str, NDArray[Any]]) -> tuple[str
     return hashlib.sha256(data).hexdigest(), len(data)
 
 
-def shard_ok(out: Path, k: int, record: Optional[Record], config_hash: str, expect_ids: list[str]) -> bool:
-    """Whether shard ``k`` is on disk and complete: its checksum matches the manifest's record,
-    or (no record: written just before a crash) it reads whole with this run's config hash and ids."""
+def verify_shard(out: Path, k: int, record: Optional[Record], config_hash: str,
+                 expect_ids: list[str]) -> Optional[Record]:
+    """Shard ``k``'s record when its file is on disk and complete, else ``None``: the file
+    matches the manifest's checksum, or (no record: written just before a crash) it reads
+    whole with this run's config hash, shard index and ids (``expect_ids`` less the images
+    the shard itself lists as quarantined)."""
     path = out / shard_name(k)
     if path.is_symlink() or not path.is_file():  # a link is never ours: recomputing replaces it
-        return False
+        return None
     if record is not None:
-        return bool(sha256_file(path) == record.get("sha256"))
-    try:  # written just before a crash, before rank 0 recorded it: check it whole
+        return record if sha256_file(path) == record.get("sha256") else None
+    try:  # written just before a crash, before it was recorded: check it whole
         arrays = read_shard(path)
-        return (str(arrays["config_hash"]) == config_hash and int(arrays["shard"]) == k
-                and list(arrays["ids"]) == list(expect_ids))
+        bad_ids = [str(i) for i in arrays.get("quarantined", np.zeros(0, dtype=str))]
+        reasons = [str(r) for r in arrays.get("quarantine_reasons", np.zeros(0, dtype=str))]
+        ids = [str(i) for i in arrays["ids"]]
+        if not (str(arrays["config_hash"]) == config_hash and int(arrays["shard"]) == k
+                and ids == [i for i in expect_ids if i not in set(bad_ids)]):
+            return None
     except Exception:  # noqa: BLE001 - any unreadable file is recomputed
-        return False
+        return None
+    return {"file": path.name, "images": len(ids), "first": expect_ids[0], "last": expect_ids[-1],
+            "sha256": sha256_file(path), "bytes": path.stat().st_size, "rank": None, "seconds": None,
+            "quarantined": [list(q) for q in zip(bad_ids, reasons)]}
 
 
-def unrecorded_record(out: Path, k: int, ids: list[str]) -> Record:
-    """The manifest record of a verified shard file that no manifest lists yet."""
-    path = out / shard_name(k)
-    return {"file": path.name, "images": len(ids), "first": ids[0], "last": ids[-1], "sha256": sha256_file(path),
-            "bytes": path.stat().st_size, "rank": None, "seconds": None}
+def shard_ok(out: Path, k: int, record: Optional[Record], config_hash: str, expect_ids: list[str]) -> bool:
+    """Whether shard ``k`` is on disk and complete (:func:`verify_shard`)."""
+    return verify_shard(out, k, record, config_hash, expect_ids) is not None
 
 
 def parse_manifest(out: Path) -> Optional[dict[str, Any]]:
@@ -102,34 +110,32 @@ def parse_manifest(out: Path) -> Optional[dict[str, Any]]:
     return manifest
 
 
-def read_manifest(out: Path, config: dict[str, Any], config_hash: str) -> Optional[dict[str, Any]]:
-    """The manifest in ``out`` (created if missing), ``None`` when there is none yet.
+def prepare_folder(out: Path) -> None:
+    """Create the output folder ``out``.
 
     Raises:
-        XaiError: ``out`` is a file, an unreadable manifest, or one made with another
-        configuration (the message lists the differences).
+        XaiError: ``out`` is a file, or cannot be created.
     """
     check_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise XaiError(f"cannot create --out {str(out)!r}: {err.strerror or err}.") from None
-    manifest = parse_manifest(out)
-    if manifest is None:
-        return None
+
+
+def check_config(out: Path, manifest: dict[str, Any], config: dict[str, Any], config_hash: str) -> None:
+    """Refuse a manifest made with another configuration (the message lists the differences).
+
+    Raises:
+        XaiError: the configuration hashes differ.
+    """
     if manifest.get("config_hash") != config_hash:
         found = manifest.get("config")
         old: dict[str, Any] = found if isinstance(found, dict) else {}
         diff = [f"{k}: {old.get(k)!r} there, {config.get(k)!r} here" for k in sorted(set(old) | set(config))
                 if old.get(k) != canonical(config.get(k))]
+        hint = (" (the thread count changes results in the last digits: pass --threads "
+                f"{old.get('threads')} to resume)" if old.get("threads") != config.get("threads") else "")
         raise XaiError(f"output folder {str(out)!r} holds a run with a different configuration ("
-                       f"{'; '.join(diff) or 'config hash differs'}). Use another --out folder, or delete this "
-                       "one to start over.")
-    return manifest
-
-
-def write_manifest(out: Path, state: dict[str, Any], done: dict[int, Record]) -> None:
-    """Record the finished shards ``done`` in ``state`` and write it as the manifest (atomically)."""
-    state["shards"] = {str(k): done[k] for k in sorted(done)}
-    state["complete"] = len(done) == state["num_shards"]
-    atomic_write(out / MANIFEST, json.dumps(state, indent=1).encode())
+                       f"{'; '.join(diff) or 'config hash differs'}){hint}. Use another --out folder, or delete "
+                       "this one to start over.")
