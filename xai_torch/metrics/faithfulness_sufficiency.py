@@ -37,11 +37,12 @@ class SufficiencyResult:
 
 def standardized_distances(a: torch.Tensor) -> torch.Tensor:
     """``(B, B)`` ``scipy.spatial.distance.cdist(a, a, "seuclidean")`` of the rows of ``a``
-    ``(B, F)`` (each feature divided by its sample standard deviation over the rows, ddof = 1),
-    except that features equal in every row are left out: they add nothing to any distance, and
-    scipy divides 0 by 0 there (every distance becomes NaN)."""
+    ``(B, F)``: each feature divided by the standard deviation scipy uses, that of the ``2B`` rows
+    of ``[a; a]`` (ddof = 1), except that features equal in every row are left out: they add
+    nothing to any distance, and scipy divides 0 by 0 there (every distance becomes NaN)."""
     a = a.double()
-    var = a.var(0, unbiased=True)
+    b = a.shape[0]
+    var = (a - a.mean(0)).pow(2).sum(0) * 2.0 / (2 * b - 1)
     keep = var > 0
     z = a[:, keep] / var[keep].sqrt()
     if z.shape[1] == 0:
