@@ -23,6 +23,8 @@ import json
 import os
 import re
 import socket
+import struct
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,6 +129,17 @@ class Claims:
             return True
         except OSError:
             return False
+
+    def holder(self, k: int) -> Optional[int]:
+        """The pid holding shard ``k``'s claim (``F_GETLK``), ``None`` when free or unknown."""
+        if sys.platform != "linux":  # the layout of struct flock below is Linux's
+            return None
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, k, 1, 0)
+        try:
+            kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(self.fd, fcntl.F_GETLK, query))
+        except (OSError, struct.error):
+            return None
+        return int(pid) if kind != fcntl.F_UNLCK and pid > 0 else None
 
     def give_back(self, k: int) -> None:
         """Release the claim on shard ``k``."""

@@ -179,7 +179,9 @@ class RankLoop:
 
     def _incomplete(self, left: list[int], limit: float) -> IncompleteRun:
         shown = ", ".join(map(str, left[:10])) + (", ..." if len(left) > 10 else "")
-        message = (f"rank {self.launch.rank}: shard(s) {shown} are held by another rank that has made no progress "
+        pids = sorted({p for p in (self.claims.holder(k) for k in left[:10]) if p is not None})
+        by = f" (pid {', '.join(map(str, pids))})" if pids else ""
+        message = (f"rank {self.launch.rank}: shard(s) {shown} are held by another rank{by} that has made no progress "
                    f"for {limit:.0f} s (stalled, or slower than the finish timeout); every other shard is done "
                    "and kept. Stopping: rerun the same command to finish the job.")
         self._note(message)
