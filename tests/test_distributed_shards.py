@@ -1,7 +1,7 @@
 """Shard files, the manifest and the output folder: a job whose launcher dies stops, holds the
 folder against a second job while it runs, and a rerun resumes with only the missing shards
 (stale temporary files removed, an unrecorded but whole shard kept); corrupt and truncated
-shards are recomputed; another configuration - thread count included - is refused."""
+shards are recomputed; another configuration - thread count and hash rule included - is refused."""
 from __future__ import annotations
 
 import json
@@ -95,6 +95,8 @@ def test_config_mismatch_is_refused(tmp_path, images):
         run_in_process(out, str(images), method="gradient", shard_size=5, seed=3)
     with pytest.raises(XaiError, match=r"threads: 1 there, 2 here.*pass --threads 1 to resume"):
         run_in_process(out, str(images), method="gradient", shard_size=5, threads=2)
+    with pytest.raises(XaiError, match=r"dataset: .*'hash': 'content'.* there, .*'hash': 'names'.* here"):
+        run_in_process(out, str(images), method="gradient", shard_size=5, hash="names")  # --hash reaches the source
     (images / "a" / "extra.png").write_bytes((images / "a" / "img00.png").read_bytes())
     try:
         with pytest.raises(XaiError, match="dataset"):
