@@ -353,6 +353,8 @@ METRIC_RECIPES: dict[str, Any] = {
         xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
     "relative_output_stability": ModelMetric(lambda m, x, t=None, bs=None: xm.relative_output_stability(
         xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
+    "relative_representation_stability": ModelMetric(lambda m, x, t=None, bs=None: (
+        xm.relative_representation_stability(xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs))),
     "random_logit": ModelMetric(lambda m, x, t=None, bs=None: xm.random_logit(xt.Gradient(m, batch_size=bs), x, t,
                                                                                batch_size=bs)),
 }

@@ -206,6 +206,26 @@ def test_robustness_metrics_equal_quantus_on_the_same_noise():
         assert res.kept.item() == samples and res.stability.item() == pytest.approx(float(ref), rel=1e-5)
     assert_no_trace(before, snapshot(model, x))
 
+    # representation stability: every layer (Quantus' default) or a named one; a model without
+    # in-place ops (Quantus keeps a view of each output, which a later in-place ReLU rewrites)
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
+    sgrad = xt.Gradient(seq)
+    kw.update(model=seq, y_batch=seq(x).argmax(1).numpy(),
+              explain_func=lambda model, inputs, targets, **k: sgrad(torch.from_numpy(inputs),
+                                                                     target=torch.as_tensor(targets)).numpy())
+    before = snapshot(seq, x)
+    for q_layers, layers in (({}, None), ({"layer_names": ["1"]}, ["1"])):
+        np.random.seed(7)
+        ref = quantus.RelativeRepresentationStability(nr_samples=samples, disable_warnings=True, **q_layers)(**kw)[0]
+        np.random.seed(7)
+        noise = [np.random.uniform(0.02, 0.2, size=(1, d)) for _ in range(samples)]
+        res = xm.relative_representation_stability(sgrad, x, layers=layers, samples=samples,
+                                                   perturbation=_feed(noise))
+        assert res.stability.item() == pytest.approx(float(ref), rel=1e-5)
+    assert_no_trace(before, snapshot(seq, x))
+    with pytest.raises(xt.XaiError, match="no layer"):
+        xm.relative_representation_stability(sgrad, x, layers=["nope"], samples=2)
+
     # a copy that changes the prediction: Quantus' np.max over NaN gives NaN for the image; the
     # paper's maximum is over the copies that keep it
     flip, xs = _Shifted().eval(), torch.linspace(-0.1, 1.0, 16).reshape(1, 1, 4, 4)  # mean 0.45: class 1

@@ -37,6 +37,7 @@ from .robustness import (
     local_lipschitz_estimate,
     relative_input_stability,
     relative_output_stability,
+    relative_representation_stability,
 )
 from .sanity import RandomizationResult, model_randomization
 from .sensitivity import SensitivityResult, max_sensitivity
@@ -58,7 +59,7 @@ __all__ = [
     "complexity", "effective_complexity", "sparseness",
     "Mosaics", "auc", "focus", "make_mosaics", "top_k_intersection",
     "RandomLogitResult", "RelativeStability", "local_lipschitz_estimate", "random_logit",
-    "relative_input_stability", "relative_output_stability",
+    "relative_input_stability", "relative_output_stability", "relative_representation_stability",
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
     "SamplesNeeded", "StabilityResult", "StabilityScores", "samples_needed", "stability",
     "Estimate", "ReliabilityResult", "cronbach_alpha", "krippendorff_alpha", "reliability",

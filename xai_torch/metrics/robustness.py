@@ -14,15 +14,17 @@ Arguments shared by every metric are documented in :mod:`xai_torch.metrics._comm
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+from torch import nn
 
 from ..batching import check_batch_size
 from ..errors import XaiError, check_input, check_positive_int, describe
 from ..explainer import Explainer
+from ..hooks import this_thread
 from ..runner import ModelRunner
 from ..seeding import check_seed, make_generator
 from ..targets import ClassTarget, as_target, class_output
@@ -56,7 +58,8 @@ class RelativeStability:
 def _run(name: str, explainer: Callable[..., Any], x: torch.Tensor, target: Any, *, samples: int,
          noise: Noise, perturbation: Optional[Callable[..., Any]],
          model: Any, need_outputs: bool, seed: Optional[int], batch_size: Optional[int], progress: Optional[bool],
-         measure: Callable[[Chunk], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+         measure: Callable[[Chunk], torch.Tensor],
+         layers: Optional[Sequence[str]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The shared loop: clean explanation (and outputs), then chunks of noisy copies. Returns
     ``measure`` per noisy copy ``(B, samples)`` and whether each kept the clean prediction."""
     x4, _ = check_input(x)
@@ -84,7 +87,9 @@ def _run(name: str, explainer: Callable[..., Any], x: torch.Tensor, target: Any,
     dev = runner.device
     xd = x4.detach().to(dev, copy=True)
     classes = tgt.classes.expand(b).to(dev) if tgt.classes is not None else None
+    taps = _taps(owner, layers, name) if layers is not None else None
     clean_out: Optional[torch.Tensor] = None
+    clean_rep: Optional[torch.Tensor] = None
     if isinstance(explainer, Explainer):
         res = explainer.explain(xd.clone(), target=target)
         clean = res.attributions
@@ -98,8 +103,7 @@ def _run(name: str, explainer: Callable[..., Any], x: torch.Tensor, target: Any,
     clean = _check_attribution(clean, b, "the explainer's attribution of x").to(dev, torch.float64).flatten(1)
     assert classes is not None
     if need_outputs:
-        with runner.session():
-            clean_out = _outputs(runner, xd, name)
+        clean_out, clean_rep = _outputs(runner, xd, name, taps)
     gen = make_generator(seed, dev)
     blocks = Blocks(lambda k: noise(xd[k], samples, gen), samples)
     n = b * samples
@@ -118,24 +122,51 @@ def _run(name: str, explainer: Callable[..., Any], x: torch.Tensor, target: Any,
         if out[0].numel() != clean.shape[1]:
             raise XaiError(f"the explainer returned attributions of shape {tuple(out.shape[1:])} per noisy image "
                            f"but {clean.shape[1]} values per clean image.")
-        noisy_out: Optional[torch.Tensor] = None
+        h: Optional[torch.Tensor] = None
+        hn: Optional[torch.Tensor] = None
         if clean_out is not None:
-            with runner.session():
-                got = _outputs(runner, noisy, name)
+            got, rep = _outputs(runner, noisy, name, taps)
             kept[start:stop] = got.argmax(1) == clean_out[rows].argmax(1)
-            noisy_out = got
-        values[start:stop] = measure((rows, xr, noisy, clean[rows], out.to(dev, torch.float64).flatten(1),
-                                      None if clean_out is None else clean_out[rows], noisy_out))
+            h, hn = (clean_out[rows], got) if clean_rep is None else (clean_rep[rows], rep)
+        values[start:stop] = measure((rows, xr, noisy, clean[rows], out.to(dev, torch.float64).flatten(1), h, hn))
 
     runner.map(chunk, n)
     return values.view(b, samples), kept.view(b, samples)
 
 
-def _outputs(runner: ModelRunner, z: torch.Tensor, name: str) -> torch.Tensor:
-    out = class_output(runner.forward(z))
+def _taps(model: Any, layers: Sequence[str], name: str) -> list[nn.Module]:
+    """The modules whose outputs form the representation: the named ones, or (an empty list of
+    names) every module but the model itself and ``nn.Sequential`` containers, as Quantus."""
+    if not isinstance(model, nn.Module):
+        raise XaiError(f"{name} reads internal layers: the model must be an nn.Module; got {describe(model)}.")
+    named = dict(model.named_modules())
+    if not layers:
+        return [m for m in named.values() if not isinstance(m, (type(model), nn.Sequential))]
+    missing = [n for n in layers if n not in named or n == ""]
+    if missing:
+        raise XaiError(f"{name}: the model has no layer {missing[0]!r}; layers include {list(named)[1:8]}.")
+    return [named[n] for n in layers]
+
+
+def _outputs(runner: ModelRunner, z: torch.Tensor, name: str,
+             taps: Optional[list[nn.Module]]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits of ``z`` (no grad) and, with ``taps``, the flattened outputs of those modules in the
+    order they ran, concatenated per image."""
+    seen: list[torch.Tensor] = []
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            seen.append(output.detach().reshape(output.shape[0], -1).to(torch.float64, copy=True))
+
+    with runner.session() as session:
+        for m in taps or []:
+            session.forward_hook(m, this_thread(record))
+        out = class_output(runner.forward(z))
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise XaiError(f"{name} needs a model output of shape (B, num_classes); this model returned a {describe(out)}.")
-    return out.detach().to(torch.float64)
+    if taps is not None and not seen:
+        raise XaiError(f"{name}: none of the chosen layers produced a tensor during the forward.")
+    return out.detach().to(torch.float64), (torch.cat(seen, 1) if taps is not None else None)
 
 
 def _gaussian(std: float) -> Noise:
@@ -219,7 +250,8 @@ def _check_range(noise: Any) -> tuple[float, float]:
 
 def _relative(name: str, explainer: Callable[..., Any], x: torch.Tensor, target: Any, samples: int,
               noise: Any, eps_min: float, perturbation: Optional[Callable[..., Any]], model: Any, seed: Optional[int],
-              batch_size: Optional[int], progress: Optional[bool], on_input: bool) -> RelativeStability:
+              batch_size: Optional[int], progress: Optional[bool], kind: str,
+              layers: Optional[Sequence[str]] = None) -> RelativeStability:
     samples = check_positive_int(samples, "samples")
     low, high = _check_range(noise)
     eps_min = check_positive(eps_min, "eps_min")
@@ -230,18 +262,21 @@ def _relative(name: str, explainer: Callable[..., Any], x: torch.Tensor, target:
     def measure(c: Chunk) -> torch.Tensor:
         _, xr, noisy, e, en, h, hn = c
         num = torch.linalg.vector_norm((e - en) / guard(e), dim=1)
-        if on_input:
+        if kind == "input":
             xf, nf = xr.flatten(1).double(), noisy.flatten(1).double()
             den = torch.linalg.vector_norm((xf - nf) / guard(xf), dim=1)
-        else:
+        elif kind == "output":
             assert h is not None and hn is not None
             den = torch.linalg.vector_norm(h - hn, dim=1)
+        else:
+            assert h is not None and hn is not None
+            den = torch.linalg.vector_norm((h - hn) / guard(h), dim=1)
         ratio: torch.Tensor = num / den.clamp(min=eps_min)
         return ratio
 
     values, kept = _run(name, explainer, x, target, samples=samples, noise=_uniform(low, high),
                         perturbation=perturbation, model=model, need_outputs=True, seed=seed,
-                        batch_size=batch_size, progress=progress, measure=measure)
+                        batch_size=batch_size, progress=progress, measure=measure, layers=layers)
     masked = torch.where(kept, values, torch.full_like(values, float("-inf"))).amax(1)
     count = kept.sum(1)
     score = torch.where(count > 0, masked, torch.full_like(masked, float("nan")))
@@ -285,7 +320,7 @@ def relative_input_stability(explainer: Callable[..., Any], x: torch.Tensor, tar
         >>> xt.metrics.relative_input_stability(xt.Gradient(model), x, samples=20).stability
     """
     return _relative("relative_input_stability", explainer, x, target, samples, noise, eps_min, perturbation,
-                     model, seed, batch_size, progress, on_input=True)
+                     model, seed, batch_size, progress, kind="input")
 
 
 def relative_output_stability(explainer: Callable[..., Any], x: torch.Tensor, target: Any = None, *,
@@ -308,7 +343,43 @@ def relative_output_stability(explainer: Callable[..., Any], x: torch.Tensor, ta
         >>> xt.metrics.relative_output_stability(xt.Gradient(model), x, samples=20).stability
     """
     return _relative("relative_output_stability", explainer, x, target, samples, noise, eps_min, perturbation,
-                     model, seed, batch_size, progress, on_input=False)
+                     model, seed, batch_size, progress, kind="output")
 
 
-__all__ = ["RelativeStability", "local_lipschitz_estimate", "relative_input_stability", "relative_output_stability"]
+def relative_representation_stability(explainer: Callable[..., Any], x: torch.Tensor, target: Any = None, *,
+                                      layers: Optional[Sequence[str]] = None, samples: int = 200,
+                                      noise: tuple[float, float] = (0.02, 0.2), eps_min: float = 1e-6,
+                                      perturbation: Optional[Callable[..., Any]] = None, model: Any = None,
+                                      seed: Optional[int] = 0, batch_size: Optional[int] = None,
+                                      progress: Optional[bool] = None) -> RelativeStability:
+    """Relative representation stability (Agarwal et al. 2022; Quantus
+    ``RelativeRepresentationStability``): ``max_j ||(e_x - e_j) / e_x||_2 /
+    max(||(L_x - L_j) / L_x||_2, eps_min)`` with ``L`` the model's internal representation, over
+    the noisy copies that keep the prediction. Same noise, defaults and differences from Quantus
+    as :func:`relative_input_stability`.
+
+    Args:
+        layers: names of the modules (``model.named_modules()``) whose flattened outputs, in the
+            order they run, form ``L``; ``None``: every module except the model itself and
+            ``nn.Sequential`` containers (Quantus' default). A module that runs twice counts twice.
+        Others: see :func:`relative_input_stability`.
+
+    Returns:
+        :class:`RelativeStability`.
+
+    Cost:
+        ``B * (samples + 1)`` explained images and ``B * (samples + 1)`` model forwards (no grad),
+        with forward hooks on the chosen layers during those forwards only.
+
+    Example:
+        >>> xt.metrics.relative_representation_stability(xt.Gradient(model), x, layers=["layer4"]).stability
+    """
+    if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
+        raise XaiError(f"layers must be a list of module names or None; got {describe(layers)}.")
+    return _relative("relative_representation_stability", explainer, x, target, samples, noise, eps_min,
+                     perturbation, model, seed, batch_size, progress, kind="representation",
+                     layers=list(layers) if layers is not None else [])
+
+
+__all__ = ["RelativeStability", "local_lipschitz_estimate", "relative_input_stability", "relative_output_stability",
+           "relative_representation_stability"]
