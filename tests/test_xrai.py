@@ -69,22 +69,30 @@ def test_area_threshold_stops_after_crossing():
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("algorithm", ["full", "fast"])
-def test_parity_with_pair(lite0, chelsea, algorithm):
+def test_parity_with_pair_on_packaged_photos():
+    """Two packaged photos at reduced size (one non-square: PAIR resizes to 224 px to segment and
+    back): our default segments are PAIR's masks in PAIR's order, and both algorithms give PAIR's
+    map and ranks from the same base attribution."""
     import saliency.core as sc
-
-    base = xt.InputXGradient(lite0)(chelsea)
-    res = XRAI(lite0, algorithm=algorithm).explain(chelsea, base_attribution=base)
-    params = sc.XRAIParameters(algorithm=algorithm, return_xrai_segments=True)
-    ref = sc.XRAI().GetMaskWithDetails(chelsea[0].permute(1, 2, 0).numpy(), None,
-                                       base_attribution=base[0].permute(1, 2, 0).numpy(), extra_parameters=params)
-    np.testing.assert_allclose(res.attributions[0, 0].numpy(), ref.attribution_mask, rtol=1e-6, atol=1e-9)
-    assert np.array_equal(res.ranks[0, 0].numpy(), ref.segments)
-    # the segments are PAIR's masks, in PAIR's order
     import saliency.core.xrai as pair_xrai
 
-    pair_masks = np.stack(pair_xrai._get_segments_felzenszwalb(chelsea[0].permute(1, 2, 0).numpy()))
-    assert np.array_equal(res.segments[0].numpy(), pair_masks)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # scores only
+    for name, size in (("chelsea", (64, 64)), ("coffee", (56, 72))):
+        x = torch.nn.functional.interpolate(xt.zoo.preprocess(xt.zoo.image(name)), size=size, mode="area")
+        base = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * x.abs()
+        img, attr = x[0].permute(1, 2, 0).numpy(), base[0].permute(1, 2, 0).numpy()
+        pair_masks = pair_xrai._get_segments_felzenszwalb(img)
+        for algorithm in ("full", "fast"):
+            res = XRAI(model, algorithm=algorithm, min_pixel_diff=20).explain(x, base_attribution=base)
+            if algorithm == "full":
+                assert np.array_equal(res.segments[0].numpy(), np.stack(pair_masks))
+            params = sc.XRAIParameters(algorithm=algorithm, return_xrai_segments=True)
+            params.experimental_params["min_pixel_diff"] = 20
+            ref = sc.XRAI().GetMaskWithDetails(img, None, base_attribution=attr, segments=pair_masks,
+                                               extra_parameters=params)
+            np.testing.assert_allclose(res.attributions[0, 0].numpy(), ref.attribution_mask, rtol=1e-6, atol=1e-9)
+            assert np.array_equal(res.ranks[0, 0].numpy(), ref.segments)
+            assert len(res.regions[0]) > 5
 
 
 def test_explainer_with_ig_and_given_segments(small, small_x):

@@ -19,15 +19,15 @@ Helpers convert between a label map and a mask matrix: :func:`labels_to_masks`,
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
 from .errors import XaiError, check_input, describe
+from .felzenszwalb import dilated_masks, felzenszwalb_scales
+from .threads import small_ops
 
 #: XRAI's oversegmentation (PAIR ``core/xrai.py``).
 XRAI_SCALES = (50, 100, 150, 250, 500, 1200)
@@ -242,15 +242,15 @@ def multiscale(x: torch.Tensor, image: Any = None, scales: Sequence[int] = XRAI_
     Each image (``x`` itself by default, exactly the array a PAIR user passes, or ``image=``) is
     rescaled to ``[-1, 1]`` by its own min and max, resized to ``size`` x ``size`` (cubic,
     anti-aliased; skipped when already that size, where it is the identity), and segmented by
-    Felzenszwalb at every scale; the labels are resized back (nearest, scikit-image's pixel
-    centres), every label of every scale becomes a mask (masks overlap across scales; some are
-    empty), and each mask is dilated by a disk of radius ``dilation``.
+    Felzenszwalb at every scale (:func:`xai_torch.felzenszwalb.felzenszwalb_scales`: one sorted
+    graph for all scales, labels identical to scikit-image's); the labels are resized back
+    (nearest, scikit-image's pixel centres), every label of every scale becomes a mask (masks
+    overlap across scales; some are empty), and each mask is dilated by a disk of radius ``dilation``.
 
     Returns:
         One ``(M_i, H, W)`` bool tensor per image, on ``x.device``, in PAIR's order (scales
         ascending, then labels ascending).
     """
-    from skimage import segmentation
     from skimage.transform import resize
 
     x4, _ = check_input(x)
@@ -260,26 +260,41 @@ def multiscale(x: torch.Tensor, image: Any = None, scales: Sequence[int] = XRAI_
         imgs = pixel_images(x4, image)
     h, w = x4.shape[2:]
     out: list[torch.Tensor] = []
-    for im in imgs:
-        lo, hi = im.min(), im.max()
-        im = (im - lo) / (hi - lo) * 2 - 1 if hi > lo else np.zeros_like(im)
-        resized = size is not None and (h, w) != (size, size)
-        if resized:
-            im = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
-                im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
-
-        def segment(scale: int, im: np.ndarray = im, resized: bool = resized) -> torch.Tensor:
-            seg = segmentation.felzenszwalb(im, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
+    with small_ops():  # the glue is small ops; the kernels are serial
+        for im in imgs:
+            lo, hi = im.min(), im.max()
+            im = (im - lo) / (hi - lo) * 2 - 1 if hi > lo else np.zeros_like(im)
+            resized = size is not None and (h, w) != (size, size)
             if resized:
-                seg = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
-                    seg, (h, w), order=0, preserve_range=True, mode="constant", anti_aliasing=False).astype(np.int64)
-            seg = torch.from_numpy(np.asarray(seg, dtype=np.int64)).to(x4.device)
-            first, last = int(seg.min()), int(seg.max())
-            if dilation > 0:
-                return dilated_label_masks(seg, first, last, dilation)
-            return seg[None] == torch.arange(first, last + 1, device=seg.device).view(-1, 1, 1)
-
-        # scikit-image's Felzenszwalb and torch release the GIL: the scales run in parallel
-        with ThreadPoolExecutor(max_workers=min(len(scales), os.cpu_count() or 1)) as pool:
-            out.append(torch.cat(list(pool.map(segment, scales))))
+                im = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+                    im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
+            labels = felzenszwalb_scales(im, scales, sigma=sigma, min_size=min_size)  # one sort, every scale
+            if resized:  # nearest, as PAIR: which pixel each output pixel takes is the same at every scale
+                labels = _resize_nearest(labels, (h, w))
+            out.append(_label_masks(torch.from_numpy(np.ascontiguousarray(labels)), dilation).to(x4.device))
     return out
+
+
+def _resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """scikit-image's ``resize(label_map, shape, order=0, mode="constant")`` (PAIR's) of every
+    map of ``labels`` ``(S, H, W)``, from one resize of the pixel indices (1-based: the
+    constant 0 outside stays 0), exact since nearest sampling copies source values."""
+    from skimage.transform import resize
+
+    s, h, w = labels.shape
+    index = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+        np.arange(1, h * w + 1, dtype=np.float64).reshape(h, w), shape, order=0, preserve_range=True,
+        mode="constant", anti_aliasing=False).astype(np.int64)
+    flat = np.concatenate([np.zeros((s, 1), np.int64), labels.reshape(s, -1)], axis=1)
+    return np.ascontiguousarray(flat[:, index.ravel()].reshape(s, *shape))
+
+
+def _label_masks(labels: torch.Tensor, dilation: int) -> torch.Tensor:
+    """Masks of labels ``min..max`` of every ``(H, W)`` map of ``labels`` ``(S, H, W)``, in
+    order, each dilated by a disk of ``dilation``."""
+    if dilation > 0:
+        fast = dilated_masks(labels.numpy(), dilation)
+        if fast is not None:
+            return torch.from_numpy(fast)
+        return torch.cat([dilated_label_masks(lab, int(lab.min()), int(lab.max()), dilation) for lab in labels])
+    return torch.cat([lab[None] == torch.arange(int(lab.min()), int(lab.max()) + 1).view(-1, 1, 1) for lab in labels])
