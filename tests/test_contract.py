@@ -319,6 +319,20 @@ METRIC_RECIPES: dict[str, Any] = {
     "ssim": PureMetric(lambda: ((_maps(), _maps(seed=4)), {}), lambda: ((_maps(), _maps(3)), {})),
     "hog_similarity": PureMetric(lambda: ((_maps(), _maps(seed=4)), {"pixels_per_cell": (4, 4),
                                                                      "cells_per_block": (1, 1)}),
+    "faithfulness_correlation": ModelMetric(lambda m, x, t=None, bs=None: xm.faithfulness_correlation(
+        m, x, attribution_of(x), t, runs=4, subset_size=20, batch_size=bs)),
+    "monotonicity_nguyen": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_nguyen(
+        m, x, attribution_of(x), t, samples=2, features_in_step=50, batch_size=bs)),
+    "monotonicity_arya": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_arya(
+        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
+    "pixel_flipping": ModelMetric(lambda m, x, t=None, bs=None: xm.pixel_flipping(
+        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
+    "region_perturbation": ModelMetric(lambda m, x, t=None, bs=None: xm.region_perturbation(
+        m, x, attribution_of(x), t, patch_size=5, batch_size=bs)),
+    "irof": ModelMetric(lambda m, x, t=None, bs=None: xm.irof(m, x, attribution_of(x), t, segments=grid(x, 3),
+                                                               batch_size=bs)),
+    "sufficiency": ModelMetric(lambda m, x, t=None, bs=None: xm.sufficiency(m, x, attribution_of(x), t,
+                                                                             batch_size=bs)),
                                  lambda: ((_maps(), _maps(3)), {})),
     "coerce_attribution": PureMetric(lambda: ((attribution_of(images()), images()), {}),
                                      lambda: ((torch.rand(2, 3, 4, 4), images()), {})),
@@ -638,7 +652,11 @@ def test_batch_size_does_not_change_the_result(name):
     assert_same(measure(name, model, x, batch_size=None), measure(name, model, x, batch_size=1), tolerance=True)
 
 
-@pytest.mark.parametrize("name", cases(WITH_MODEL, "alone"))
+# metrics that compare the images of a batch with each other: an image alone has no result
+BATCH_LEVEL = {"sufficiency"}
+
+
+@pytest.mark.parametrize("name", cases([n for n in WITH_MODEL if n not in BATCH_LEVEL], "alone"))
 def test_an_image_alone_gets_its_result_from_the_batch(name):
     """The draws of an image do not depend on the images after it (issue 19: draws per image;
     tolerance as for ``batch_size``, for the same reason). Seeds may depend on an image's

@@ -149,11 +149,11 @@ def test_bad_inputs_fail_before_any_model_call():
     for fn, kwargs, msg in cases:
         with pytest.raises(XaiError, match=msg.replace("(", r"\(")):
             fn(counted, x, a, **kwargs)
-    with pytest.raises(XaiError, match="at least 2 images"):
-        M.sufficiency(counted, x[:1], a[:1])
     with pytest.raises(XaiError, match="attribution must have shape"):
         M.pixel_flipping(counted, x, torch.rand(2, 1, 4, 4))
     assert counted.sizes == []
+    with pytest.raises(XaiError, match="at least 2 images"):      # after the model's checks: one forward
+        M.sufficiency(counted, x[:1], a[:1])
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,10 +87,10 @@ def sufficiency(model: Any, x: torch.Tensor, attribution: Any, target: Any = Non
     """
     x4, _ = check_input(x)
     threshold = check_fraction(threshold, "threshold")
-    if x4.shape[0] < 2:
+    x4, scorer, attr = _prepare(model, x4, attribution, target, "softmax", batch_size, progress, "sufficiency")
+    if x4.shape[0] < 2:      # after the model's own checks (channels, dtype), which say more
         raise XaiError(f"sufficiency compares the explanations of several images: give at least 2 images; got "
                        f"{describe(x4)}.")
-    x4, scorer, attr = _prepare(model, x4, attribution, target, "softmax", batch_size, progress, "sufficiency")
     if scorer.clean_top1 is None:
         raise XaiError("sufficiency needs class outputs (B, num_classes) to compare predictions; a callable "
                        "target gives no classes.")
