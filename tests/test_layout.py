@@ -15,7 +15,7 @@ LAYERS = [
     ["errors"],
     # building blocks with no knowledge of explainers
     ["adapters", "batching", "hooks", "rules", "layers", "targets", "seeding", "imageops", "space", "segmentation",
-     "files", "neuron", "modelio", "task_targets", "threads",
+     "files", "neuron", "modelio", "task_targets", "threads", "precision",
      "felzenszwalb"],
     # model evaluation and the explainer base
     ["runner", "explainer"],

@@ -39,10 +39,10 @@ from .modelio import (
     select_output,
     warn_if_training,
 )
+from .precision import autocast, check_precision, widen
 from .targets import ClassTarget, Target, TopK
 
 T = TypeVar("T")
-
 
 class Pinned(NamedTuple):
     """What :meth:`ModelRunner.pin` returns: the pinned target, then per row (image x target
@@ -107,6 +107,11 @@ class ModelRunner:
         forward_args: the call's ``additional_forward_args``; each model call tells it which
             image each input row comes from (the ``images=`` of :meth:`forward`, else from the
             target rows of :meth:`grad` / :meth:`scores`).
+        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: every model call runs
+            under ``torch.autocast(device, dtype)`` (its backward follows autocast's casts); a
+            half-precision output is widened to the input's dtype before it is scored, so targets,
+            gradients with respect to the input and everything built from them stay float32 /
+            float64.
 
     Attributes:
         calls: samples the model has evaluated (forward, or forward + backward).
@@ -122,7 +127,7 @@ class ModelRunner:
     def __init__(self, model: Any, *, batch_size: Optional[int] = None, progress: Optional[bool] = None,
                  name: str = "", sample: Optional[torch.Tensor] = None, target: Optional[Target] = None,
                  device: Optional[torch.device] = None, select_output: OutputSelector = None,
-                 forward_args: Optional[ForwardArgs] = None) -> None:
+                 forward_args: Optional[ForwardArgs] = None, precision: str = "float32") -> None:
         if not callable(model):
             raise XaiError(f"model must be an nn.Module or a callable; got {type(model).__name__}.")
         self.model = model
@@ -136,6 +141,8 @@ class ModelRunner:
         self.target = target
         self.select_output = check_select_output(select_output)
         self.forward_args = forward_args
+        self.precision = check_precision(precision)
+        autocast(self.precision, self.device, self.name)  # an unsupported one fails before any model call
         self.calls = 0
         self.clean_scores: Optional[torch.Tensor] = None
         self.training = isinstance(model, nn.Module) and any(m.training for m in model.modules())
@@ -192,7 +199,11 @@ class ModelRunner:
         try:
             if fa is not None:
                 fa.active, fa.images = True, images
-            out = fn(z)
+            if self.precision == "float32":
+                out = fn(z)
+            else:
+                with autocast(self.precision, self.device):
+                    out = fn(z)
         except RuntimeError as err:
             if fa is not None and images is not None:
                 fa.images = images[:1]  # the probe runs one image
@@ -209,7 +220,8 @@ class ModelRunner:
                 fa.active, fa.images = state
         self._ok = True
         self.calls += z.shape[0]
-        return select_output(out, self.select_output)
+        out = select_output(out, self.select_output)
+        return out if self.precision == "float32" else widen(out, z)  # scored at full precision
 
     def _input_problem(self, z: torch.Tensor) -> Optional[str]:
         """Why ``z`` does not fit the model, after an error on the first call: one image runs again
@@ -363,5 +375,5 @@ class ModelRunner:
         return torch.cat([p.grad for p in parts]), torch.cat([p.scores for p in parts])
 
 
-__all__ = ["Grad", "LayerGrad", "ModelRunner", "Pinned", "Scored", "keep_buffers", "model_device", "probability",
-           "repeat_rows", "result_dtype", "warn_if_training"]
+__all__ = ["Grad", "LayerGrad", "ModelRunner", "Pinned", "Scored", "autocast", "check_precision", "keep_buffers",
+           "model_device", "probability", "repeat_rows", "result_dtype", "warn_if_training"]
