@@ -82,7 +82,7 @@ def engine_for(engine: str, torchrun: Callable[..., RunSummary]) -> Callable[...
         return torchrun
 
     def on_ray(out: Union[str, os.PathLike[str]], data: Any, *, device: Optional[str] = None,
-               progress: Optional[bool] = None, workers: Optional[int] = None, finish_timeout: Optional[float] = None,
+               workers: Optional[int] = None, finish_timeout: Optional[float] = None,
                _fault: Optional[str] = None, **kwargs: Any) -> RunSummary:
         given = [name for name, v in (("--device", device), ("--workers", workers),
                                       ("--finish-timeout", finish_timeout), ("--test-fault", _fault)) if v is not None]
@@ -120,20 +120,24 @@ def explain_dataset(out: Union[str, os.PathLike[str]], data: Any, *,
                     metrics: Sequence[str] = (), seed: int = 0, input_size: int = 224, on_error: str = "stop",
                     hash: str = "auto", threads: Optional[int] = None, actors: Optional[int] = None,
                     cpus_per_actor: Optional[float] = None, gpus_per_actor: Optional[float] = None,
-                    read_cpus: float = 0.5) -> RunSummary:
+                    read_cpus: float = 0.5, progress: Optional[bool] = None) -> RunSummary:
     """Explain a dataset on the Ray cluster this process is connected to (a local one is
     started when none is). See the module docstring.
 
     Args:
-        out: output folder, shared by every node. A rerun resumes in it.
+        out: output folder, at the same path on every node (a shared file system). A rerun
+            resumes in it.
         data, model, weights, method, options, shard_size, dtype, target, metrics, seed,
-            input_size, on_error, hash: as :func:`xai_torch.dataset.explain_dataset`.
+            input_size, on_error, hash: as :func:`xai_torch.dataset.explain_dataset`. An image
+            folder must be at the same path on every node; a dataset object must pickle (it
+            is sent to the decoding tasks); factories must be importable on every node.
         threads: torch threads per actor, part of the configuration (default: the resumed
             run's, else ``cpus_per_actor`` rounded up).
         actors: explain actors (default fitted by :func:`fit_actors`).
         cpus_per_actor, gpus_per_actor: Ray resources of one actor (defaults: 1 CPU; 1 GPU
             when the cluster has GPUs).
         read_cpus: Ray CPUs of one decoding task (and kept free of actors).
+        progress: Ray Data's progress bars (``None``: Ray's default; ``False``: off).
 
     Returns:
         :class:`~xai_torch.dataset.RunSummary` (``world_size``: the number of actors).
@@ -160,7 +164,9 @@ def explain_dataset(out: Union[str, os.PathLike[str]], data: Any, *,
         if lock.fresh:
             remove_stale_tmp(path)
         if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+            ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+        if progress is not None:
+            ray.data.DataContext.get_current().enable_progress_bars = bool(progress)
         res = ray.cluster_resources()
         n_act, per, gpu = fit_actors(float(res.get("CPU", 1)), float(res.get("GPU", 0)), actors=actors,
                                      cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
