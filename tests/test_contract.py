@@ -304,6 +304,20 @@ METRIC_RECIPES: dict[str, Any] = {
         m, x, attribution_of(x), t, batch_size=bs)),
     "arcc": ModelMetric(lambda m, x, t=None, bs=None: xm.arcc(m, x, xt.GradCAM(m, layer="net.conv2", batch_size=bs),
                                                                t, fractions=(0.2, 0.6), batch_size=bs)),
+    "faithfulness_correlation": ModelMetric(lambda m, x, t=None, bs=None: xm.faithfulness_correlation(
+        m, x, attribution_of(x), t, runs=4, subset_size=20, batch_size=bs)),
+    "monotonicity_nguyen": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_nguyen(
+        m, x, attribution_of(x), t, samples=2, features_in_step=50, batch_size=bs)),
+    "monotonicity_arya": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_arya(
+        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
+    "pixel_flipping": ModelMetric(lambda m, x, t=None, bs=None: xm.pixel_flipping(
+        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
+    "region_perturbation": ModelMetric(lambda m, x, t=None, bs=None: xm.region_perturbation(
+        m, x, attribution_of(x), t, patch_size=5, batch_size=bs)),
+    "irof": ModelMetric(lambda m, x, t=None, bs=None: xm.irof(m, x, attribution_of(x), t, segments=grid(x, 3),
+                                                               batch_size=bs)),
+    "sufficiency": ModelMetric(lambda m, x, t=None, bs=None: xm.sufficiency(m, x, attribution_of(x), t,
+                                                                             batch_size=bs)),
     "stability": ModelMetric(lambda m, x, t=None, bs=None: xm.stability(
         xt.SmoothGrad(xt.Gradient(m, batch_size=bs), samples=2, seed=0), x, t, seeds=2, copies=1, bootstrap=20)),
     "samples_needed": ModelMetric(lambda m, x, t=None, bs=None: xm.samples_needed(
@@ -319,20 +333,6 @@ METRIC_RECIPES: dict[str, Any] = {
     "ssim": PureMetric(lambda: ((_maps(), _maps(seed=4)), {}), lambda: ((_maps(), _maps(3)), {})),
     "hog_similarity": PureMetric(lambda: ((_maps(), _maps(seed=4)), {"pixels_per_cell": (4, 4),
                                                                      "cells_per_block": (1, 1)}),
-    "faithfulness_correlation": ModelMetric(lambda m, x, t=None, bs=None: xm.faithfulness_correlation(
-        m, x, attribution_of(x), t, runs=4, subset_size=20, batch_size=bs)),
-    "monotonicity_nguyen": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_nguyen(
-        m, x, attribution_of(x), t, samples=2, features_in_step=50, batch_size=bs)),
-    "monotonicity_arya": ModelMetric(lambda m, x, t=None, bs=None: xm.monotonicity_arya(
-        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
-    "pixel_flipping": ModelMetric(lambda m, x, t=None, bs=None: xm.pixel_flipping(
-        m, x, attribution_of(x), t, features_in_step=50, batch_size=bs)),
-    "region_perturbation": ModelMetric(lambda m, x, t=None, bs=None: xm.region_perturbation(
-        m, x, attribution_of(x), t, patch_size=5, batch_size=bs)),
-    "irof": ModelMetric(lambda m, x, t=None, bs=None: xm.irof(m, x, attribution_of(x), t, segments=grid(x, 3),
-                                                               batch_size=bs)),
-    "sufficiency": ModelMetric(lambda m, x, t=None, bs=None: xm.sufficiency(m, x, attribution_of(x), t,
-                                                                             batch_size=bs)),
                                  lambda: ((_maps(), _maps(3)), {})),
     "coerce_attribution": PureMetric(lambda: ((attribution_of(images()), images()), {}),
                                      lambda: ((torch.rand(2, 3, 4, 4), images()), {})),
