@@ -78,7 +78,10 @@ def irof(model: Any, x: torch.Tensor, attribution: Any, target: Any = None, *, s
       ``quantus_compat=True`` gives Quantus's value for each image alone.
     * ``"mean"`` is each image's own mean. Quantus takes the mean of the whole batch of partly
       perturbed images, recomputed after every removal, so an image's score depends on the other
-      images and the fill drifts. With a numeric baseline the curves equal Quantus to 1e-6.
+      images and the fill drifts. With a numeric baseline the scores equal Quantus to 1e-5
+      (Quantus divides and integrates in float32).
+    * Quantus 0.6's IROF only runs on one-channel images (its mask is ``(B, 1, H, W)`` and its
+      fill function asserts the image's shape) and calls ``np.trapz``, removed in numpy 2.
 
     Args:
         segments: ``None`` (Quantus's SLIC), a segmenter name of :mod:`xai_torch.segmentation`
