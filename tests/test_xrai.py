@@ -5,9 +5,19 @@ import torch
 
 import xai_torch as xt
 from xai_torch import segmentation as seg
+from xai_torch.region import xrai_rank
 from xai_torch.region.xrai import XRAI, rank_fast, rank_full, rank_map
 
 from conftest import assert_no_trace, snapshot
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def backend(request, monkeypatch):
+    """The ranking's two implementations (numba on the CPU; tensor ops on other devices or
+    without numba) must agree on every hand-made case."""
+    if request.param == "torch":
+        monkeypatch.setattr(xrai_rank, "numba_available", lambda: False)
+    return request.param
 
 
 def boxes(shape, *rects):
@@ -17,7 +27,7 @@ def boxes(shape, *rects):
     return masks
 
 
-def test_full_ranks_by_density_of_new_pixels():
+def test_full_ranks_by_density_of_new_pixels(backend):
     attr = torch.zeros(20, 20, dtype=torch.float64)
     attr[:10, :10] = 3.0  # A
     attr[10:, :10] = 1.0  # B
@@ -31,7 +41,7 @@ def test_full_ranks_by_density_of_new_pixels():
     assert float(out.sum()) == pytest.approx(float(attr.sum()))
 
 
-def test_full_uses_only_the_new_pixels_of_overlapping_regions():
+def test_full_uses_only_the_new_pixels_of_overlapping_regions(backend):
     attr = torch.zeros(10, 10, dtype=torch.float64)
     attr[:, :5] = 4.0
     attr[:, 5:] = 1.0
@@ -43,7 +53,7 @@ def test_full_uses_only_the_new_pixels_of_overlapping_regions():
     assert torch.equal(regions[1], ~masks[0])  # region 1 added its new pixels (ties: earlier first)
 
 
-def test_ties_go_to_the_earlier_region_and_small_regions_are_dropped():
+def test_ties_go_to_the_earlier_region_and_small_regions_are_dropped(backend):
     attr = torch.ones(10, 10, dtype=torch.float64)
     masks = boxes((10, 10), (0, 10, 5, 10), (0, 10, 0, 5), (0, 2, 0, 2))
     for rank in (lambda a, m: rank_full(a, m, min_pixel_diff=50), lambda a, m: rank_fast(a, m, min_pixel_diff=50)):
@@ -57,7 +67,7 @@ def test_ties_go_to_the_earlier_region_and_small_regions_are_dropped():
     assert torch.equal(regions[-1], ~boxes((10, 10), (0, 6, 0, 10))[0])
 
 
-def test_area_threshold_stops_after_crossing():
+def test_area_threshold_stops_after_crossing(backend):
     attr = torch.arange(4, dtype=torch.float64).repeat_interleave(25).view(10, 10)  # rows of 0..3 bands
     masks = boxes((10, 10), (0, 3, 0, 10), (3, 5, 0, 10), (5, 8, 0, 10), (8, 10, 0, 10))
     _, regions, _ = rank_full(attr, masks, area_threshold=0.15, min_pixel_diff=1)
@@ -66,6 +76,26 @@ def test_area_threshold_stops_after_crossing():
     assert len(regions) == 3  # 20 % <= 25 %: one more band, then the rest
     _, regions, _ = rank_full(attr, masks, area_threshold=1.0, min_pixel_diff=1)
     assert len(regions) == 4
+
+
+def test_compiled_and_tensor_rankings_agree(monkeypatch):
+    """Random overlapping boxes and an attribution with many ties: the compiled loop and the
+    tensor ops give the same regions, order, ranks and map, for both algorithms."""
+    g = torch.Generator().manual_seed(0)
+    corners = torch.randint(0, 20, (40, 2), generator=g)
+    sizes = torch.randint(2, 12, (40, 2), generator=g)
+    masks = boxes((24, 24), *[(int(y), int(y + dy), int(x), int(x + dx)) for (y, x), (dy, dx) in zip(corners, sizes)])
+    attr = torch.randint(-3, 4, (24, 24), generator=g).double()
+    for algorithm, area in (("full", 1.0), ("full", 0.4), ("fast", 1.0)):
+        ours = xrai_rank.rank(attr, masks, algorithm, area, min_pixel_diff=3)
+        with monkeypatch.context() as m:
+            m.setattr(xrai_rank, "numba_available", lambda: False)
+            ref = xrai_rank.rank(attr, masks, algorithm, area, min_pixel_diff=3)
+        assert ours.regions.shape[0] > 10
+        assert torch.equal(ours.regions, ref.regions) and torch.equal(ours.ranks, ref.ranks)
+        assert torch.equal(ours.ranks, rank_map(list(ours.regions), (24, 24)))
+        torch.testing.assert_close(ours.map, ref.map, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ours.gains, ref.gains, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parity

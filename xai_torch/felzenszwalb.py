@@ -45,14 +45,20 @@ except ImportError:  # pragma: no cover - exercised where numba is missing
 HAVE_NUMBA = numba is not None
 
 
-def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+def numba_available() -> bool:
+    """Whether the compiled kernels run (numba is installed)."""
+    return numba is not None
+
+
+def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``numba.njit(cache=True, nogil=True)`` when numba is installed, else ``fn`` itself."""
     if numba is None:  # pragma: no cover
         return fn
     out: Callable[..., Any] = numba.njit(cache=True, nogil=True)(fn)
     return out
 
 
-@_compiled
+@compiled
 def _find(parent: Array, i: int) -> int:  # pragma: no cover - compiled
     while parent[i] != i:
         parent[i] = parent[parent[i]]  # path halving: the partition, not the tree, matters
@@ -60,7 +66,7 @@ def _find(parent: Array, i: int) -> int:  # pragma: no cover - compiled
     return i
 
 
-@_compiled
+@compiled
 def _merge_scales(a: Array, b: Array, costs: Array, n: int, scales: Array, min_size: int,
                   out: Array) -> None:  # pragma: no cover - compiled
     """For every scale: scikit-image's greedy merge over the sorted edges ``(a[e], b[e])`` of
@@ -101,7 +107,7 @@ def _merge_scales(a: Array, b: Array, costs: Array, n: int, scales: Array, min_s
             out[s, i] = label[r]
 
 
-@_compiled
+@compiled
 def _dilate_labels(labels: Array, first: Array, start: Array, dy: Array, dx: Array,
                    out: Array) -> None:  # pragma: no cover - compiled
     """``out[start[s] + L - first[s], y, x] = True`` when a pixel of label ``L`` of map ``s``
@@ -209,4 +215,5 @@ def dilated_masks(labels: Array, radius: int) -> Optional[Array]:
     return out
 
 
-__all__ = ["HAVE_NUMBA", "felzenszwalb_scales", "sorted_graph", "smoothed", "dilated_masks", "disk_offsets"]
+__all__ = ["HAVE_NUMBA", "numba_available", "compiled", "felzenszwalb_scales", "sorted_graph", "smoothed",
+           "dilated_masks", "disk_offsets"]

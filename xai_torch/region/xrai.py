@@ -12,9 +12,9 @@ PAIR saliency's algorithm, with its defaults, vectorised on the model's device:
    Regions adding fewer than ``min_pixel_diff`` new pixels are dropped; ties go to the earlier
    region, as in PAIR.
 
-The greedy step keeps, for every region, the count and the attribution sum of its pixels not
-yet covered, and updates both from the (region, pixel) pairs that the last choice covered:
-every pair is subtracted once, so the ranking never recomputes a region's mean from scratch.
+The ranking is :mod:`xai_torch.region.xrai_rank` (one compiled loop on the CPU with numba,
+tensor ops elsewhere); the segmentation :mod:`xai_torch.felzenszwalb` (one sorted graph for
+the six scales).
 """
 from __future__ import annotations
 
@@ -30,7 +30,11 @@ from ..path.ig import IntegratedGradients
 from ..runner import result_dtype
 from ..segmentation import check_segments, labels_to_masks, multiscale
 from ..targets import Target
-from ..threads import small_ops
+from .xrai_rank import Ranking as Ranking
+from .xrai_rank import rank
+from .xrai_rank import rank_fast as rank_fast
+from .xrai_rank import rank_full as rank_full
+from .xrai_rank import rank_map as rank_map
 
 _F64 = torch.float64
 
@@ -57,130 +61,6 @@ class XRAIExplanation(Explanation):
     gains: Optional[list[torch.Tensor]] = None
     base_attribution: Optional[torch.Tensor] = None
     segments: Optional[list[torch.Tensor]] = None
-
-
-#: ``(map, regions, gains)`` of one image: ``(H, W)`` float64 densities, the ranked regions'
-#: ``(H, W)`` bool masks and their ``()`` gains.
-Ranking = tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]
-
-
-class _Uncovered:
-    """For every region, the count and the attribution sum of its pixels not yet covered.
-
-    The (pixel, region) membership pairs are listed once, grouped by pixel (a sparse
-    pixels x regions matrix); covering pixels gathers just their pairs and subtracts them, so a
-    whole ranking touches every pair once.
-    """
-
-    def __init__(self, a: torch.Tensor, masks: torch.Tensor) -> None:
-        m = masks.shape[0]
-        pixel, region = torch.nonzero(masks.reshape(m, -1).t(), as_tuple=True)  # sorted by pixel
-        self.region, self.a, self.m = region, a, m
-        self.start = torch.cumsum(torch.bincount(pixel, minlength=a.shape[0]), 0)
-        self.length = torch.bincount(pixel, minlength=a.shape[0])
-        self.start -= self.length
-        self.cnt = torch.bincount(region, minlength=m)
-        self.sums = torch.zeros(m, dtype=_F64, device=a.device).index_add_(0, region, a[pixel])
-
-    def cover(self, new: torch.Tensor) -> None:
-        idx = torch.nonzero(new).flatten()
-        length = self.length[idx]
-        first = torch.repeat_interleave(self.start[idx], length)
-        offset = torch.arange(first.shape[0], device=idx.device) - torch.repeat_interleave(
-            torch.cumsum(length, 0) - length, length)
-        region = self.region[first + offset]
-        self.cnt -= torch.bincount(region, minlength=self.m)
-        self.sums.index_add_(0, region, -torch.repeat_interleave(self.a[idx], length))
-
-
-@small_ops()  # a loop of small ops: one thread (no oversubscription on a busy machine)
-def rank_full(attr: torch.Tensor, masks: torch.Tensor, area_threshold: float = 1.0,
-              min_pixel_diff: int = 50) -> Ranking:
-    """PAIR's "full" XRAI greedy on one image (pure tensor code).
-
-    Args:
-        attr: ``(H, W)`` attribution.
-        masks: ``(M, H, W)`` bool candidate regions.
-
-    Returns:
-        ``(map, regions, gains)``: the ``(H, W)`` float64 density map, and the added regions
-        (new pixels only, ``(H, W)`` bool each) with their gains, in the order they were added.
-    """
-    h, w = attr.shape
-    a = attr.reshape(-1).to(_F64)
-    left = _Uncovered(a, masks)
-    remaining = torch.ones(masks.shape[0], dtype=torch.bool, device=attr.device)
-    covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
-    out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
-    n_covered = 0
-    regions: list[torch.Tensor] = []
-    gains: list[torch.Tensor] = []
-    while n_covered / (h * w) <= area_threshold:
-        remaining &= left.cnt >= min_pixel_diff
-        if not bool(remaining.any()):
-            break
-        gain = torch.where(remaining, left.sums / left.cnt.clamp_min(1), torch.full_like(left.sums, float("-inf")))
-        best = int(torch.argmax(gain))  # the first maximum, as PAIR's strict ">"
-        new = masks[best].reshape(-1) & ~covered
-        out[new] = gain[best]
-        regions.append(new.view(h, w))
-        gains.append(gain[best])
-        left.cover(new)
-        covered |= new
-        n_covered += int(new.sum())
-        remaining[best] = False
-    return _finish(a, out, regions, gains, h, w)
-
-
-@small_ops()
-def rank_fast(attr: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> Ranking:
-    """PAIR's "fast" XRAI on one image: regions sorted once by whole-region density (empty ones
-    last, stable), then walked, each writing the density of its new pixels. The new-pixel
-    counts and sums are kept up to date incrementally, so a skipped region costs nothing."""
-    h, w = attr.shape
-    a = attr.reshape(-1).to(_F64)
-    left = _Uncovered(a, masks)
-    dens = torch.where(left.cnt > 0, left.sums / left.cnt.clamp_min(1), torch.full_like(left.sums, float("-inf")))
-    order = torch.sort(dens, descending=True, stable=True).indices.tolist()
-    covered = torch.zeros(h * w, dtype=torch.bool, device=attr.device)
-    out = torch.full((h * w,), float("-inf"), dtype=_F64, device=attr.device)
-    regions: list[torch.Tensor] = []
-    gains: list[torch.Tensor] = []
-    counts = left.cnt.tolist()
-    for m in order:
-        if counts[m] < max(min_pixel_diff, 1):  # a region with no new pixel has no density
-            continue
-        new = masks[m].reshape(-1) & ~covered
-        gain = left.sums[m] / left.cnt[m]
-        out[new] = gain
-        regions.append(new.view(h, w))
-        gains.append(gain)
-        covered |= new
-        left.cover(new)
-        counts = left.cnt.tolist()
-    return _finish(a, out, regions, gains, h, w)
-
-
-def _finish(a: torch.Tensor, out: torch.Tensor, regions: list[torch.Tensor], gains: list[torch.Tensor], h: int,
-            w: int) -> Ranking:
-    rest = out == float("-inf")
-    if bool(rest.any()):
-        out[rest] = a[rest].mean()
-    order = sorted(range(len(gains)), key=lambda i: -float(gains[i]))  # stable, as PAIR's sorted
-    regions = [regions[i] for i in order]
-    gains = [gains[i] for i in order]
-    if bool(rest.any()):
-        regions.append(rest.view(h, w))
-        gains.append(a[rest].mean())
-    return out.view(h, w), regions, gains
-
-
-def rank_map(regions: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
-    """``(H, W)`` long ranks 1..N from ordered regions (0 where no region covers)."""
-    ranks = torch.zeros(shape, dtype=torch.long, device=regions[0].device if regions else None)
-    for i, region in enumerate(regions):
-        ranks[region] = i + 1
-    return ranks
 
 
 class XRAI(Explainer):
@@ -292,14 +172,11 @@ class XRAI(Explainer):
         maps, ranks, regions, gains = [], [], [], []
         for row in range(attr.shape[0]):
             i = row // (k or 1)  # the image of this row: K targets share its segments
-            if self.algorithm == "full":
-                m, reg, g = rank_full(attr[row], masks[i], self.area_threshold, self.min_pixel_diff)
-            else:
-                m, reg, g = rank_fast(attr[row], masks[i], self.min_pixel_diff)
-            maps.append(m)
-            ranks.append(rank_map(reg, m.shape))
-            regions.append(torch.stack(reg).to(x.device) if reg else torch.zeros((0, *m.shape), dtype=torch.bool))
-            gains.append(torch.stack(g).to(x.device) if g else torch.zeros(0, dtype=_F64))
+            ranked = rank(attr[row], masks[i], self.algorithm, self.area_threshold, self.min_pixel_diff)
+            maps.append(ranked.map)
+            ranks.append(ranked.ranks)
+            regions.append(ranked.regions.to(x.device))
+            gains.append(ranked.gains.to(x.device))
         dtype = result_dtype(x)
         lead = (x.shape[0], k) if k is not None else (x.shape[0],)
         return XRAIExplanation(
