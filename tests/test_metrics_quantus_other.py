@@ -52,6 +52,10 @@ def test_complexity_family_closed_forms_and_bad_input():
     torch.testing.assert_close(xm.sparseness(a * 7.0), xm.sparseness(a))
     assert math.isnan(xm.sparseness(torch.zeros(1, 3, 3)).item())
     assert xm.sparseness(torch.zeros(1, 3, 3), offset=1e-7).item() == pytest.approx(0.0, abs=1e-12)
+    # Quantus' 1e-7 shift is not negligible on an unnormalised small map: one-hot -> (N-1)/N * s/(s + N 1e-7)
+    tiny = one_hot[:1] * 1e-6 / 3.0
+    assert xm.sparseness(tiny, normalise=False).item() == pytest.approx((n - 1) / n)
+    assert xm.sparseness(tiny, normalise=False, offset=1e-7).item() == pytest.approx((n - 1) / n / 3.0)
     for call in (lambda: xm.effective_complexity(a, eps=-1e-3), lambda: xm.sparseness(a, offset=-1.0),
                  lambda: xm.complexity(torch.rand(4)), lambda: xm.complexity(a, reduce="nope"),
                  lambda: xm.sparseness(a.clone().fill_(float("nan")))):
