@@ -6,6 +6,7 @@ contract parametrized over every public explainer and metric, from one table of 
 trace after success / an exception / a KeyboardInterrupt inside the forward, bad input ->
 ``xt.XaiError`` with nothing changed, same seed -> same bits, ``batch_size`` and the other
 images of the batch change nothing."""
+import copy
 import dataclasses
 import inspect
 import sys
@@ -276,6 +277,14 @@ def _pic_results() -> list:
     x = images()
     return [xm.pic(Faulty().eval(), x, attribution_of(x), input_range=(0.0, 1.0), min_pred_value=0.0, workers=1)]
 
+def _sign_flipped(model: nn.Module) -> nn.Module:
+    """A copy of the user's model with its last layer negated (data_randomization's second model)."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.net.fc.weight.neg_()
+    return twin
+
+
 METRIC_RECIPES: dict[str, Any] = {
     "deletion": ModelMetric(lambda m, x, t=None, bs=None: xm.deletion(m, x, attribution_of(x), t, step=20,
                                                                        batch_size=bs)),
@@ -296,6 +305,12 @@ METRIC_RECIPES: dict[str, Any] = {
         xt.Gradient(m, batch_size=bs), x, t, samples=3, batch_size=bs)),
     "model_randomization": ModelMetric(lambda m, x, t=None, bs=None: xm.model_randomization(
         m, xt.Gradient(m, batch_size=bs), x, t, similarity=("spearman",), batch_size=bs)),
+    "input_invariance": ModelMetric(lambda m, x, t=None, bs=None: xm.input_invariance(
+        m, xt.InputXGradient(m, batch_size=bs), x, t, batch_size=bs)),
+    "fragility": ModelMetric(lambda m, x, t=None, bs=None: xm.fragility(
+        m, xt.Gradient(m, batch_size=bs), x, t, steps=2, k=10, batch_size=bs)),
+    "data_randomization": ModelMetric(lambda m, x, t=None, bs=None: xm.data_randomization(
+        m, _sign_flipped(m), lambda mm: xt.Gradient(mm, batch_size=bs), x, t, batch_size=bs)),
     "confidence_change": ModelMetric(lambda m, x, t=None, bs=None: xm.confidence_change(m, x, attribution_of(x), t,
                                                                                          batch_size=bs)),
     "average_drop": ModelMetric(lambda m, x, t=None, bs=None: xm.average_drop(m, x, attribution_of(x), t,

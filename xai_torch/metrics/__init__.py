@@ -6,6 +6,7 @@ from ..imageops import rise_blur
 from ._common import REDUCTIONS, SCORES, Scorer, coerce_attribution, descending_order, reduce_channels
 from .cam_metrics import ArccResult, ConfidenceChange, arcc, average_drop, confidence_change, increase_in_confidence
 from .complexity import complexity, effective_complexity, sparseness
+from .data_randomization import DataRandomizationResult, data_randomization
 from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
 from .infidelity import InfidelityResult, infidelity
 from .faithfulness_correlation import (
@@ -24,6 +25,8 @@ from .flipping import (
     pixel_flipping,
     region_perturbation,
 )
+from .fragility import FragilityResult, fragility
+from .invariance import InvarianceResult, input_invariance
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
 from .localisation_scores import Mosaics, auc, focus, make_mosaics, top_k_intersection
 from .pic import pic
@@ -63,4 +66,6 @@ __all__ = [
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
     "SamplesNeeded", "StabilityResult", "StabilityScores", "samples_needed", "stability",
     "Estimate", "ReliabilityResult", "cronbach_alpha", "krippendorff_alpha", "reliability",
+    "DataRandomizationResult", "FragilityResult", "InvarianceResult", "data_randomization", "fragility",
+    "input_invariance",
 ]
