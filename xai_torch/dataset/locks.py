@@ -69,8 +69,12 @@ class JobLock:
             try:  # a POSIX lock: DataLoader workers forked later do not inherit it
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.fresh = True
-            except OSError:
+            except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another process
                 self.fresh = False
+            except OSError as err:
+                os.close(fd)
+                raise XaiError(f"cannot lock {str(out / LOCK_FILE)!r} ({err.strerror or err}): the output folder "
+                               "must be on a file system with POSIX file locks (a local disk).") from None
             if self.fresh:
                 owner = {"job": job, "pid": os.getpid(), "host": socket.gethostname(), "rank": rank,
                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -127,7 +131,7 @@ class Claims:
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, k)
             return True
-        except OSError:
+        except (BlockingIOError, PermissionError):
             return False
 
     def holder(self, k: int) -> Optional[int]:
