@@ -4,6 +4,7 @@ rerun after deleting the bad file resumes; the defaults that fit the machine (th
 workers, a shard size from the image count only); the launch read from torchrun's environment."""
 from __future__ import annotations
 
+import argparse
 import shutil
 
 import numpy as np
@@ -13,10 +14,10 @@ from xai_torch import XaiError
 from xai_torch import dataset as xd
 from xai_torch.dataset.engine import fit_threads, fit_workers, launch_from_env
 
-from dist_helpers import broken_tensors, image_folder, run_in_process
+from dist_helpers import COMMON, broken_tensors, image_folder, run_in_process
 
 
-def test_a_bad_dataset_item_stops_the_run_naming_it_or_is_quarantined(tmp_path):
+def test_a_bad_dataset_item_stops_the_run_naming_it_or_is_quarantined(tmp_path, capsys):
     # 12 items, default shard size min(64, ceil(12 / 8)) = 2: item07 is in shard 3
     with pytest.raises(xd.RankFailure, match=r"rank 0 failed on image 'item07' \(shard 3\).*disk on fire.*"
                                              r"--on-error skip") as err:
@@ -27,6 +28,12 @@ def test_a_bad_dataset_item_stops_the_run_naming_it_or_is_quarantined(tmp_path):
 
     summary = run_in_process(tmp_path / "skip", broken_tensors(), method="gradient", on_error="skip")
     assert [(e["id"], e["shard"]) for e in summary.quarantine] == [("item07", 3)]
+    args = xd.add_run_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
+        ["dist_helpers:broken_tensors", "--out", str(tmp_path / "cli"), "--on-error", "skip", "--hash", "names",
+         *COMMON])
+    assert xd.run_command(args) == 0  # the command line says what it quarantined
+    assert "1 image(s) quarantined" in capsys.readouterr().out
+    assert xd.load(tmp_path / "cli").manifest["config"]["dataset"]["hash"] == "names"
     res = xd.load(tmp_path / "skip")
     assert "item07" not in res.ids and len(res.ids) == 11 and res.manifest["complete"]
     assert "disk on fire" in res.quarantine[0]["reason"] and res.manifest["shards"]["3"]["images"] == 1
