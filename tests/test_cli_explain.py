@@ -178,3 +178,26 @@ def test_explain_weights_that_do_not_fit(tmp_path, capsys):
     assert "do not fit efficientnet_lite0" in capsys.readouterr().err
 
 
+
+
+def test_explain_metrics_list_per_image(tmp_path, capsys):
+    """--metrics with names: the catalogue's metrics per image x method in the output, summary and report;
+    deletion named is the curve at --metric-step; --metrics alone stays deletion + insertion."""
+    from xai_torch.cli.metrics import plan_metrics
+
+    assert plan_metrics(True) == (True, []) and plan_metrics(False) == (False, [])
+    assert plan_metrics("sparseness,deletion") == (True, ["sparseness"])
+    out = tmp_path / "out"
+    assert cli.main(["explain", "chelsea", "--method", "gradient", "--metrics=deletion,sparseness,complexity",
+                     "--metric-step", COARSE, "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cat = summary["images"]["chelsea"]
+    assert list(summary["metric_catalogue"]) == ["sparseness", "complexity"]
+    assert 0 < cat["metrics"]["sparseness"]["gradient"] < 1 and cat["metrics"]["complexity"]["gradient"] > 0
+    assert summary["methods"]["gradient"]["metrics"]["sparseness"] == cat["metrics"]["sparseness"]["gradient"]
+    assert 0 < cat["deletion_auc"]["gradient"] < 1 and "insertion_auc" in cat
+    printed = capsys.readouterr().out
+    assert "metrics of chelsea" in printed and "sparseness ↑" in printed and "complexity ↓" in printed
+    assert "Metrics per image" in (out / "report.html").read_text()
+    assert cli.main(["explain", "chelsea", "--metrics=delet", "--out", str(tmp_path / "o2")]) == 2
+    assert "unknown metric 'delet'" in capsys.readouterr().err

@@ -29,7 +29,7 @@ from .errors import XaiError, XaiWarning, describe
 from .files import atomic_write, check_folder
 from .metrics.catalogue import CATALOGUE, measure, resolve_metrics
 from .metrics.reliability import MIN_IMAGES, MIN_METHODS, Estimate, ReliabilityResult, mean_estimate, reliability
-from .metrics.stability import _Counter
+from .metrics.stability import ModelCalls
 from .report import _CSS
 
 
@@ -121,7 +121,7 @@ def evaluate(model: Any, x: torch.Tensor, methods: Mapping[str, Any], metrics: U
                         {n: {} for n in names}, {}, {n: {} for n in names}, {}, None,
                         settings=dict(settings or {}))
     for method, explainer in methods.items():
-        counter = _Counter(model)
+        counter = ModelCalls(model)
         start = time.perf_counter()
         try:
             with counter:
@@ -134,7 +134,7 @@ def evaluate(model: Any, x: torch.Tensor, methods: Mapping[str, Any], metrics: U
         board.calls[method] = counter.images
         say(f"{method}: explained in {board.seconds[method]:.1f} s ({counter.images} images forwarded)")
         for metric in names:
-            counter = _Counter(model)
+            counter = ModelCalls(model)
             start = time.perf_counter()
             try:
                 with counter, warnings.catch_warnings():
@@ -294,4 +294,50 @@ def write(board: Leaderboard, out: Union[str, Path], title: str = "xai_torch lea
                          json.dumps(to_json(board), indent=1, allow_nan=True).encode("utf-8"))]
 
 
-__all__ = ["Leaderboard", "evaluate", "to_html", "to_json", "to_markdown", "write"]
+
+
+#: the leaderboard's metrics on a CPU (those that cost about a hundred forwards per image and
+#: method or less; the metrics that explain again, PIC, ROAD and IROF join on a GPU)
+CPU_METRICS = ("deletion", "insertion", "faithfulness_correlation", "monotonicity_arya", "monotonicity_nguyen",
+               "pixel_flipping", "region_perturbation", "infidelity", "sensitivity_n", "sufficiency", "completeness",
+               "average_drop", "increase_in_confidence", "sparseness", "complexity", "effective_complexity")
+#: the packaged photos the leaderboard explains (at least MIN_IMAGES for the reliability figures)
+IMAGES = ("chelsea", "coffee", "motorcycle")
+
+
+def packaged(methods: Optional[Sequence[str]] = None, metrics: Union[str, Sequence[str], None] = None, *,
+             images: Sequence[str] = IMAGES, device: Union[str, torch.device] = "cpu", demo: bool = True,
+             bootstrap: int = 1000, log: Optional[Callable[[str], None]] = None) -> Leaderboard:
+    """The leaderboard of the packaged EfficientNet-Lite0 on the packaged photos.
+
+    Args:
+        methods: registry names (default: the default demo's methods, ``presets.GROUPS["demo"]``).
+        metrics: catalogue names or a group (default: :data:`CPU_METRICS` on a CPU, ``"all"`` on a GPU).
+        images: packaged photo names; device: where it runs.
+        demo: each method with its CPU budget (:attr:`~xai_torch.presets.MethodSpec.demo`).
+        bootstrap: resamples of each interval; log: progress lines.
+
+    Returns:
+        :class:`Leaderboard` (its ``settings`` name the model, device, images and budgets).
+    """
+    from . import zoo
+    from .presets import FULL_ONLY_FAMILIES, GROUPS, METHODS
+
+    dev = torch.device(device)
+    names = list(methods) if methods is not None else [m for m in GROUPS["demo"]
+                                                        if METHODS[m].family not in FULL_ONLY_FAMILIES]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise XaiError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}.")
+    chosen = metrics if metrics is not None else (list(CPU_METRICS) if dev.type == "cpu" else "all")
+    model = zoo.efficientnet_lite0(dev)
+    x = zoo.preprocess([zoo.image(n) for n in images]).to(dev)
+    explainers = {m: METHODS[m].build(model, normalize=zoo.NORMALIZE, demo=demo) for m in names}
+    settings = {"model": "efficientnet_lite0 (packaged)", "device": str(dev), "images": ", ".join(images),
+                "budget": "each method's demo budget" if demo else "full presets", "bootstrap": bootstrap}
+    return evaluate(model, x, explainers, chosen, normalize=zoo.NORMALIZE, bootstrap=bootstrap, log=log,
+                    settings=settings)
+
+
+__all__ = ["CPU_METRICS", "IMAGES", "Leaderboard", "evaluate", "packaged", "to_html", "to_json", "to_markdown",
+           "write"]

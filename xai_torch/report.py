@@ -165,6 +165,24 @@ def _methods(summary: dict[str, Any]) -> str:
     return f"<table>{head}{''.join(rows)}</table>{note}"
 
 
+def _catalogue(summary: dict[str, Any]) -> str:
+    """The ``--metrics LIST`` section: per image, the catalogue metrics x methods (xai_torch.cli.metrics)."""
+    names, methods = list(summary["metric_catalogue"]), list(summary["methods"])
+    head = "<tr><th>image</th><th>metric</th>" + "".join(f"<th>{_e(m)}</th>" for m in methods) + "</tr>"
+    rows = []
+    for image, info in summary["images"].items():
+        for n in names:
+            spec, row = summary["metric_catalogue"][n], info.get("metrics", {}).get(n, {})
+            arrow = "↑" if spec.get("higher_is_better") else "↓"
+            rows.append(f"<tr><td>{_e(image)}</td><td title='{_e(spec.get('budget', ''))}'>{_e(n)} {arrow}</td>"
+                        + "".join(f"<td class='num'>{_fmt(row.get(m), 4)}</td>" for m in methods) + "</tr>")
+    fails = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in summary.get("metric_failures", {}).items())
+    note = ('<p class="note">↑ higher is better, ↓ lower; each metric with a CPU-cheap configuration (hover its '
+            "name). The leaderboard (<code>python -m benchmarks evaluate</code>) adds bootstrap intervals.</p>")
+    return (f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>{note}'
+            + (f'<p class="note">Not computed:</p><ul class="note">{fails}</ul>' if fails else ""))
+
+
 def _layers(info: dict[str, Any]) -> str:
     """The ``--layer-attribution`` section: per image x method, the per-channel chart and the layer map."""
     methods, shape = info.get("methods", []), info.get("shape")
@@ -290,6 +308,8 @@ def write_report(out: Union[str, Path], summary: dict[str, Any], *, title: str =
         "<h2>Methods: wall time and faithfulness</h2>",
         _methods(summary),
     ]
+    if summary.get("metric_catalogue"):
+        sections += ["<h2>Metrics per image</h2>", _catalogue(summary)]
     if summary.get("layer_attribution"):
         sections += [f"<h2>Layer attribution at <code>{_e(summary['layer_attribution'].get('layer'))}</code></h2>",
                      _layers(summary["layer_attribution"])]

@@ -20,6 +20,7 @@ from ..layers import auto_reshape, find_layer, has_attention
 from ..models import LoadedModel, auto_cam_layer, check_device, load_image, load_model
 from ..presets import GROUPS, KINDS, METHODS, resolve
 from .layers import plan_layer
+from .metrics import Metrics, catalogue_entry, plan_metrics, print_table, score_method
 
 #: pixels changed per step of the deletion / insertion curves (29 points at 224 x 224)
 METRIC_STEP = 224 * 8
@@ -159,7 +160,7 @@ def estimate(loaded: LoadedModel, x: torch.Tensor, methods: Sequence[str], *, de
 
 def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarray], sources: list[str],
                    methods: list[str], *, out: Union[str, Path], target: Union[str, int] = "top",
-                   metrics: bool = False, layer: Optional[str] = None, steps: Optional[int] = None,
+                   metrics: Metrics = False, layer: Optional[str] = None, steps: Optional[int] = None,
                    metric_step: int = METRIC_STEP, command: str = "explain", title: str = "xai_torch report",
                    progress: Optional[bool] = None, demo: bool = False,
                    layer_attribution: Optional[str] = None) -> Summary:
@@ -177,8 +178,9 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
             itself and never the file it points to; if a method fails nothing is moved in and
             ``out`` is left as it was.
         target: ``"top"`` (each image's top-1 class) or a class index.
-        metrics: deletion / insertion AUC per image x method (``metric_step`` pixels per step,
-            on the raw attributions: ``reduce="abs"`` for the grayscale methods, ``"sum"`` else).
+        metrics: True: deletion / insertion AUC per image x method (``metric_step`` pixels per step,
+            on the raw attributions: ``reduce="abs"`` for the grayscale methods, ``"sum"`` else);
+            ``"all"``, a group or a list of catalogue metrics: those too (:mod:`xai_torch.cli.metrics`).
         metric_step: pixels changed per point of those curves (default 224 * 8: 29 points).
         layer: the CAM layer (default: ``loaded.layer``, else :func:`~xai_torch.models.auto_cam_layer`).
         steps: path steps for the methods that take them (default: each method's own).
@@ -206,6 +208,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
     from ..report import write_report
 
     out = check_folder(out)
+    metrics, extra = plan_metrics(metrics)  # the curves (bool) and the catalogue's other metrics
     shown = Progress(progress)
     model, device = loaded.model, next(iter(loaded.model.parameters())).device
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
@@ -246,7 +249,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
         "estimate_seconds": round(guess.total, 1),
         "metrics": {"step": metric_step, "score": "softmax", "deletion_substrate": "zeros",
                     "insertion_substrate": "rise_blur", "reduce": "abs for grayscale methods, else sum"}
-        if metrics else None,
+        if metrics else None, **({"metric_catalogue": catalogue_entry(extra)} if extra else {}),
         "images": {}, "methods": {}, **({"layer_attribution": plan.summary()} if plan else {}),
     }
     with staged(out) as stage:  # moved into ``out`` only when every method succeeded
@@ -302,6 +305,9 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
                     entry[f"{mode}_curve_mean"] = [round(v, 4) for v in res.curve.detach().double().mean(0).tolist()]
                 fractions = curves["deletion"].fractions.detach().double().cpu()
                 entry["fractions"] = [round(v, 4) for v in fractions.tolist()]
+            if extra:
+                score_method(summary, extra, method, model, x, attributions, explainer, targets, names,
+                             loaded.normalize, entry)
             if plan is not None and method in plan.methods:
                 plan.run(method, model, x, targets, stage=stage, names=names, entry=summary["layer_attribution"],
                          normalize=loaded.normalize, steps=steps, demo=demo)
@@ -315,6 +321,7 @@ def explain_images(loaded: LoadedModel, names: list[str], photos: list[np.ndarra
         summary["wall_seconds"] = round(shown.elapsed(), 1)
         (stage / "summary.json").write_text(json.dumps(summary, indent=2))
         write_report(stage, summary, title=title)
+    print_table(summary)
     return summary
 
 
@@ -337,7 +344,7 @@ def explain(images: Union[str, Path, Sequence[Union[str, Path]]], model: str = "
             methods: Union[str, Sequence[str]] = ("gradcam",), *, weights: Union[str, Path, None] = None,
             num_classes: Optional[int] = None, target: Union[str, int] = "top",
             device: Union[str, torch.device] = "cpu", out: Union[str, Path] = "out/explain",
-            metrics: bool = False, layer: Optional[str] = None,
+            metrics: Metrics = False, layer: Optional[str] = None,
             steps: Optional[int] = None, metric_step: int = METRIC_STEP, progress: Optional[bool] = None,
             layer_attribution: Optional[str] = None) -> Summary:
     """``xai-torch explain``: your images, the packaged or a torchvision model, the methods you name.

@@ -82,8 +82,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                    "a ViT, e.g. blocks.11.norm1, the last map of a Swin / MaxViT)")
     e.add_argument("--steps", type=int, help=steps_help)
     e.add_argument("--metric-step", type=int, default=METRIC_STEP, help=f"{metric_step_help} (default {METRIC_STEP})")
-    e.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=False,
-                   help=f"deletion / insertion AUC per image x method ({METRIC_STEP} pixels per step; default: off)")
+    e.add_argument("--metrics", nargs="?", const=True, default=False, metavar="LIST",
+                   help=f"alone: deletion / insertion AUC per image x method ({METRIC_STEP} pixels per step); "
+                   "--metrics=all, a group (faithfulness, robustness, complexity_metrics, randomisation, "
+                   "stability_metrics) or a "
+                   "comma list of metric names (xt.metrics.catalogue) adds those (default: off)")
+    e.add_argument("--no-metrics", dest="metrics", action="store_false", help=argparse.SUPPRESS)
     e.add_argument("--device", default=default_device, help=f"cpu, cuda or cuda:N (default {default_device})")
     e.add_argument("--out", default="out/explain", help="output folder (default out/explain)")
     e.add_argument("--layer-attribution", metavar="NAME", help=layer_help + " (e.g. layer4 of a ResNet)")

@@ -156,10 +156,12 @@ _SPECS = (
 
 #: metric name -> its record
 CATALOGUE: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
-#: ``all``: every metric that needs no ground-truth masks; ``faithfulness``, ``robustness``...: by family
+#: ``all``: every metric that needs no ground-truth masks; ``faithfulness``, ``robustness``,
+#: ``complexity_metrics``...: by family
 GROUPS: dict[str, list[str]] = {
     "all": [n for n, s in CATALOGUE.items() if "masks" not in s.needs],
-    **{f: [n for n, s in CATALOGUE.items() if s.family == f]
+    # a family named like a metric (complexity, stability) is the group ``<family>_metrics``
+    **{f if f not in CATALOGUE else f"{f}_metrics": [n for n, s in CATALOGUE.items() if s.family == f]
        for f in dict.fromkeys(s.family for s in _SPECS)},
 }
 
@@ -202,10 +204,10 @@ def resolve_metrics(names: Any) -> list[str]:
         w = str(raw).strip().lower().replace("-", "_")
         if not w:
             continue
-        if w in GROUPS:
-            out += GROUPS[w]
-        elif w in CATALOGUE:
+        if w in CATALOGUE:  # a metric's own name first
             out.append(w)
+        elif w in GROUPS:
+            out += GROUPS[w]
         else:
             close = closest_names(w, list(CATALOGUE), n=3)
             raise XaiError(f"unknown metric {raw!r}; choose from {', '.join(CATALOGUE)} or a group "

@@ -88,7 +88,7 @@ def _model_of(explainer: Any) -> Any:
     return getattr(inner, "model", None)
 
 
-class _Counter(HookSession):
+class ModelCalls(HookSession):
     """Images forwarded by ``model`` in this thread while open (None when it cannot be hooked)."""
 
     def __init__(self, model: Any) -> None:
@@ -280,7 +280,7 @@ def stability(explainer: Union[Explainer, Factory], x: torch.Tensor, target: Any
     owner = model if model is not None else _model_of(reference)
     if owner is None or not callable(owner):
         raise XaiError("stability needs the model (to keep the predicted class of the noisy copies): pass model=.")
-    counter = _Counter(owner)
+    counter = ModelCalls(owner)
     with counter:
         scorer = Scorer(owner, x4, target, score="logit", name="stability")
         dev = scorer.device
