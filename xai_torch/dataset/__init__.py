@@ -14,7 +14,7 @@ and read the result with :func:`load`. How a run is organised:
   (``range(rank, num_shards, world)``) come first, decoded ahead by a ``DataLoader`` with
   worker processes (:mod:`.engine`); then it takes any shard still free (a slower or dead
   rank's), then waits for shards that others hold - at most ``finish_timeout`` without
-  progress (default ``max(60 s, 3 x`` its slowest shard ``)``). A stalled rank (SIGSTOP, a hung
+  progress (default ``max(60 s, 3 x`` the slowest shard so far ``)``). A stalled rank (SIGSTOP, a hung
   device) therefore never blocks the others: they finish every other shard and exit with status
   75 and a message that a rerun completes the job (torchrun then stops the stalled rank). A
   dead rank's claims vanish with it. ``--max-restarts`` or a plain rerun finishes the job.

@@ -61,7 +61,7 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--finish-timeout", type=float, default=None,
                    help="seconds a process with nothing left to do waits for shards another process holds "
                         "without progress, before it stops (exit status 75: rerun to finish); default "
-                        "max(60, 3 x its slowest shard)")
+                        "max(60, 3 x the slowest shard so far)")
     p.add_argument("--engine", default="torchrun", choices=("torchrun", "ray"),
                    help="torchrun (default: the processes torchrun starts, or one) or ray (a Ray Data cluster: "
                         "RAY_ADDRESS, else a local one; pip install 'xai_torch[ray]')")

@@ -104,7 +104,7 @@ def explain_dataset(out: Union[str, os.PathLike[str]], data: Any, *,
         workers: DataLoader processes decoding ahead per rank (``None``: 0 with one core per rank,
             1 below 8, else 2); not part of the configuration.
         finish_timeout: seconds a rank that has nothing left to claim waits for shards other
-            ranks hold without any progress (``None``: ``max(60, 3 x`` its slowest shard ``)``).
+            ranks hold without any progress (``None``: ``max(60, 3 x`` the slowest shard recorded ``)``).
 
     Returns:
         :class:`RunSummary` (on every rank).

@@ -93,10 +93,15 @@ class RankLoop:
                 since, seen = time.monotonic(), len(done)
                 if progressed:
                     continue
-            limit = self.finish_timeout if self.finish_timeout is not None else max(60.0, 3 * self.longest)
+            limit = self.finish_timeout if self.finish_timeout is not None else max(60.0, 3 * self._slowest(state))
             if time.monotonic() - since > limit:
                 raise self._incomplete(left, limit)
             time.sleep(POLL)
+
+    def _slowest(self, state: Optional[dict[str, Any]]) -> float:
+        """The longest a shard took so far, here or in any rank's record (seconds)."""
+        times = [r.get("seconds") for r in (state or {}).get("shards", {}).values() if isinstance(r, dict)]
+        return max([self.longest, *(float(t) for t in times if isinstance(t, (int, float)))])
 
     # -- one shard ------------------------------------------------------------------------
     def attempt(self, k: int, loaded: Optional[Loaded] = None, compute: bool = True) -> str:
