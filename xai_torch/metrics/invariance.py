@@ -177,7 +177,7 @@ def _absorb(layer: nn.Module, shift: torch.Tensor, x: torch.Tensor) -> Optional[
 
 def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: Any = None, *,
                      shift: Union[float, Sequence[float], torch.Tensor, str] = -1.0,
-                     similarity: Union[str, Sequence[str], Mapping[str, Callable[..., Any]]] = ("spearman",),
+                     similarity: Union[str, Sequence[str], Mapping[str, Callable[..., Any]]] = (),
                      tolerance: float = 1e-2, logit_tolerance: Optional[float] = None, reduce: str = "sum",
                      call_kwargs: Optional[Mapping[str, Any]] = None, keep_maps: bool = False,
                      batch_size: Optional[int] = None, progress: Optional[bool] = None) -> InvarianceResult:
@@ -199,7 +199,7 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
         shift: the constant ``m`` added to ``x``: a number, one per channel, or ``"mean"``
             (minus the per-channel mean of ``x``). Default -1 (the paper's MNIST shift).
         similarity: names from :data:`~xai_torch.metrics.similarity.SIMILARITIES` (or a dict
-            name -> function) comparing the two reduced maps.
+            name -> function) comparing the two reduced maps; ``()`` (default): none.
         tolerance: the largest ``relative_change`` counted as invariant (1 %: float32 rounding moves
             a deep network's gradient by ~0.5 % between the two models; IxG moves by O(1)).
         logit_tolerance: the largest ``max |z' - z| / max |z|`` accepted by the logit check;
@@ -229,7 +229,7 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
         raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; "
                        f"got {describe(explainer)}.")
     m = _shift_vector(shift, x4)
-    sims = _resolve_similarity(similarity)
+    sims = _resolve_similarity(similarity) if similarity != () else {}
     if reduce not in REDUCTIONS:
         raise XaiError(f"reduce must be one of {list(REDUCTIONS)}; got {reduce!r}.")
     for value, name in ((tolerance, "tolerance"), (logit_tolerance, "logit_tolerance")):
@@ -257,10 +257,7 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
                            f"got {sorted(set(classes.tolist()))[:5]}.")
     bias_added = getattr(layer, "bias", None) is None
     correction = _absorb(layer, m, xd)
-    handle = None
-    if correction is not None:
-        corr = correction
-        handle = layer.register_forward_hook(lambda mod, args, out: out + corr)
+    handle = None if correction is None else layer.register_forward_hook(_border_hook(correction))
     xs = (xd.double() + m.to(xd.device).view(1, -1, *([1] * (xd.ndim - 2)))).to(xd.dtype)
     try:
         with runner.session():
@@ -294,6 +291,32 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
         layer=name, border_corrected=correction is not None, bias_added=bias_added,
         original=to_result(a, x4) if keep_maps else None, shifted=to_result(a2, x4) if keep_maps else None,
     )
+
+
+def _border_hook(corr: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """A forward hook adding ``corr`` ``(1, C, *S)`` to the layer's output. For 2-d maps only the
+    border rows and columns where it is non-zero are added (the interior is zero): the full add
+    would cost a pass over the layer's output per call."""
+    if corr.ndim != 4:
+        return lambda mod, args, out: out + corr
+    rows = corr.abs().amax((0, 1, 3)) > 0
+    cols = corr.abs().amax((0, 1, 2)) > 0
+    h, w = rows.numel(), cols.numel()
+    top = int(rows.int().argmin()) if not bool(rows.all()) else h
+    bottom = int(rows.flip(0).int().argmin()) if not bool(rows.all()) else 0
+    left = int(cols.int().argmin()) if not bool(cols.all()) else w
+    right = int(cols.flip(0).int().argmin()) if not bool(cols.all()) else 0
+    if top + bottom >= h or left + right >= w or bool(corr[..., top:h - bottom, left:w - right].any()):
+        return lambda mod, args, out: out + corr
+    parts = [(slice(0, top), slice(None)), (slice(h - bottom, h), slice(None)),
+             (slice(top, h - bottom), slice(0, left)), (slice(top, h - bottom), slice(w - right, w))]
+
+    def hook(mod: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone() if out._base is not None else out
+        for r, c in parts:
+            out[..., r, c] += corr[..., r, c]
+        return out
+    return hook
 
 
 def _attribution(out: Any, whose: str) -> torch.Tensor:
