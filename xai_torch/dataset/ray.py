@@ -38,6 +38,9 @@ when set, else starts a local cluster).
   at least 1, with ``cpus_per_actor`` shrunk to fit a 1-CPU cluster), so the read stage is never
   starved (one-CPU actors on ``ray.init(num_cpus=2)`` filled the cluster and hung plain Ray).
   With GPUs in the cluster each actor takes ``gpus_per_actor`` (1) and there is one per GPU.
+  Ray runs its workers at niceness 15 (``RAY_worker_niceness``): on a node busy with other
+  work they yield to it (measured: starved on a busy 2-core machine); export
+  ``RAY_worker_niceness=0`` before the cluster starts to compete on equal terms.
 * **Threads.** Each actor runs ``threads`` torch threads (default ``cpus_per_actor``), part of
   the configuration as in the torchrun engine: equal thread counts give equal results.
 * **Resume.** The configuration (the torchrun engine's, plus ``"engine": "ray"``) is fixed in
