@@ -4,9 +4,10 @@
 zero-padded first conv before BatchNorm, as in torchvision's and timm's nets, so the copy's
 added bias and border correction are timed too) with 16 images at 64 px: a deep copy of the
 model whose first conv absorbs the shift, two logit checks and two gradient maps.
-``run(zoo=True)`` times the packaged EfficientNet-Lite0 on two photos at 224 px instead. The floor is the same work in plain torch with the shifted copy
-built beforehand: a forward of each model (no grad) and a forward + backward of each. Target:
-<= 1.1x the floor (the copy, the border correction and the checks cost the rest).
+``run(zoo=True)`` times the packaged EfficientNet-Lite0 on two photos at 224 px instead. The
+floor is the same work in plain torch with the shifted copy built beforehand: a forward of each
+model (no grad) and a forward + backward of each. Target: <= 1.1x the floor (the copy, the
+border correction and the checks cost the rest).
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import torch
 from torch import nn
 
 import xai_torch as xt
-from benchmarks.common import compare, gradient_floor, table
 from xai_torch.metrics import input_invariance
+
+from benchmarks.common import compare, gradient_floor, table
 
 IMAGES = ("chelsea", "coffee")
 
