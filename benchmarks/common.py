@@ -3,11 +3,14 @@ table that ``python -m benchmarks`` prints at the end (every row any benchmark's
 made, with the machine it ran on)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -164,3 +167,24 @@ def gradient_floor(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
         out = model(xg)
         return torch.autograd.grad(out.gather(1, target[:, None]).sum(), xg)[0]
     return floor
+
+
+@contextlib.contextmanager
+def busy(processes: int | None = None) -> Iterator[int]:
+    """A busy machine for the block: ``processes`` (default ``os.cpu_count()``) background
+    Python processes that spin on one core each, killed on exit. Benchmarks time each path
+    quiet and inside ``busy()`` and print both ratios: a shared node, several ``torchrun``
+    ranks or DataLoader workers make every core busy, where intra-op threads that wait for
+    each other cost far more than on a quiet machine."""
+    n = processes if processes is not None else os.cpu_count() or 1
+    spin = "while True:\n    pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(n)]
+    try:
+        time.sleep(0.3)  # the spinners are running before the first measurement
+        yield n
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

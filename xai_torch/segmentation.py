@@ -251,6 +251,12 @@ def multiscale(x: torch.Tensor, image: Any = None, scales: Sequence[int] = XRAI_
         One ``(M_i, H, W)`` bool tensor per image, on ``x.device``, in PAIR's order (scales
         ascending, then labels ascending).
     """
+    with small_ops():  # the glue is small ops; the kernels are serial
+        return _multiscale(x, image, scales, sigma, min_size, size, dilation)
+
+
+def _multiscale(x: torch.Tensor, image: Any, scales: Sequence[int], sigma: float, min_size: int, size: Optional[int],
+                dilation: int) -> list[torch.Tensor]:
     from skimage.transform import resize
 
     x4, _ = check_input(x)
@@ -260,18 +266,17 @@ def multiscale(x: torch.Tensor, image: Any = None, scales: Sequence[int] = XRAI_
         imgs = pixel_images(x4, image)
     h, w = x4.shape[2:]
     out: list[torch.Tensor] = []
-    with small_ops():  # the glue is small ops; the kernels are serial
-        for im in imgs:
-            lo, hi = im.min(), im.max()
-            im = (im - lo) / (hi - lo) * 2 - 1 if hi > lo else np.zeros_like(im)
-            resized = size is not None and (h, w) != (size, size)
-            if resized:
-                im = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
-                    im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
-            labels = felzenszwalb_scales(im, scales, sigma=sigma, min_size=min_size)  # one sort, every scale
-            if resized:  # nearest, as PAIR: which pixel each output pixel takes is the same at every scale
-                labels = _resize_nearest(labels, (h, w))
-            out.append(_label_masks(torch.from_numpy(np.ascontiguousarray(labels)), dilation).to(x4.device))
+    for im in imgs:
+        lo, hi = im.min(), im.max()
+        im = (im - lo) / (hi - lo) * 2 - 1 if hi > lo else np.zeros_like(im)
+        resized = size is not None and (h, w) != (size, size)
+        if resized:
+            im = resize(  # type: ignore[no-untyped-call]  # untyped in scikit-image
+                im, (size, size), order=3, mode="constant", preserve_range=True, anti_aliasing=True)
+        labels = felzenszwalb_scales(im, scales, sigma=sigma, min_size=min_size)  # one sort, every scale
+        if resized:  # nearest, as PAIR: which pixel each output pixel takes is the same at every scale
+            labels = _resize_nearest(labels, (h, w))
+        out.append(_label_masks(torch.from_numpy(np.ascontiguousarray(labels)), dilation).to(x4.device))
     return out
 
 

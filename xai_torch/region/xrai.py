@@ -30,6 +30,7 @@ from ..path.ig import IntegratedGradients
 from ..runner import result_dtype
 from ..segmentation import check_segments, labels_to_masks, multiscale
 from ..targets import Target
+from ..threads import small_ops
 from .xrai_rank import Ranking as Ranking
 from .xrai_rank import rank
 from .xrai_rank import rank_fast as rank_fast
@@ -158,7 +159,8 @@ class XRAI(Explainer):
                 raise XaiError(f"base_attribution must have the shape of x (with the target dim for (B, K) "
                                f"targets), {expect}; got {tuple(base.shape)}.")
             base = base.detach().to(device)
-        masks = self._masks(segments, xd, image)  # bad segments fail before the IG cost
+        with small_ops():
+            masks = self._masks(segments, xd, image)  # bad segments fail before the IG cost
         scores = classes = None
         if base_attribution is None:
             baselines = self.baselines if self.baselines is not None else [_image_min, _image_max]
@@ -168,24 +170,25 @@ class XRAI(Explainer):
             base, scores, classes = res.attributions, res.scores, res.targets
         elif details:
             _, scores, classes, _ = runner.pin(xd, target)
-        attr = base.max(dim=-3).values.reshape(-1, *x.shape[2:])  # the signed channel max, rows (B [* K])
-        maps, ranks, regions, gains = [], [], [], []
-        for row in range(attr.shape[0]):
-            i = row // (k or 1)  # the image of this row: K targets share its segments
-            ranked = rank(attr[row], masks[i], self.algorithm, self.area_threshold, self.min_pixel_diff)
-            maps.append(ranked.map)
-            ranks.append(ranked.ranks)
-            regions.append(ranked.regions.to(x.device))
-            gains.append(ranked.gains.to(x.device))
-        dtype = result_dtype(x)
-        lead = (x.shape[0], k) if k is not None else (x.shape[0],)
-        return XRAIExplanation(
-            attributions=torch.stack(maps).view(*lead, 1, *x.shape[2:]).to(device=x.device, dtype=dtype),
-            targets=None if classes is None else classes.to(x.device),
-            scores=None if scores is None else scores.to(x.device),
-            ranks=torch.stack(ranks).view(*lead, 1, *x.shape[2:]).to(x.device), regions=regions, gains=gains,
-            base_attribution=base.to(x.device), segments=[m.to(x.device) for m in masks],
-        )
+        with small_ops():  # the ranking and its bookkeeping: small ops, one thread
+            attr = base.max(dim=-3).values.reshape(-1, *x.shape[2:])  # the signed channel max, rows (B [* K])
+            maps, ranks, regions, gains = [], [], [], []
+            for row in range(attr.shape[0]):
+                i = row // (k or 1)  # the image of this row: K targets share its segments
+                ranked = rank(attr[row], masks[i], self.algorithm, self.area_threshold, self.min_pixel_diff)
+                maps.append(ranked.map)
+                ranks.append(ranked.ranks)
+                regions.append(ranked.regions.to(x.device))
+                gains.append(ranked.gains.to(x.device))
+            dtype = result_dtype(x)
+            lead = (x.shape[0], k) if k is not None else (x.shape[0],)
+            return XRAIExplanation(
+                attributions=torch.stack(maps).view(*lead, 1, *x.shape[2:]).to(device=x.device, dtype=dtype),
+                targets=None if classes is None else classes.to(x.device),
+                scores=None if scores is None else scores.to(x.device),
+                ranks=torch.stack(ranks).view(*lead, 1, *x.shape[2:]).to(x.device), regions=regions, gains=gains,
+                base_attribution=base.to(x.device), segments=[m.to(x.device) for m in masks],
+            )
 
 
 def _image_min(x: torch.Tensor) -> torch.Tensor:
