@@ -10,7 +10,7 @@ TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; ec
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser test demo demo-full bench lint clean
+.PHONY: help install browser test demo demo-full bench bench-gpu lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ demo-full: install  ## the paper settings of every method on 5 photos (prints it
 
 bench: install  ## run the benchmarks and print ratios against the floor and the reference libraries
 	$(BIN)/python -m benchmarks
+
+bench-gpu: install  ## every family on one GPU (<= 10 min): ms/img, x floor, x ref, peak CUDA MB, bf16 error, CUDA tests
+	$(BIN)/python -m benchmarks --gpu
 
 lint: install  ## ruff on everything, mypy strict on xai_torch/ (pyproject.toml's [tool.mypy])
 	$(BIN)/ruff check xai_torch tests benchmarks

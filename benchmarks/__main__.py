@@ -1,4 +1,6 @@
-"""Run every benchmark and print its table: ``python -m benchmarks [name ...]``."""
+"""Run every benchmark and print its table: ``python -m benchmarks [name ...]``; ``--gpu``: the one
+GPU script instead (:mod:`benchmarks.gpu`, every family on one device; ``--gpu --smoke``: a tiny
+CPU run that checks the script works)."""
 import importlib
 import pkgutil
 import sys
@@ -8,6 +10,13 @@ from benchmarks.common import machine, summary
 
 
 def main(names: list[str]) -> None:
+    if "--gpu" in names:
+        from benchmarks import gpu
+
+        families = [n for n in names if not n.startswith("--")]
+        print(gpu.run(smoke="--smoke" in names, families=families or None), flush=True)
+        print(summary(), flush=True)
+        return
     here = Path(__file__).parent
     found = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
     print(f"machine: {machine()}", flush=True)

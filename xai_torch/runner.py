@@ -214,6 +214,7 @@ class ModelRunner:
                     f"{tuple(z.shape[1:])} and dtype {z.dtype} (model input {tuple(z.shape)}): {problem}. Give x as "
                     f"(B, C, H, W) with the channel count, size and dtype the model expects ({str(err).rstrip('. ')})."
                 ) from err
+            self._precision_error(err)
             raise
         finally:
             if fa is not None and state is not None:
@@ -222,6 +223,14 @@ class ModelRunner:
         self.calls += z.shape[0]
         out = select_output(out, self.select_output)
         return out if self.precision == "float32" else widen(out, z)  # scored at full precision
+
+    def _precision_error(self, err: RuntimeError) -> None:
+        """Raise :class:`XaiError` for a dtype clash of a pass under ``precision`` (autocast)."""
+        text = str(err)
+        if self.precision != "float32" and not is_oom(err) and any(w in text for w in ("dtype", "BFloat16", "Half")):
+            raise XaiError(f"{self.name}: the model's pass failed under precision={self.precision!r} (torch.autocast):"
+                           f" {text.rstrip('. ')}. This method or model does not run in mixed precision; use "
+                           "precision='float32'.") from err
 
     def _input_problem(self, z: torch.Tensor) -> Optional[str]:
         """Why ``z`` does not fit the model, after an error on the first call: one image runs again
@@ -361,7 +370,11 @@ class ModelRunner:
                     "the target callable detaches it, or runs under torch.no_grad), so it has no gradient."
                 )
             acts = list(taken(zg))
-            grads = torch.autograd.grad(s.sum(), acts, allow_unused=True)
+            try:
+                grads = torch.autograd.grad(s.sum(), acts, allow_unused=True)
+            except RuntimeError as err:
+                self._precision_error(err)
+                raise
         for name, g in zip(names, grads):
             if g is None:
                 raise XaiError(f"{self.name}: the target score does not depend on {name!r}; choose a layer "
