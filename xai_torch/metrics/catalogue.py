@@ -130,6 +130,8 @@ _SPECS = (
                "robustness", _E, lambda h, w: {"samples": 3}, "3 noisy copies"),
     MetricSpec("relative_output_stability", "relative_output_stability", "explainer", "stability", False,
                "robustness", _E, lambda h, w: {"samples": 3}, "3 noisy copies"),
+    MetricSpec("relative_representation_stability", "relative_representation_stability", "explainer", "stability",
+               False, "robustness", _E, lambda h, w: {"samples": 3}, "3 noisy copies"),
     MetricSpec("input_invariance", "input_invariance", "model_explainer", "relative_change", False, "robustness",
                _E),
     MetricSpec("fragility", "fragility", "model_explainer", "topk_intersection", True, "robustness", _E,
@@ -152,6 +154,9 @@ _SPECS = (
     MetricSpec("top_k_intersection", "top_k_intersection", "masks", "", True, "localisation",
                ("attribution", "masks"), lambda h, w: {"k": max(1, h * w // 10)}, "k = a tenth of the pixels"),
     MetricSpec("auc", "auc", "masks", "", True, "localisation", ("attribution", "masks")),
+    # masks = the (B, 4) quadrant labels of xt.metrics.make_mosaics
+    MetricSpec("focus", "focus", "masks", "", True, "localisation", ("attribution", "masks"),
+               cheap="on mosaics (make_mosaics): masks are the quadrant labels"),
 )
 
 #: metric name -> its record
