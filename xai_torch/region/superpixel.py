@@ -67,6 +67,7 @@ from ..seeding import check_seed, make_generator
 from ..segmentation import SEGMENTERS, check_segments, get_segmenter
 from ..space import broadcast_to_images, check_space, value_range
 from ..targets import ClassTarget, Target
+from ..threads import small_ops
 
 HIDES = ("mean", "gray", "blur")
 OUTPUTS = ("softmax", "logit", "log_softmax")
@@ -295,7 +296,8 @@ class SuperpixelExplainer(Explainer):
         hidden = hidden_images(xd, labels, self.hide, lo_hi, self.blur_sigma) if background is None else background
         reps = 1 if background is None else background.shape[0]  # perturbed images per row
         counts = (labels.flatten(1).max(1).values + 1).tolist()
-        design = self._design_for(xd, counts, make_generator(self.seed, device), device)
+        with small_ops():  # the design's many small ops: one thread (a busy machine stalls them otherwise)
+            design = self._design_for(xd, counts, make_generator(self.seed, device), device)
         k = target.k or 1
         first = torch.arange(b, device=device)
         self._observe(design, first, torch.zeros_like(first), xd, xd)
@@ -332,7 +334,8 @@ class SuperpixelExplainer(Explainer):
             runner.map(perturbed, img.shape[0])
         if per_back is not None:
             y[:, 1:] = per_back[:, 1:].mean(2)
-        fit = self._fit(design, y, torch.tensor(counts, device=device))
+        with small_ops():  # a small batched solve (lasso: a loop of tiny sweeps)
+            fit = self._fit(design, y, torch.tensor(counts, device=device))
 
         dtype = result_dtype(x)
         keep_k = target.k is not None
