@@ -252,13 +252,21 @@ def _run(ray: Any, out: Path, job: str, data: Any, model_spec: Union[str, nn.Mod
                       use_gpu=gpu > 0)
         ds = ds.map_batches(ExplainShard, fn_constructor_kwargs=kwargs, batch_size=1,
                             compute=ray.data.ActorPoolStrategy(size=n_act), num_cpus=per, num_gpus=gpu)
-        for row in ds.iter_rows():
-            k = int(row["shard"])
-            if row["error"]:
-                failure = _failure(ledger, plan, k, row["error"])
-                break
-            _record(ledger, job, s.source, plan, k, json.loads(row["record"]), "computed")
-            computed.append(k)
+        try:
+            for row in ds.iter_rows():
+                k = int(row["shard"])
+                if row["error"]:
+                    failure = _failure(ledger, plan, k, row["error"])
+                    break
+                _record(ledger, job, s.source, plan, k, json.loads(row["record"]), "computed")
+                computed.append(k)
+        except XaiError:
+            raise
+        except Exception as err:  # noqa: BLE001 - Ray's own errors (an actor that cannot start...)
+            cause = str(err).strip().splitlines()
+            raise RankFailure(f"the Ray pipeline failed after {len(computed)} of {len(todo)} shards (finished ones "
+                              f"are kept; rerun to resume): {type(err).__name__}: {cause[-1] if cause else ''}",
+                              rank=0) from err
     if failure is not None:
         raise failure
     state = ledger.read() or {}
