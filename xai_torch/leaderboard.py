@@ -27,6 +27,7 @@ import torch
 
 from .errors import XaiError, XaiWarning, describe
 from .files import atomic_write, check_folder
+from .metrics._common import Scorer
 from .metrics.catalogue import CATALOGUE, measure, resolve_metrics
 from .metrics.reliability import MIN_IMAGES, MIN_METHODS, Estimate, ReliabilityResult, mean_estimate, reliability
 from .metrics.stability import ModelCalls
@@ -114,9 +115,9 @@ def evaluate(model: Any, x: torch.Tensor, methods: Mapping[str, Any], metrics: U
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise XaiError(f"x must be a (N, C, H, W) tensor; got {describe(x)}.")
     say = log or (lambda line: None)
-    if target is None:
-        with torch.no_grad():
-            target = model(x.detach()).argmax(1).cpu()
+    if target is None:  # the top-1 class of each image, pinned for every method (model buffers kept)
+        classes = Scorer(model, x, None, score="logit", name="leaderboard").classes
+        target = classes.cpu() if classes is not None else None
     board = Leaderboard(list(methods), names, x.shape[0], {n: {} for n in names}, {n: {} for n in names}, {},
                         {n: {} for n in names}, {}, {n: {} for n in names}, {}, None,
                         settings=dict(settings or {}))
