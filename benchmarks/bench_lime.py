@@ -9,6 +9,11 @@
   ``batch_size=10``), run with 200 samples to keep the benchmark short; its time at 1000
   samples is estimated as ``segmentation + 5 x (measured - segmentation)`` (its cost past the
   segmentation is per sample) and both numbers are printed.
+
+A second table isolates the mask composition of LIME, KernelSHAP and RISE (issue 23): 256
+perturbed images each (segments given: an 8 x 8 grid; RISE with a given target), against the
+floor of 256 forwards of already-built images in the same chunks. Target: <= 1.05 x floor (the
+composition, design and solve add at most 5%).
 """
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ import torch
 import torchvision
 
 import xai_torch as xt
-from xai_torch.region import LIME
+from xai_torch.region import LIME, KernelSHAP
 
-from benchmarks.common import table
+from benchmarks.common import compare, table
 
 SAMPLES, LIME_SAMPLES = 1000, 200
 
@@ -113,7 +118,34 @@ def run(repeats: int = 3) -> str:
              f"medians of {repeats}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return table(title, medians, rows) + "\n" + "\n".join(notes)
+        return table(title, medians, rows) + "\n" + "\n".join(notes) + "\n\n" + composition(model, x, repeats)
+
+
+def composition(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3, n: int = 256) -> str:
+    """ours / floor for LIME, KernelSHAP and RISE at ``n`` perturbed images (see the module doc)."""
+    h, w = x.shape[-2:]
+    seg = ((torch.arange(h) * 8 // h)[:, None] * 8 + torch.arange(w) * 8 // w)[None]
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    lime = LIME(model, samples=n, seed=0)
+    shap = KernelSHAP(model, samples=n - 2, seed=0)
+    rise = xt.RISE(model, masks=n, seed=0)
+    chunk = lime._chunk_size(x, x.device)
+    built = torch.where(torch.rand(chunk, 1, h, w, generator=torch.Generator().manual_seed(0)) > 0.5, x, 0.0)
+
+    def floor() -> None:
+        with torch.no_grad():
+            for start in range(0, n, chunk):
+                model(built[:min(chunk, n - start)])
+
+    fns = {"floor": floor, "lime": lambda: lime(x, target=t, segments=seg),
+           "shap": lambda: shap(x, target=t, segments=seg), "rise": lambda: rise(x, target=t)}
+    medians = compare(fns, repeats=repeats, warmup=1)
+    title = (f"mask composition: {n} perturbed images of resnet18 224 px, chunks of {chunk}, CPU, "
+             f"{torch.get_num_threads()} threads, medians of {repeats}")
+    rows = [(f"LIME {n}, segments given", "lime", None, 1.05),
+            (f"KernelSHAP {n}, segments given", "shap", None, 1.05), (f"RISE {n} masks", "rise", None, 1.05)]
+    return table(title, medians, rows)
 
 
 if __name__ == "__main__":

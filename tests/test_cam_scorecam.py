@@ -84,3 +84,43 @@ def test_attached_mode_runs_only_the_masked_forwards(weighting):
         x.add_(5)
         torch.testing.assert_close(cam.from_output(out, target=[1, 2]).attributions,
                                    xt.ScoreCAM(model, layer="features", weighting=weighting)(x * 0 + 1, [1, 2]))
+
+
+def test_channel_forwards_stream_in_chunks_with_results_equal_to_any_chunking():
+    torch.manual_seed(4)
+    model = GapNet().eval()
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    sizes = []
+    h = model.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0]))
+    try:
+        one = xt.ScoreCAM(model, layer="features", batch_size=1).explain(x, target=[0, 1, 2])
+        assert max(sizes) == 1
+        auto = xt.ScoreCAM(model, layer="features").explain(x, target=[0, 1, 2])
+    finally:
+        h.remove()
+    torch.testing.assert_close(auto.attributions, one.attributions, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(auto.weights[0], one.weights[0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_stream_fitting_grows_the_chunk_to_the_free_memory(monkeypatch):
+    from xai_torch import batching
+    from xai_torch.cam.scorecam import stream_fitting
+    from xai_torch.runner import ModelRunner
+
+    model = GapNet().eval().cuda()
+    x = torch.rand(64, 3, 8, 8, device="cuda")
+    monkeypatch.setitem(batching.AUTO_ELEMENTS, "cuda", 4 * x[0].numel())  # a first chunk of 4
+    run = ModelRunner(model, sample=x[0], device=x.device)
+    seen = []
+
+    def fn(a, b):
+        seen.append(b - a)
+        with torch.no_grad():
+            return model(x[a:b])
+
+    out = torch.cat(stream_fitting(run, fn, 64))
+    assert seen[0] == 4 and max(seen[1:]) > 4 and sum(seen) == 64
+    with torch.no_grad():
+        torch.testing.assert_close(out, model(x))

@@ -801,3 +801,21 @@ def test_smoothgrad_refuses_a_noise_that_is_not_a_finite_fraction(noise):
     """At construction, not later with a message about NaN inputs."""
     with pytest.raises(xt.XaiError, match="noise must be a finite number >= 0"):
         xt.SmoothGrad(xt.Gradient(user_model()), noise=noise)
+
+
+# --- precision= (mixed precision) -----------------------------------------------------------
+@pytest.mark.parametrize("name", EXPLAINERS)
+def test_bfloat16_precision_runs_or_says_use_float32_and_leaves_no_trace(name):
+    model, x = user_model(name), images()
+    before = snapshot(model, x)
+    with pytest.raises(xt.XaiError, match="precision must be one of"):
+        EXPLAINER_RECIPES[name].build(model, x, precision="fp16")
+    try:
+        res = explain(name, model, x, precision="bfloat16")
+    except xt.XaiError as err:  # a method whose own rules clash with autocast says so
+        assert "precision='float32'" in str(err)
+    else:
+        attr = res.attributions
+        for a in attr.values() if isinstance(attr, dict) else attr if isinstance(attr, tuple) else [attr]:
+            assert a.dtype == torch.float32 and bool(torch.isfinite(a).all()), name
+    assert_no_trace(before, snapshot(model, x))

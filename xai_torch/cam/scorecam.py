@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional, TypeVar
 
 import torch
 from torch import nn
 
+from ..batching import map_chunks
 from ..errors import XaiError, check_choice
 from ..imageops import upsample_to
 from ..runner import ModelRunner
@@ -15,13 +16,42 @@ from .base import CAMState
 from .cam import ForwardOnlyCAM
 
 Scorer = Callable[[Any, torch.Tensor], torch.Tensor]
+T = TypeVar("T")
+
+#: the share of the free CUDA memory the streamed chunks may take
+HEADROOM = 0.8
+
+
+def stream_fitting(run: ModelRunner, fn: Callable[[int, int], T], n: int, headroom: float = HEADROOM) -> list[T]:
+    """``fn(start, stop)`` over ``[0, n)`` in the largest chunks that fit: on CUDA with
+    ``batch_size=None`` the first chunk (the automatic size) measures the peak memory one sample
+    takes (``torch.cuda.max_memory_allocated``, whose peak statistic it resets), and the rest runs
+    in chunks that fill ``headroom`` of the free memory, with the out-of-memory back-off of
+    :func:`~xai_torch.batching.map_chunks`. Elsewhere, or with a ``batch_size``: ``run.map``.
+    The results are those of any chunking, in order."""
+    dev = run.device
+    first = run.chunk
+    if run.batch_size is not None or dev.type != "cuda" or n <= first:
+        return run.map(fn, n)
+    torch.cuda.synchronize(dev)
+    before = torch.cuda.memory_allocated(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    results = map_chunks(fn, first, first, device=dev, progress=run.progress, desc=run.name)
+    torch.cuda.synchronize(dev)
+    per_sample = max(1, torch.cuda.max_memory_allocated(dev) - before) / first
+    free = torch.cuda.mem_get_info(dev)[0] + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+    size = max(first, int(headroom * free / per_sample))
+    return results + map_chunks(lambda a, b: fn(first + a, first + b), n - first, size, device=dev,
+                                progress=run.progress, desc=run.name)
 
 
 class ScoreCAM(ForwardOnlyCAM):
     """Score-CAM (Wang et al. 2020): each channel's upsampled, min-max normalised map masks the
     input, and the model's score on the masked input weights the channel. ``1 + C``
-    forwards per image, streamed in chunks of ``batch_size`` masked images, with a progress
-    bar. In attached mode (``from_output``) your forward is the clean one: only the masked
+    forwards per image, streamed in chunks of ``batch_size`` masked images (``None``: on CUDA,
+    the largest chunks that fit in 80% of the free memory, sized by a probe of the first chunk,
+    :func:`stream_fitting`; no more than one chunk of masked images exists at a time), with a
+    progress bar. In attached mode (``from_output``) your forward is the clean one: only the masked
     forwards run (the images are kept from your forward).
 
     Args:
@@ -80,7 +110,7 @@ class ScoreCAM(ForwardOnlyCAM):
             return score(state.run.forward(masked), img)
 
         with state.tap.paused():  # the masked and baseline forwards are not explained
-            parts = state.run.map(masked_scores, pairs.shape[0])
+            parts = stream_fitting(state.run, masked_scores, pairs.shape[0])
             base = self._baseline_scores(state.run, x, score) if self.weighting == "paper" else None
         scores = acts.new_zeros(n, c)
         if parts:

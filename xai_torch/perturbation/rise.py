@@ -3,7 +3,8 @@
 Random smooth masks ``M_j`` in ``[0, 1]``, ``S = 1 / (N p) * sum_j F(x * M_j) * M_j``. The masks
 come from a seeded generator: the ``N`` small binary grids and shifts are drawn up front, the
 ``H x W`` masks are rendered per chunk (:func:`rise_masks` renders the same masks for a given
-generator state), so at most ``batch_size`` masked images exist at a time. With ``(B, K)``
+generator state), so at most ``batch_size`` masked images exist at a time, composed straight
+into the model's batch (:func:`masked_images`). With ``(B, K)``
 targets, the K target scores of a masked image come from one forward.
 """
 from __future__ import annotations
@@ -93,6 +94,30 @@ def rise_masks(n: int, size: Any, cell: int = 7, p: float = 0.5, generator: Opti
     return render_rise_masks(grids, shifts, size, dtype)
 
 
+def masked_images(x: torch.Tensor, masks: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Samples ``start .. stop`` of the mask-major product ``x[n % B] * masks[n // B - start // B]``
+    (``x`` ``(B, C, H, W)``, ``masks`` ``(m, 1, H, W)`` from mask ``start // B`` on), composed
+    straight into one new ``(stop - start, C, H, W)`` batch by at most three broadcast
+    multiplications (the head of a partly covered mask, the whole masks, the tail): no gathered
+    copies of the images or masks, no loop over samples."""
+    b = x.shape[0]
+    out = torch.empty((stop - start, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    first, n, pos = start // b, start, 0
+    if n % b:  # the rest of a mask begun in the previous chunk
+        i = n % b
+        cnt = min(b - i, stop - n)
+        torch.mul(x[i:i + cnt], masks[n // b - first], out=out[:cnt])
+        n, pos = n + cnt, cnt
+    whole = (stop - n) // b
+    if whole:
+        j = n // b - first
+        torch.mul(x[None], masks[j:j + whole, None], out=out[pos:pos + whole * b].view(whole, *x.shape))
+        n, pos = n + whole * b, pos + whole * b
+    if n < stop:  # the start of a mask that the next chunk finishes
+        torch.mul(x[:stop - n], masks[n // b - first], out=out[pos:])
+    return out
+
+
 class RISE(PerturbationExplainer):
     """RISE (Petsiuk et al. 2018): the saliency of class c is the average of random smooth
     masks weighted by the model's score on the masked image,
@@ -179,7 +204,7 @@ class RISE(PerturbationExplainer):
             first = start // b
             m = render_rise_masks(grids[first:(stop - 1) // b + 1], shifts[first:(stop - 1) // b + 1], (h, w),
                                   xd.dtype)
-            s, _ = score_columns(target, run.forward(xd[img] * m[j - first], images=img), img, k)
+            s, _ = score_columns(target, run.forward(masked_images(xd, m, start, stop), images=img), img, k)
             weights = torch.zeros(b * k, m.shape[0], dtype=m.dtype, device=device)
             weights[(img[:, None] * k + cols).reshape(-1), (j - first).repeat_interleave(k)] = s.reshape(-1).to(m.dtype)
             acc.add_((weights @ m.flatten(1)).double())

@@ -159,7 +159,17 @@ def compose(x: torch.Tensor, hidden: torch.Tensor, labels: torch.Tensor, z: torc
         i = images[:1]
         return torch.where(keep[:, None], x[i], hidden[i] if hidden_rows is None else hidden[hidden_rows])
     keep = z.to(torch.bool).gather(1, labels.reshape(labels.shape[0], h * w)[images]).view(n, 1, h, w)
-    return torch.where(keep, x[images], hidden[images if hidden_rows is None else hidden_rows])
+    if hidden_rows is not None:
+        return torch.where(keep, x[images], hidden[hidden_rows])
+    # rows come in runs of one image: one broadcast `where` per run straight into the batch (no
+    # gathered copies of x and hidden)
+    out = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    ids, counts = torch.unique_consecutive(images, return_counts=True)
+    pos = 0
+    for i, c in zip(ids.tolist(), counts.tolist()):
+        torch.where(keep[pos:pos + c], x[i:i + 1], hidden[i:i + 1], out=out[pos:pos + c])
+        pos += c
+    return out
 
 
 def paint(weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
