@@ -5,7 +5,7 @@ and update them from the (region, pixel) pairs that the last choice covered: eve
 subtracted once, so a ranking never recomputes a region's mean from scratch.
 
 * On the CPU with numba (``xai_torch[fast]``) the whole ranking is one compiled loop
-  (:func:`_greedy`): a ranking is a few milliseconds, and no thread waits on another.
+  (:func:`_pairs`, :func:`_walk`): a ranking is a few milliseconds, and no thread waits on another.
 * Elsewhere (a GPU, or no numba) it is a loop of tensor ops on the masks' device, run under
   :func:`xai_torch.threads.small_ops`.
 
@@ -168,10 +168,9 @@ def _cover(r: int, g: float, s: int, rstart: Array, rpix: Array, pstart: Array, 
 
 
 @compiled
-def _greedy(a: Array, masks: Array, full: bool, area_threshold: float, min_pixel_diff: int, out: Array,
-            step: Array) -> Array:  # pragma: no cover - compiled
-    """The whole ranking: fills ``out`` (densities) and ``step`` (which choice covered each
-    pixel, -1 for none) and returns the gains in the order of the choices."""
+def _pairs(a: Array, masks: Array) -> tuple[Array, Array, Array, Array, Array, Array]:  # pragma: no cover
+    """The (region, pixel) pairs both ways (CSR: ``rstart``/``rpix`` by region, ``pstart``/
+    ``preg`` by pixel) and every region's pixel count and attribution sum (pixels ascending)."""
     m, p = masks.shape
     cnt = np.zeros(m, np.int64)
     pstart = np.zeros(p + 1, np.int64)
@@ -198,6 +197,17 @@ def _greedy(a: Array, masks: Array, full: bool, area_threshold: float, min_pixel
                 preg[fill[q]] = r
                 fill[q] += 1
                 sums[r] += a[q]
+    return cnt, sums, rstart, rpix, pstart, preg
+
+
+@compiled
+def _walk(order: Array, full: bool, area_threshold: float, min_pixel_diff: int, cnt: Array, sums: Array,
+          rstart: Array, rpix: Array, pstart: Array, preg: Array, a: Array, out: Array,
+          step: Array) -> Array:  # pragma: no cover - compiled
+    """The ranking: "full" picks the densest remaining region each time, "fast" walks
+    ``order``; fills ``out`` (densities) and ``step`` (which choice covered each pixel, -1 for
+    none) and returns the gains in the order of the choices."""
+    m, p = cnt.shape[0], a.shape[0]
     covered = np.zeros(p, np.bool_)
     gains = np.empty(m)
     s = 0
@@ -221,11 +231,8 @@ def _greedy(a: Array, masks: Array, full: bool, area_threshold: float, min_pixel
             s += 1
             remaining[best] = False
     else:
-        dens = np.full(m, -np.inf)
-        for r in range(m):
-            if cnt[r] > 0:
-                dens[r] = sums[r] / cnt[r]
-        for r in np.argsort(-dens, kind="mergesort"):  # stable: ties keep the earlier region first
+        for i in range(order.shape[0]):
+            r = order[i]
             if cnt[r] < max(min_pixel_diff, 1):  # a region with no new pixel has no density
                 continue
             g = sums[r] / cnt[r]
@@ -262,8 +269,13 @@ def rank(attr: torch.Tensor, masks: torch.Tensor, algorithm: str = "full", area_
         a = attr.detach().reshape(-1).to(_F64).contiguous()
         out = np.full(h * w, -np.inf)
         step = np.full(h * w, -1, dtype=np.int64)
-        found = _greedy(a.numpy(), masks.reshape(masks.shape[0], -1).contiguous().numpy(), algorithm == "full",
-                        float(area_threshold), int(min_pixel_diff), out, step)
+        cnt, sums, *pairs = _pairs(a.numpy(), masks.reshape(masks.shape[0], -1).contiguous().numpy())
+        walk = np.empty(0, dtype=np.int64)
+        if algorithm == "fast":  # whole-region density, empty regions last, ties in region order
+            whole = np.where(cnt > 0, sums / np.maximum(cnt, 1), -np.inf)
+            walk = np.argsort(-whole, kind="stable").astype(np.int64)
+        found = _walk(walk, algorithm == "full", float(area_threshold), int(min_pixel_diff), cnt, sums, *pairs,
+                      a.numpy(), out, step)
         dens, chosen, gains = torch.from_numpy(out), torch.from_numpy(step), torch.from_numpy(found)
         order = torch.sort(-gains, stable=True).indices  # densest first; ties keep the order of choice
         position = torch.empty_like(order)
