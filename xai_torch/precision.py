@@ -4,7 +4,8 @@
 ``torch.autocast(device_type, dtype)`` (the backward follows autocast's casts, so gradients with
 respect to a float32 input are float32); half-precision outputs are widened before they are
 scored, and everything built from the scores accumulates as with float32. The model is never
-converted.
+converted. autocast leaves float64 tensors alone: a float64 model with a float64 ``x`` runs in
+float64 whatever the precision.
 """
 from __future__ import annotations
 

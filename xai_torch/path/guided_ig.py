@@ -8,6 +8,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import XaiError, check_positive_int, describe
+from ..explainer import Explainer
 from ..runner import ModelRunner
 from .base import PathExplainer, Paths
 from .layer import Layer
@@ -68,8 +69,8 @@ class GuidedIG(PathExplainer):
 
     def _config(self) -> dict[str, Any]:
         cfg = {"steps": self.steps, "fraction": self.fraction, "max_dist": self.max_dist}
-        return {**cfg, "normalize": self.normalize, "input_range": self.input_range,
-                "batch_size": self.batch_size, "progress": self.progress}
+        base = Explainer._config(self)  # batch_size, progress, select_output / precision when set (no seed)
+        return {**cfg, "normalize": self.normalize, "input_range": self.input_range, **base}
 
     def _paths(self, runner: ModelRunner, x: torch.Tensor, k: int, prepared: Any,
                generator: Optional[torch.Generator], details: bool, layer: Optional[Layer] = None) -> Paths:
