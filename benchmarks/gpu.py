@@ -48,6 +48,7 @@ class Family:
     floor: Optional[Fn] = None
     ref: Optional[Callable[[], Fn]] = None
     bf16: bool = True
+    ref_name: str = ""
 
 
 class TinyCNN(nn.Module):
@@ -113,9 +114,12 @@ def cnn_families(model: nn.Module, x: torch.Tensor, t: torch.Tensor, layer: str,
         ig = cap.IntegratedGradients(model)
         return lambda: ig.attribute(x, target=t, n_steps=steps, internal_batch_size=chunk)
 
+    refs = {"Gradient": "captum Saliency", "GuidedBackprop": "captum GuidedBackprop", "GradCAM": "captum LayerGradCam",
+            "ScoreCAM": "pytorch-grad-cam ScoreCAM", f"IG {steps}": "captum IntegratedGradients"}
+
     def fam(name: str, make: Callable[[str], Fn], floor: Optional[Fn], ref: Optional[Callable[[], Fn]] = None,
             bf16: bool = True) -> Family:
-        return Family(name, make, floor, ref, bf16)
+        return Family(name, make, floor, ref, bf16, refs.get(name, ""))
 
     base = xt.Gradient(model)(x, target=t)  # XRAI's base attribution and the metrics' ranking
     return [
@@ -235,7 +239,7 @@ def measure(fam: Family, b: int, repeats: int, dev: torch.device, warm: bool = T
         if d32 is not None and d16 is not None:
             extra += f"  IG rel. completeness error f32 {float(d32.max()):.2e}, bf16 {float(d16.max()):.2e}"
     add_row("GPU script" if dev.type == "cuda" else "GPU script (on CPU)", fam.name, ms, r_floor, r_ref,
-            "ref" if "ref" in med else "", peak)
+            fam.ref_name if "ref" in med else "", peak)
     return f"{fam.name:<32}{ms:>9.2f}{r_floor:>8.2f}{r_ref:>7.2f}{peak:>9.0f}{extra}"
 
 

@@ -411,3 +411,17 @@ def test_bad_options_raise_before_any_model_call(sharp, x24):
             LIME(model, samples=30, **kwargs)(x24, segments=seg)
     assert model.sizes == []
     assert "surrogate='lasso', alpha=0.01" in repr(LIME(sharp, surrogate="lasso"))
+
+
+def test_compose_writes_runs_of_images_straight_into_the_batch():
+    """Rows of several images (in runs, one image repeated) equal the gathered reference."""
+    from xai_torch.region.superpixel import compose
+
+    g = torch.Generator().manual_seed(0)
+    x, hidden = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    labels = torch.randint(0, 5, (3, 4, 4), generator=g)
+    z = torch.rand(8, 5, generator=g) > 0.5
+    images = torch.tensor([0, 0, 1, 1, 1, 2, 0, 0])  # image 0 in two runs
+    keep = z.gather(1, labels.reshape(3, 16)[images]).view(8, 1, 4, 4)
+    expected = torch.where(keep, x[images], hidden[images])
+    assert torch.equal(compose(x, hidden, labels, z, images, single=False), expected)

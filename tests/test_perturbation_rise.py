@@ -172,3 +172,15 @@ def test_rise_leaves_no_trace(small, small_x):
     small.fail_with = None
     assert_no_trace(before, snapshot(small, x))
     assert "RISE(model=SmallNet, masks=4000, cell=7, p=0.5, score='softmax'" in repr(RISE(small))
+
+
+def test_masked_images_compose_any_chunk_of_the_mask_major_product():
+    """The fused composition equals gathering the images and masks, for chunks that start and
+    end inside a mask, span whole masks, or sit inside one mask."""
+    from xai_torch.perturbation.rise import masked_images
+
+    x = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    m = torch.rand(10, 1, 5, 5, generator=torch.Generator().manual_seed(1))
+    for start, stop in [(0, 30), (1, 2), (2, 11), (4, 29), (3, 6), (5, 7), (0, 1)]:
+        n = torch.arange(start, stop)
+        assert torch.equal(masked_images(x, m[start // 3:], start, stop), x[n % 3] * m[n // 3]), (start, stop)
