@@ -41,6 +41,9 @@ def test_gradient_attack_keeps_the_class_beats_the_control_and_reports_the_real_
     assert torch.equal(net(r.adversarial).argmax(1), net(x).argmax(1))
     again = fragility(net, xt.Gradient(net), x, epsilon=EPS, steps=STEPS, k=K, keep_images=True)
     assert torch.equal(again.adversarial, r.adversarial)   # seeded: the same bits
+    center = fragility(net, xt.InputXGradient(net), x, epsilon=EPS, steps=2, objective="mass_center")
+    assert (center.mass_center_shift >= center.control_mass_center_shift).all() and center.class_kept.all()
+    assert center.k == 10   # default: 10 % of the 100 pixels
 
 
 def test_the_stand_in_needs_the_softplus_copy(net_x):
@@ -55,6 +58,19 @@ def test_the_stand_in_needs_the_softplus_copy(net_x):
         (g,) = torch.autograd.grad(m.abs().sum(), z)
         grads.append(g.abs().max())
     assert grads[0] < 1e-6 < grads[1]
+
+
+def test_the_stand_ins_equal_the_explainers_on_the_model(net_x):
+    """IG (its own rule, zero baseline) and SmoothGrad without noise: the differentiable maps the
+    attack follows are the explainers' maps."""
+    net, x = net_x
+    classes = net(x).argmax(1)
+    ig = xt.IntegratedGradients(net, steps=6)
+    got = stand_in(ig, net, 0)(x.clone().requires_grad_(True), classes, 0)
+    torch.testing.assert_close(got.detach(), ig(x, target=classes, baseline=0.0), rtol=1e-4, atol=1e-6)
+    sg = xt.SmoothGrad(xt.InputXGradient(net), samples=2, noise=0.0, seed=0)
+    got = stand_in(sg, net, 0)(x.clone().requires_grad_(True), classes, 0)
+    torch.testing.assert_close(got.detach(), xt.InputXGradient(net)(x, target=classes), rtol=1e-5, atol=1e-7)
 
 
 def test_search_for_a_non_differentiable_explainer(net_x):

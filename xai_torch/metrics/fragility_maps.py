@@ -4,9 +4,10 @@
 xai_torch's explainers return detached maps, so the attack rebuilds the map of the explainers
 it knows from the model with ``torch.autograd.grad(..., create_graph=True)`` (a double
 backward): :class:`~xai_torch.Gradient` (``abs`` too), :class:`~xai_torch.InputXGradient`,
-:class:`~xai_torch.IntegratedGradients` (straight line, on the input; a zero baseline and at
-most 16 midpoint steps in the stand-in) and :class:`~xai_torch.SmoothGrad` around the first two
-(``variant="mean"``, at most 8 seeded draws in the stand-in). The stand-in runs on a copy of the
+:class:`~xai_torch.IntegratedGradients` (straight line, on the input; a zero baseline, and the
+explainer's rule up to 16 nodes, else 16 midpoints, in the stand-in) and
+:class:`~xai_torch.SmoothGrad` around the first two (``variant="mean"``, at most 8 seeded draws
+in the stand-in). The stand-in runs on a copy of the
 model whose ``nn.ReLU`` modules are replaced by ``nn.Softplus(beta)`` (a ReLU network has zero
 second derivatives: Ghorbani et al. 2019, section 3), and it only steers the attack: every
 explanation the result reports comes from the real explainer on the real model.
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..gradient import Gradient, InputXGradient
 from ..path.ig import IntegratedGradients
+from ..path.quadrature import get_rule
 from ..seeding import derive_seed, make_generator
 from ..smoothgrad import SmoothGrad
 from ..targets import class_output
@@ -82,13 +84,14 @@ def stand_in(explainer: Any, model: nn.Module, seed: int) -> MapFn:
         return fn
 
     if type(explainer) is IntegratedGradients:
-        steps = min(explainer.steps, IG_STEPS)
-        alphas = [(i + 0.5) / steps for i in range(steps)]
+        # the explainer's own rule when it has at most IG_STEPS nodes, else the midpoint rule
+        nodes, weights = (get_rule(explainer.method, explainer.steps) if explainer.steps <= IG_STEPS
+                          else get_rule("riemann_middle", IG_STEPS))
 
         def ig(z: torch.Tensor, classes: torch.Tensor, first: int) -> torch.Tensor:
-            total = sum(grad(a * z, classes) for a in alphas)
+            total = sum(float(w) * grad(float(a) * z, classes) for a, w in zip(nodes, weights))
             assert isinstance(total, torch.Tensor)
-            return z * total / steps
+            return z * total
         return ig
     if type(explainer) is SmoothGrad:
         inner, samples, noise = plain(explainer.explainer), min(explainer.samples, SG_SAMPLES), explainer.noise
