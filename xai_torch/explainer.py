@@ -20,9 +20,10 @@ Args:
     precision: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: the model's passes run
         under ``torch.autocast(device, dtype)`` (the backward follows autocast's casts); outputs
         are widened before scoring, and attributions are accumulated and returned as with
-        float32 (float32, or float64 for a float64 ``x``). About twice as fast on GPUs with
-        tensor cores, at a small error (``python -m benchmarks --gpu`` reports the map
-        correlation with float32 and IG's completeness). The model is not converted (its
+        float32 (float32, or float64 for a float64 ``x``). Meant for GPUs with tensor cores
+        (``python -m benchmarks --gpu`` reports the speed-up, the map correlation with float32
+        and IG's completeness). :class:`~xai_torch.SmoothGrad` runs its passes through the
+        explainer it wraps: give it there. The model is not converted (its
         parameters keep their dtype); an unknown name, or a dtype autocast does not support on
         the model's device, raises :class:`~xai_torch.XaiError` at the call, before any model
         call. Added to every constructor like ``select_output``; in attached mode
