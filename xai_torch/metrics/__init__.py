@@ -8,7 +8,6 @@ from .cam_metrics import ArccResult, ConfidenceChange, arcc, average_drop, confi
 from .complexity import complexity, effective_complexity, sparseness
 from .data_randomization import DataRandomizationResult, data_randomization
 from .faithfulness import CausalCurve, Completeness, causal_auc, completeness, deletion, insertion
-from .infidelity import InfidelityResult, infidelity
 from .faithfulness_correlation import (
     FaithfulnessCorrelationResult,
     MonotonicityCorrelationResult,
@@ -26,6 +25,7 @@ from .flipping import (
     region_perturbation,
 )
 from .fragility import FragilityResult, fragility
+from .infidelity import InfidelityResult, infidelity
 from .invariance import InvarianceResult, input_invariance
 from .localisation import Localisation, PointingGame, pointing_game, relevance_mass, relevance_rank
 from .localisation_scores import Mosaics, auc, focus, make_mosaics, top_k_intersection
@@ -51,11 +51,11 @@ from .stability import SamplesNeeded, StabilityResult, StabilityScores, samples_
 __all__ = [
     "REDUCTIONS", "SCORES", "Scorer", "coerce_attribution", "descending_order", "reduce_channels",
     "CausalCurve", "Completeness", "causal_auc", "completeness", "deletion", "insertion", "rise_blur",
-    "Localisation", "PointingGame", "pointing_game", "relevance_mass", "relevance_rank",
-    "SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "spearman", "ssim",
     "FaithfulnessCorrelationResult", "FlippingResult", "IrofResult", "MonotonicityCorrelationResult",
     "MonotonicityResult", "RegionPerturbationResult", "SufficiencyResult", "faithfulness_correlation", "irof",
     "monotonicity_arya", "monotonicity_nguyen", "pixel_flipping", "region_perturbation", "sufficiency",
+    "Localisation", "PointingGame", "pointing_game", "relevance_mass", "relevance_rank",
+    "SIMILARITIES", "RandomizationResult", "hog_similarity", "model_randomization", "pearson", "spearman", "ssim",
     "PicAggregate", "PicResult", "aggregate", "generate_random_mask", "pic",
     "RoadResult", "noisy_linear_impute", "road",
     "ArccResult", "ConfidenceChange", "arcc", "average_drop", "confidence_change", "increase_in_confidence",
@@ -64,8 +64,8 @@ __all__ = [
     "RandomLogitResult", "RelativeStability", "local_lipschitz_estimate", "random_logit",
     "relative_input_stability", "relative_output_stability", "relative_representation_stability",
     "InfidelityResult", "SensitivityNResult", "SensitivityResult", "infidelity", "max_sensitivity", "sensitivity_n",
-    "SamplesNeeded", "StabilityResult", "StabilityScores", "samples_needed", "stability",
-    "Estimate", "ReliabilityResult", "cronbach_alpha", "krippendorff_alpha", "reliability",
     "DataRandomizationResult", "FragilityResult", "InvarianceResult", "data_randomization", "fragility",
     "input_invariance",
+    "SamplesNeeded", "StabilityResult", "StabilityScores", "samples_needed", "stability",
+    "Estimate", "ReliabilityResult", "cronbach_alpha", "krippendorff_alpha", "reliability",
 ]
