@@ -82,3 +82,15 @@ def test_bfloat16_on_cuda_follows_float32():
     assert float(b.relative_delta.max()) < 0.15
     c = xt.Gradient(net, precision="float16")(x, target=2)
     assert _corr(xt.Gradient(net)(x, target=2), c) > 0.99
+
+
+def test_smoothgrad_runs_at_the_wrapped_explainers_precision_and_refuses_another():
+    net, x = _net(), torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    inner = xt.Gradient(net, precision="bfloat16")
+    sg = xt.SmoothGrad(inner, samples=2, seed=0)
+    assert sg.precision == "bfloat16" and "precision='bfloat16'" in repr(xt.BlurIG(net, precision="bfloat16"))
+    with xt.SmoothGrad(xt.Gradient(net), samples=2, seed=0, noise=0.0) as plain:
+        assert _corr(xt.SmoothGrad(inner, samples=2, seed=0, noise=0.0)(x, target=1),
+                     plain(x, target=1)) > 0.9
+    with pytest.raises(xt.XaiError, match="give precision= to it"):
+        xt.SmoothGrad(xt.Gradient(net), precision="bfloat16")

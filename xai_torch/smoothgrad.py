@@ -38,6 +38,7 @@ from .explainer import Explainer, Explanation
 from .hooks import HookSession
 from .modelio import Packed
 from .perturbation.rise import RISE
+from .precision import check_precision
 from .runner import result_dtype
 from .seeding import check_seed, derive_seed, make_generator
 from .targets import ClassTarget, Target
@@ -94,8 +95,8 @@ class SmoothGrad(Explainer):
             seeded from ``(seed, i)``, so its result depends only on the seed, its index and
             the image itself, never on the rest of the batch or on ``batch_size`` (module doc).
             A seeded wrapped explainer draws afresh for every noisy copy.
-        select_output: taken from the wrapped explainer (give it there); another value here
-            raises :class:`~xai_torch.XaiError`.
+        select_output, precision: taken from the wrapped explainer (give them there); another
+            value here raises :class:`~xai_torch.XaiError`.
 
     Returns:
         The wrapped explainer's output shape, reduced over the noisy copies (a dict
@@ -112,15 +113,19 @@ class SmoothGrad(Explainer):
     """
 
     def __init__(self, explainer: Explainer, *, samples: int = 25, noise: float = 0.15, variant: str = "mean",
-                 seed: Optional[int] = None, progress: Optional[bool] = None, select_output: Any = None) -> None:
+                 seed: Optional[int] = None, progress: Optional[bool] = None, select_output: Any = None,
+                 precision: Optional[str] = None) -> None:
         if not isinstance(explainer, Explainer):
             raise XaiError(f"SmoothGrad wraps an xai_torch explainer, e.g. xt.SmoothGrad(xt.Gradient(model)); "
                            f"got {describe(explainer)}.")
         if select_output is not None and select_output is not explainer.select_output:
             raise XaiError("SmoothGrad scores as the wrapped explainer does: give select_output= to it, e.g. "
                            "xt.SmoothGrad(xt.Gradient(model, select_output='logits')).")
+        if precision is not None and check_precision(precision) != explainer.precision:
+            raise XaiError("SmoothGrad runs the model as the wrapped explainer does: give precision= to it, e.g. "
+                           f"xt.SmoothGrad(xt.Gradient(model, precision={precision!r})).")
         super().__init__(explainer.model, batch_size=explainer.batch_size, progress=progress,
-                         select_output=explainer.select_output)
+                         select_output=explainer.select_output, precision=explainer.precision)
         self.explainer = explainer
         self.call_keywords = explainer.call_keywords
         self.samples = check_positive_int(samples, "samples")

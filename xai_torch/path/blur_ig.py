@@ -7,6 +7,7 @@ from typing import Any, Optional, Union
 import torch
 
 from ..errors import XaiError, check_positive_int, describe
+from ..explainer import Explainer
 from ..imageops import gaussian_blur
 from ..runner import ModelRunner
 from .base import PathExplainer, Paths
@@ -80,7 +81,7 @@ class BlurIG(PathExplainer):
 
     def _config(self) -> dict[str, Any]:
         cfg = {"steps": self.steps, "max_sigma": self.max_sigma, "grad_step": self.grad_step, "sqrt": self.sqrt}
-        return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
+        return {**cfg, **Explainer._config(self)}
 
     def _prepare(self, x: torch.Tensor, baseline: Any, generator: Optional[torch.Generator]) -> None:
         return None  # the path starts at the blurred image: no baseline

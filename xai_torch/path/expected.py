@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ..errors import XaiError, check_input, check_positive_int, describe
+from ..explainer import Explainer
 from ..modelio import Packed, pack_rows
 from ..runner import ModelRunner
 from ..seeding import derive_seed, make_generator
@@ -96,7 +97,7 @@ class ExpectedGradients(PathExplainer):
     def _config(self) -> dict[str, Any]:
         cfg = {"background": tuple(self.background.shape), "samples": self.samples, "seed": self.seed}
         cfg.update(self._layer_config())
-        return {**cfg, "batch_size": self.batch_size, "progress": self.progress}
+        return {**cfg, **Explainer._config(self)}
 
     def _packed(self, x: Any) -> Packed:
         packed = super()._packed(x)
