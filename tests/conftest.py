@@ -20,7 +20,24 @@ def pytest_configure(config: pytest.Config) -> None:
     other. ``PYTEST_XDIST_WORKER_COUNT`` is set by xdist in every worker."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        # the processes a test starts (notebook kernels, torchrun ranks, Ray workers, the CLI)
+        # get the same share instead of one thread per core each
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(share))
+
+
+#: the test files that take longest (tens of seconds), run first: xdist hands out files in
+#: collection order, so a long file started last would keep one worker busy after the others end
+LONGEST_FIRST = ("test_notebooks.py", "test_path_ig.py", "test_path_adaptive.py", "test_dataset_ray.py",
+                 "test_backprop.py", "test_distributed_loop.py", "test_contract.py", "test_cli_explain.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long files first (see ``LONGEST_FIRST``), every file's own order kept."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def calibrate(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
