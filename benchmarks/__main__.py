@@ -1,12 +1,16 @@
-"""Run every benchmark and print its table: ``python -m benchmarks [name ...]``; ``--gpu``: the one
+"""Run every benchmark and print its table: ``python -m benchmarks [name ...] [--quiet]``. Each benchmark
+runs twice, quiet and then with one spinning process per core (:func:`benchmarks.common.busy`), and the
+summary shows both ratios of every row (``--quiet``: the quiet pass only; a module with
+``MEASURES_BUSY = True`` times both itself and runs once). ``--gpu``: the one
 GPU script instead (:mod:`benchmarks.gpu`, every family on one device; ``--gpu --smoke``: a tiny
 CPU run that checks the script works)."""
+import contextlib
 import importlib
 import pkgutil
 import sys
 from pathlib import Path
 
-from benchmarks.common import machine, summary
+from benchmarks.common import LOAD, busy, machine, summary
 
 
 def main(names: list[str]) -> None:
@@ -19,10 +23,19 @@ def main(names: list[str]) -> None:
         return
     here = Path(__file__).parent
     found = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    phases = ["quiet"] if "--quiet" in names else ["quiet", "busy"]
+    names = [n for n in names if not n.startswith("--")]
     print(f"machine: {machine()}", flush=True)
     for name in names or found:
         module = importlib.import_module(f"benchmarks.{name if name.startswith('bench_') else 'bench_' + name}")
-        print(module.run(), end="\n\n", flush=True)
+        for phase in phases:
+            if phase == "busy" and getattr(module, "MEASURES_BUSY", False):
+                continue  # it runs its own quiet and busy measurements
+            LOAD[0] = phase
+            print(f"[{name}: {phase}]", flush=True)
+            with busy() if phase == "busy" else contextlib.nullcontext():
+                print(module.run(), end="\n\n", flush=True)
+    LOAD[0] = "quiet"
     print(summary(), flush=True)
 
 

@@ -36,6 +36,9 @@ from xai_torch.threads import small_ops
 
 from benchmarks.common import add_row, busy
 
+#: this benchmark times quiet and busy itself: python -m benchmarks runs it once
+MEASURES_BUSY = True
+
 
 def _old_multiscale(x: torch.Tensor) -> torch.Tensor:
     """The segmentation before: scikit-image once per scale in threads, torch scatter dilation."""

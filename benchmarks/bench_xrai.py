@@ -22,6 +22,9 @@ from xai_torch.region.xrai import XRAI
 
 from benchmarks.common import add_row, busy
 
+#: this benchmark times quiet and busy itself: python -m benchmarks runs it once
+MEASURES_BUSY = True
+
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each function, run interleaved."""

@@ -16,8 +16,12 @@ import torch
 
 #: peak memory (MB) of the last ``compare`` run of each function, by name
 PEAKS: dict[str, float] = {}
-#: rows of every ``table`` call in this process: (benchmark title, label, ms, x floor, x ref, ref, peak MB, status)
+#: rows of every ``table`` call in this process: (benchmark title, label, ms, x floor, x ref, ref, peak MB, status,
+#: load), load being "quiet" or "busy" (the phase that ``python -m benchmarks`` runs, see :data:`LOAD`)
 SUMMARY: list[tuple] = []
+#: the machine's load while the rows being added now were measured: ``python -m benchmarks`` runs every
+#: benchmark once quiet and once inside :func:`busy`, and sets this for each phase
+LOAD = ["quiet"]
 
 
 def device() -> torch.device:
@@ -133,7 +137,7 @@ def table(title: str, medians: dict[str, float], rows: list[tuple]) -> str:
         peak = PEAKS.get(ours, float("nan"))
         lines.append(f"{label:<30}{medians[ours] * 1e3:>10.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}  "
                      f"{' '.join(names):<22}{status}")
-        SUMMARY.append((title, label, medians[ours] * 1e3, r_floor, r_ref, ref or "", peak, status))
+        SUMMARY.append((title, label, medians[ours] * 1e3, r_floor, r_ref, ref or "", peak, status, LOAD[0]))
         if ref:
             ref_peak = PEAKS.get(ref, float("nan"))
             lines.append(f"{'  reference: ' + ref:<30}{medians[ref] * 1e3:>10.1f}{medians[ref] / floor:>9.2f}"
@@ -144,17 +148,28 @@ def table(title: str, medians: dict[str, float], rows: list[tuple]) -> str:
 def add_row(title: str, label: str, ms: float, x_floor: float, x_ref: float, ref: str, peak: float = float("nan"),
             status: str = "") -> None:
     """A summary row for benchmarks that do not go through :func:`table`."""
-    SUMMARY.append((title, label, ms, x_floor, x_ref, ref, peak, status))
+    SUMMARY.append((title, label, ms, x_floor, x_ref, ref, peak, status, LOAD[0]))
 
 
 def summary() -> str:
-    """Every row of this run in one table, with the machine it came from."""
-    lines = [f"SUMMARY on {machine()}",
-             f"{'benchmark':<44}{'method':<28}{'ms':>9}{'x floor':>9}{'x ref':>8}{'peak MB':>9}  "
-             f"{'reference':<26}status"]
-    for title, label, ms, r_floor, r_ref, ref, peak, status in SUMMARY:
+    """Every row of this run in one table, with the machine it came from: a row measured both quiet
+    and busy (``python -m benchmarks`` runs both) shows both ratios side by side."""
+    busy_rows = {(r[0], r[1]): r for r in SUMMARY if r[8] == "busy"}
+    lines = [f"SUMMARY on {machine()} (quiet: nothing else started; busy: one spinning process per core)",
+             f"{'benchmark':<44}{'method':<28}{'ms':>9}{'x floor':>9}{'x ref':>8}{'peak MB':>9}"
+             f"{'busy ms':>9}{'x floor':>9}{'x ref':>8}  {'reference':<26}status (quiet / busy)"]
+    for title, label, ms, r_floor, r_ref, ref, peak, status, load in SUMMARY:
+        if load == "busy" and any(r[8] == "quiet" and (r[0], r[1]) == (title, label) for r in SUMMARY):
+            continue  # printed beside its quiet row
         short = title if len(title) <= 42 else title[:41] + "…"
-        lines.append(f"{short:<44}{label:<28}{ms:>9.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}  {ref:<26}{status}")
+        b = busy_rows.get((title, label)) if load == "quiet" else None
+        busy_cols = (f"{b[2]:>9.1f}{b[3]:>9.2f}{b[4]:>8.2f}" if b is not None else f"{'':>26}")
+        if load == "busy":  # measured busy only
+            busy_cols, ms, r_floor, r_ref = f"{ms:>9.1f}{r_floor:>9.2f}{r_ref:>8.2f}", float("nan"), float("nan"), \
+                float("nan")
+        statuses = f"{status or '-'} / {b[7] or '-'}" if b is not None else status
+        lines.append(f"{short:<44}{label:<28}{ms:>9.1f}{r_floor:>9.2f}{r_ref:>8.2f}{peak:>9.0f}{busy_cols}  "
+                     f"{ref:<26}{statuses}")
     return "\n".join(lines)
 
 
