@@ -55,6 +55,16 @@ class ShardWorker:
                 in shape, or the explainer failed (naming the image when one is to blame).
         """
         start = time.perf_counter()
+        arrays, bad = self.arrays(loaded, a, ids)
+        sha256, size = write_shard(self.out, loaded.shard, arrays)
+        return {"file": shard_name(loaded.shard), "images": len(arrays["ids"]), "first": ids[0], "last": ids[-1],
+                "sha256": sha256, "bytes": size, "rank": self.rank, "seconds": round(time.perf_counter() - start, 3),
+                "quarantined": [list(e) for e in bad]}
+
+    def arrays(self, loaded: Loaded, a: int, ids: list[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The columns of the shard file of ``loaded`` (what :meth:`compute` writes; the Ray
+        engine writes the same columns to Parquet) and the ``(id, reason)`` of the images
+        skipped. Raises as :meth:`compute`."""
         k = loaded.shard
         bad = [e for e in loaded.errors if e is not None]
         if bad and self.on_error == "stop":
@@ -68,6 +78,7 @@ class ShardWorker:
                                    "one size in the dataset.")
         kept_ids = [ids[j] for j in keep]
         labels = torch.tensor([loaded.labels[j] for j in keep], dtype=torch.int64)
+        arrays: dict[str, Any]
         if images:
             x = torch.stack(images).to(self.device)
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -80,10 +91,7 @@ class ShardWorker:
                       labels=labels.numpy(), config_hash=np.array(self.config_hash), shard=np.array(k, dtype=np.int64),
                       quarantined=np.array([e[0] for e in bad], dtype=str),
                       quarantine_reasons=np.array([e[1] for e in bad], dtype=str))
-        sha256, size = write_shard(self.out, k, arrays)
-        return {"file": shard_name(k), "images": len(keep), "first": ids[0], "last": ids[-1], "sha256": sha256,
-                "bytes": size, "rank": self.rank, "seconds": round(time.perf_counter() - start, 3),
-                "quarantined": [list(e) for e in bad]}
+        return arrays, bad
 
     def _work(self, explainer: Explainer, xs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predictions, targets, attributions and metric AUCs of the images ``xs``."""

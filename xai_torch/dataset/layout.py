@@ -13,6 +13,7 @@ removed file that was not quarantined) still changes the identity and is refused
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -86,3 +87,33 @@ def dataset_identity(source: Source, ids: list[str], quarantine: list[dict[str, 
         digests = [str(gone[i]) if i in gone else file_digest(source, where[i]) for i in ids]
         identity[key] = _digest_list(ids, [str(d) for d in digests])
     return {**identity, "images": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+
+
+def run_of(state: dict[str, Any], job: str) -> dict[str, Any]:
+    """The record of job ``job`` in the manifest's ``runs`` (it must be there)."""
+    for run in state["runs"]:
+        if isinstance(run, dict) and run.get("job") == job:
+            return run
+    raise KeyError(job)
+
+
+def record_shard(state: dict[str, Any], source: Source, plan: Plan, job: str, k: int, record: dict[str, Any],
+                 kind: str) -> dict[str, Any]:
+    """Put shard ``k``'s ``record`` in the manifest ``state`` (``kind``: ``"computed"`` or
+    ``"reused"`` by job ``job``) with its quarantined images (their file digests, so a resume
+    after deleting one is recognised); both engines record through here. Returns the job's run
+    record (its ``seconds`` updated)."""
+    state["shards"][str(k)] = record
+    old = {e["id"]: e for e in state.get("quarantine", []) if isinstance(e, dict)}
+    kept = [e for e in old.values() if e.get("shard") != k]
+    for id_, reason in record.get("quarantined") or []:
+        digest = file_digest(source, plan.where.get(id_))
+        if digest is None and id_ in old:
+            digest = old[id_].get("digest")  # the file is gone: keep what was recorded of it
+        kept.append({"id": id_, "reason": reason, "shard": k, "digest": digest})
+    state["quarantine"] = sorted(kept, key=lambda e: str(e["id"]))
+    run = run_of(state, job)
+    run[kind] = sorted(set(run[kind]) | {k})
+    run["seconds"] = round(time.time() - float(run["t0"]), 3)
+    return run
+

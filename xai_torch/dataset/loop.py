@@ -20,11 +20,11 @@ from .build import Method, Normalize, build_explainer, build_model, normalisatio
 from .compute import ShardWorker
 from .config import FORMAT, Target, canonical, check_args, default_shard_size, hash_json, weights_sha256
 from .engine import Launch, cpu_budget, fit_threads, fit_workers, launch_from_env, watch_parent
-from .layout import Plan, dataset_identity, quarantined, run_ids
+from .layout import Plan, dataset_identity, quarantined, run_ids, run_of
 from .locks import Claims, JobLock, Ledger
 from .shards import check_config, prepare_folder
 from .sources import FolderSource, Source, build_source
-from .work import RankLoop, run_of
+from .work import RankLoop
 
 _WATCHING: list[bool] = []  # the parent watchdog runs once per process
 

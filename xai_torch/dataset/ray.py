@@ -69,7 +69,7 @@ from torch import nn
 from ..errors import XaiError
 from .build import Method
 from .config import FORMAT, RankFailure, Target, canonical, check_args, hash_json, sha256_file
-from .layout import file_digest
+from .layout import record_shard
 from .locks import JobLock, Ledger, remove_stale_tmp
 from .loop import RunSummary, _setup
 from .ray_files import part_name, read_part
@@ -280,18 +280,7 @@ def _record(ledger: Ledger, job: str, source: Any, plan: Any, k: int, record: Re
     """Record shard ``k`` in the manifest (``kind``: ``"computed"`` or ``"reused"``) with its quarantine."""
     def change(state: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], None]:
         assert state is not None  # created when the job started
-        state["shards"][str(k)] = record
-        old = {e["id"]: e for e in state.get("quarantine", []) if isinstance(e, dict)}
-        kept = [e for e in old.values() if e.get("shard") != k]
-        for id_, reason in record.get("quarantined") or []:
-            digest = file_digest(source, plan.where.get(id_))
-            if digest is None and id_ in old:
-                digest = old[id_].get("digest")
-            kept.append({"id": id_, "reason": reason, "shard": k, "digest": digest})
-        state["quarantine"] = sorted(kept, key=lambda e: str(e["id"]))
-        run = next(r for r in state["runs"] if isinstance(r, dict) and r.get("job") == job)
-        run[kind] = sorted(set(run[kind]) | {k})
-        run["seconds"] = round(time.time() - float(run["t0"]), 3)
+        run = record_shard(state, source, plan, job, k, record, kind)
         state["complete"] = len(state["shards"]) == state["num_shards"]
         if state["complete"]:
             run["finished"] = True

@@ -92,33 +92,8 @@ class ExplainShard:
         """Explain one decoded shard and write its Parquet file; its manifest record."""
         start = time.perf_counter()
         k, ids = loaded.shard, self.plan.ids(loaded.shard)
-        a = self.plan.bounds(k)[0]
-        bad = [e for e in loaded.errors if e is not None]
-        if bad and self.on_error == "stop":
-            raise ImageError(bad[0][0], f"cannot load it: {bad[0][1]}. Pass --on-error skip (on_error='skip') to "
-                                        "quarantine unreadable images and go on")
-        keep = [j for j, e in enumerate(loaded.errors) if e is None]
-        images = [t for t in loaded.images if t is not None]
-        shapes = {tuple(t.shape) for t in images}
-        if len(shapes) > 1:
-            raise ImageError(None, f"images of one shard have different shapes {sorted(shapes)}; resize them to "
-                                   "one size in the dataset.")
-        kept_ids = [ids[j] for j in keep]
-        labels = torch.tensor([loaded.labels[j] for j in keep], dtype=torch.int64)
-        w = self.worker
-        if images:
-            x = torch.stack(images).to(w.device)
-            with torch.random.fork_rng(devices=[w.device] if w.device.type == "cuda" else []):
-                arrays = w._compute(k, kept_ids, x, labels)
-        else:  # every image quarantined: an empty shard keeps the record
-            empty = np.zeros(0, dtype=np.int64)
-            arrays = {"attributions": np.zeros(0, dtype=np.float32), "predictions": empty, "targets": empty,
-                      **{f"{m}_auc": np.zeros(0, dtype=np.float32) for m in w.metrics}}
-        arrays.update(ids=np.array(kept_ids, dtype=str), indices=np.array([a + j for j in keep], dtype=np.int64),
-                      labels=labels.numpy(), config_hash=np.array(w.config_hash), shard=np.array(k, dtype=np.int64),
-                      quarantined=np.array([e[0] for e in bad], dtype=str),
-                      quarantine_reasons=np.array([e[1] for e in bad], dtype=str))
+        arrays, bad = self.worker.arrays(loaded, self.plan.bounds(k)[0], ids)
         sha256, size = write_part(self.out, k, arrays)
-        return {"file": part_name(k), "images": len(keep), "first": ids[0], "last": ids[-1], "sha256": sha256,
+        return {"file": part_name(k), "images": len(arrays["ids"]), "first": ids[0], "last": ids[-1], "sha256": sha256,
                 "bytes": size, "rank": self.where, "seconds": round(time.perf_counter() - start, 3),
                 "quarantined": [list(e) for e in bad]}

@@ -14,21 +14,13 @@ from typing import Any, Optional
 from .compute import ImageError, ShardWorker
 from .config import IncompleteRun, RankFailure
 from .engine import Launch, Loaded, load_images, prefetch
-from .layout import Plan, file_digest
+from .layout import Plan, record_shard, run_of
 from .locks import Claims, Ledger
 from .shards import Record, shard_name, verify_shard
 from .sources import Source
 
 #: how often a rank with nothing left to claim looks at the manifest again (seconds)
 POLL = 0.25
-
-
-def run_of(state: dict[str, Any], job: str) -> dict[str, Any]:
-    """The record of job ``job`` in the manifest's ``runs`` (it must be there)."""
-    for run in state["runs"]:
-        if isinstance(run, dict) and run.get("job") == job:
-            return run
-    raise KeyError(job)
 
 
 def job_done(state: Optional[dict[str, Any]], job: str) -> set[int]:
@@ -145,18 +137,7 @@ class RankLoop:
         """Record shard ``k`` (``kind``: ``"computed"`` or ``"reused"``) and its quarantined images."""
         def change(state: Optional[dict[str, Any]]) -> tuple[Optional[dict[str, Any]], None]:
             assert state is not None  # created when the job started
-            state["shards"][str(k)] = record
-            old = {e["id"]: e for e in state.get("quarantine", []) if isinstance(e, dict)}
-            kept = [e for e in old.values() if e.get("shard") != k]
-            for id_, reason in record.get("quarantined") or []:
-                digest = file_digest(self.source, self.plan.where.get(id_))
-                if digest is None and id_ in old:
-                    digest = old[id_].get("digest")  # the file is gone: keep what was recorded of it
-                kept.append({"id": id_, "reason": reason, "shard": k, "digest": digest})
-            state["quarantine"] = sorted(kept, key=lambda e: str(e["id"]))
-            run = run_of(state, self.launch.job)
-            run[kind] = sorted(set(run[kind]) | {k})
-            run["seconds"] = round(time.time() - float(run["t0"]), 3)
+            run = record_shard(state, self.source, self.plan, self.launch.job, k, record, kind)
             state["complete"] = len(set(run["reused"]) | set(run["computed"])) == state["num_shards"]
             if state["complete"]:
                 run["finished"] = True
