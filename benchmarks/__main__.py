@@ -1,7 +1,7 @@
 """Run every benchmark and print its table: ``python -m benchmarks [name ...] [--quiet]``. Each benchmark
 runs twice, quiet and then with one spinning process per core (:func:`benchmarks.common.busy`), and the
 summary shows both ratios of every row (``--quiet``: the quiet pass only; a module with
-``MEASURES_BUSY = True`` times both itself and runs once). ``--gpu``: the one
+``BUSY_PASS = False`` runs once: it times both itself, or it is no speed benchmark). ``--gpu``: the one
 GPU script instead (:mod:`benchmarks.gpu`, every family on one device; ``--gpu --smoke``: a tiny
 CPU run that checks the script works)."""
 import contextlib
@@ -29,8 +29,8 @@ def main(names: list[str]) -> None:
     for name in names or found:
         module = importlib.import_module(f"benchmarks.{name if name.startswith('bench_') else 'bench_' + name}")
         for phase in phases:
-            if phase == "busy" and getattr(module, "MEASURES_BUSY", False):
-                continue  # it runs its own quiet and busy measurements
+            if phase == "busy" and not getattr(module, "BUSY_PASS", True):
+                continue  # it measures busy itself, or it is no speed benchmark
             LOAD[0] = phase
             print(f"[{name}: {phase}]", flush=True)
             with busy() if phase == "busy" else contextlib.nullcontext():

@@ -22,6 +22,9 @@ from torch import nn
 import xai_torch as xt
 from xai_torch.metrics import data_randomization
 
+#: python -m benchmarks runs it once: it measures explanations, not speed, so a busy pass adds nothing
+BUSY_PASS = False
+
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, str]:
     try:

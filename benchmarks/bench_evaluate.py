@@ -16,6 +16,9 @@ from typing import Optional, Union
 
 from benchmarks.common import add_row, device
 
+#: python -m benchmarks runs it once: it measures explanations, not speed, so a busy pass adds nothing
+BUSY_PASS = False
+
 
 def run(out: Union[str, Path] = "out/leaderboard", methods: Optional[list[str]] = None,
         metrics: Optional[list[str]] = None, bootstrap: int = 1000, verbose: bool = True) -> str:
