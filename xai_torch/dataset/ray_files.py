@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from ..errors import XaiError
 from ..files import atomic_write
-from .shards import SHARD_KEYS
+from .shards import check_shard_keys, unreadable_shard
 
 META_KEY = b"xai_torch"
 
@@ -91,12 +91,8 @@ def read_part(path: Path) -> dict[str, NDArray[Any]]:
             else:
                 arrays[name] = np.asarray(col.to_numpy(zero_copy_only=False))
     except Exception as err:  # noqa: BLE001 - Arrow, JSON and OS errors alike: not a shard
-        raise XaiError(f"shard {str(path)!r} is unreadable ({type(err).__name__}: {err}); rerun the same "
-                       "command to recompute it.") from None
-    missing = [key for key in SHARD_KEYS if key not in arrays]
-    if missing:
-        raise XaiError(f"shard {str(path)!r} lacks {missing}: not a shard of an xai-torch run; rerun the same "
-                       "command to recompute it.")
+        raise unreadable_shard(path, err) from None
+    check_shard_keys(path, arrays)
     arrays["ids"] = arrays["ids"].astype(str)
     arrays["config_hash"] = np.array(str(meta.get("config_hash")))
     arrays["shard"] = np.array(int(meta.get("shard", -1)), dtype=np.int64)

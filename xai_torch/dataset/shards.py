@@ -41,8 +41,22 @@ def read_shard(path: Path) -> dict[str, NDArray[Any]]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
     except Exception as err:  # noqa: BLE001 - zip, pickle and OS errors alike: not a shard
-        raise XaiError(f"shard {str(path)!r} is unreadable ({type(err).__name__}: {err}); rerun the same "
-                       "command to recompute it.") from None
+        raise unreadable_shard(path, err) from None
+    return check_shard_keys(path, arrays)
+
+
+def unreadable_shard(path: Path, err: Exception) -> XaiError:
+    """The error for a shard file that cannot be read (either engine's format)."""
+    return XaiError(f"shard {str(path)!r} is unreadable ({type(err).__name__}: {err}); rerun the same "
+                    "command to recompute it.")
+
+
+def check_shard_keys(path: Path, arrays: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+    """``arrays`` when it holds every array of a shard (:data:`SHARD_KEYS`).
+
+    Raises:
+        XaiError: some are missing: not a shard of an xai-torch run.
+    """
     missing = [key for key in SHARD_KEYS if key not in arrays]
     if missing:
         raise XaiError(f"shard {str(path)!r} lacks {missing}: not a shard of an xai-torch run; rerun the same "
