@@ -44,7 +44,7 @@ from .fragility_maps import (
     surrogate,
     top_mask,
 )
-from .invariance import _attribution
+from .invariance import _attribution, check_copyable
 from .sanity import _build_explainer
 
 OBJECTIVES = ("topk", "spearman", "mass_center")
@@ -157,12 +157,7 @@ def fragility(model: nn.Module, explainer: Any, x: torch.Tensor, target: Any = N
         >>> r.topk_intersection.mean(), r.control_topk_intersection.mean(), r.method_used
     """
     x4, _ = check_input(x)
-    if not isinstance(model, nn.Module):
-        raise XaiError(f"fragility copies the model (and a softplus twin for the attack): it needs an nn.Module; "
-                       f"got {describe(model)}.")
-    if not callable(explainer):
-        raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; "
-                       f"got {describe(explainer)}.")
+    check_copyable(model, explainer, "fragility copies the model (and a softplus twin for the attack)")
     epsilon = _positive(epsilon, "epsilon")
     steps = check_positive_int(steps, "steps")
     alpha = 2.5 * epsilon / steps if step_size is None else _positive(step_size, "step_size")

@@ -76,6 +76,19 @@ class InvarianceResult:
     shifted: Optional[torch.Tensor] = None
 
 
+def check_copyable(model: Any, explainer: Any, why: str) -> None:
+    """The checks of a metric that explains a changed copy of the model (``why`` says what it
+    changes): an ``nn.Module``, and an explainer or a factory ``model -> explainer``.
+
+    Raises:
+        XaiError: either is not what it must be.
+    """
+    if not isinstance(model, nn.Module):
+        raise XaiError(f"{why}: it needs an nn.Module; got {describe(model)}.")
+    if not callable(explainer):
+        raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; "
+                       f"got {describe(explainer)}.")
+
 def _shift_vector(shift: Any, x: torch.Tensor) -> torch.Tensor:
     """``shift`` as ``(C,)`` float64: a number, one number per channel, or ``"mean"``."""
     c = x.shape[1]
@@ -222,12 +235,7 @@ def input_invariance(model: nn.Module, explainer: Any, x: torch.Tensor, target: 
         >>> r.invariant, r.relative_change          # (B,) bool, (B,) float64
     """
     x4, _ = check_input(x)
-    if not isinstance(model, nn.Module):
-        raise XaiError(f"input_invariance copies the model to shift its first layer: it needs an nn.Module; "
-                       f"got {describe(model)}.")
-    if not callable(explainer):
-        raise XaiError(f"explainer must be an xai_torch explainer or a factory model -> explainer; "
-                       f"got {describe(explainer)}.")
+    check_copyable(model, explainer, "input_invariance copies the model to shift its first layer")
     m = _shift_vector(shift, x4)
     sims = _resolve_similarity(similarity) if similarity != () else {}
     if reduce not in REDUCTIONS:

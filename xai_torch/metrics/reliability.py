@@ -178,6 +178,12 @@ def bootstrap(statistic: Callable[[np.ndarray], Any], n: int, *, resamples: int 
         found = np.asarray(statistic(rows), dtype=np.float64)
     else:
         found = np.array([statistic(r) for r in rows], dtype=np.float64)
+    return percentile_interval(found, confidence)
+
+
+def percentile_interval(found: np.ndarray, confidence: float) -> Estimate:
+    """``found[0]`` (the statistic on the data) with the percentile interval of the bootstrap
+    draws ``found[1:]`` at ``confidence``, NaN draws left out (a NaN interval when all are)."""
     value, draws = float(found[0]), found[1:]
     draws = draws[~np.isnan(draws)]
     if not len(draws):
@@ -354,13 +360,7 @@ def mean_estimate(values: Any, *, resamples: int = 1000, confidence: float = 0.9
     ok = ~np.isnan(picked)
     count = ok.sum(1)
     means = np.where(count > 0, np.where(ok, picked, 0.0).sum(1) / np.maximum(count, 1), np.nan)
-    value, draws = float(means[0]), means[1:]
-    d = draws[~np.isnan(draws)]
-    if not len(d):
-        return Estimate(value, float("nan"), float("nan"))
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(d, [tail, 100 - tail])
-    return Estimate(value, float(low), float(high))
+    return percentile_interval(means, confidence)
 
 
 __all__ = ["MIN_IMAGES", "MIN_METHODS", "LEVELS", "Estimate", "ReliabilityResult", "bootstrap", "check_bootstrap",
